@@ -1,0 +1,54 @@
+"""SC-CLIP (Self-Calibrated CLIP) for training-free open-vocabulary segmentation: the engine.
+
+    model = load_model("ViT-B/16")                       # or weights="path/to/ViT-B-16.pt" / "random"
+    segmenter = Segmenter(model)
+    result = segmenter.segment("photo.jpg", "sky, cloud; grass; person")
+    result.labels, result.probs, result.class_names
+"""
+
+from .backbones import LoadedModel, available_models, load_model
+from .encoder import CropTrace, DenseOutput, encode_dense
+from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailableError
+from .images import to_rgb_array
+from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages
+from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig, assign_labels
+from .text import (
+    DEFAULT_BACKGROUND_WORDS,
+    MAX_CLASSES,
+    TextEmbeddingCache,
+    TextEncoder,
+    Vocabulary,
+    parse_classes,
+    parse_words,
+)
+
+__all__ = [
+    "CalibrationParams",
+    "CropTrace",
+    "DEFAULT_BACKGROUND_WORDS",
+    "DenseOutput",
+    "ImageEmbedding",
+    "InputError",
+    "LAYER_PRESETS",
+    "LayerPreset",
+    "LoadedModel",
+    "MAX_CLASSES",
+    "METHODS",
+    "ScclipError",
+    "Segmentation",
+    "Segmenter",
+    "SegmenterConfig",
+    "Stages",
+    "TextEmbeddingCache",
+    "TextEncoder",
+    "UnknownModelError",
+    "Vocabulary",
+    "WeightsUnavailableError",
+    "assign_labels",
+    "available_models",
+    "encode_dense",
+    "load_model",
+    "parse_classes",
+    "parse_words",
+    "to_rgb_array",
+]

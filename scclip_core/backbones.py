@@ -1,0 +1,240 @@
+"""Model names -> open_clip architecture, weights and SC-CLIP layer preset; weight resolution and loading.
+
+Architecture configs (open_clip's, plus a tiny test config shipped here) are separate from the weights: a
+pretrained tag read through the Hugging Face cache, a local checkpoint file, or the explicit word `random`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import nn
+
+from .errors import UnknownModelError, WeightsUnavailableError
+from .presets import LAYER_PRESETS, LayerPreset, preset_for_depth
+
+RANDOM_WEIGHTS = "random"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model name users type, the open_clip architecture behind it, and its defaults."""
+
+    name: str
+    arch: str
+    default_weights: str
+    preset: LayerPreset | None
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "ViT-B/16": ModelSpec("ViT-B/16", "ViT-B-16-quickgelu", "openai", LAYER_PRESETS["ViT-B/16"]),
+    "ViT-L/14": ModelSpec("ViT-L/14", "ViT-L-14-quickgelu", "openai", LAYER_PRESETS["ViT-L/14"]),
+    "tiny-test": ModelSpec("tiny-test", "SCCLIP-Tiny-Test", RANDOM_WEIGHTS, LAYER_PRESETS["ViT-B/16"]),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A CLIP model ready for inference, with what it is and where its weights came from."""
+
+    clip: nn.Module
+    tokenizer: object
+    name: str
+    arch: str
+    weights: str
+    is_random: bool
+    preset: LayerPreset
+    device: torch.device
+    dtype: torch.dtype
+    patch_size: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.clip.visual
+
+    @property
+    def key(self) -> str:
+        """Identifies the weights, for caches of derived values such as text embeddings."""
+        return f"{self.arch}|{self.weights}"
+
+
+def _register_configs() -> None:
+    if "SCCLIP-Tiny-Test" not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def available_models() -> list[str]:
+    """Friendly names first, then every open_clip ViT architecture."""
+    _register_configs()
+    return list(MODEL_SPECS) + [name for name in open_clip.list_models() if name.startswith("ViT") and name not in MODEL_SPECS]
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """A ModelSpec for a friendly name (`ViT-B/16`) or any open_clip architecture name (`ViT-B-32`)."""
+    _register_configs()
+    if name in MODEL_SPECS:
+        return MODEL_SPECS[name]
+    if name in open_clip.list_models():
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        return ModelSpec(name, name, tags[0] if tags else RANDOM_WEIGHTS, None)
+    close = [known for known in available_models() if name.lower().replace("/", "-") in known.lower()]
+    hint = f" Did you mean {close[:5]}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}.{hint} Use {list(MODEL_SPECS)} or an open_clip architecture name "
+        "(python -c 'import open_clip; print(open_clip.list_models())')."
+    )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve_dtype(device: torch.device, precision: str | None) -> torch.dtype:
+    if precision is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {list(_PRECISIONS)}, not {precision!r}")
+    return _PRECISIONS[precision]
+
+
+def _looks_like_path(weights: str) -> bool:
+    return weights.endswith(_CHECKPOINT_SUFFIXES) or "/" in weights or "\\" in weights or Path(weights).exists()
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from OpenAI's TorchScript archive, a `.safetensors` file or a torch pickle."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsUnavailableError(
+            f"could not read weights from {path}: {error}. Expected OpenAI's TorchScript .pt, an OpenAI- or "
+            "open_clip-format state dict saved with torch.save, or a .safetensors file."
+        ) from error
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
+    return {
+        key.removeprefix("module."): value for key, value in state.items() if key not in _OPENAI_EXTRA_KEYS
+    }
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, spec: ModelSpec) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if wrong_shape:
+            key = wrong_shape[0]
+            details.append(
+                f"{len(wrong_shape)} tensors have other shapes (e.g. {key}: file {tuple(state[key].shape)}, "
+                f"model {tuple(expected[key].shape)})"
+            )
+        if missing:
+            details.append(f"{len(missing)} keys missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise WeightsUnavailableError(
+            f"the weights in {source} do not fit {spec.name} ({spec.arch}): {'; '.join(details)}. "
+            "Pass the model name these weights were trained for (--model / SCCLIP_MODEL)."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _create(arch: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
+    return open_clip.create_model(arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None)
+
+
+def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple[nn.Module, str, bool]:
+    if weights == RANDOM_WEIGHTS:
+        return _create(spec.arch, None, cache_dir), "random (untrained) weights", True
+    if _looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"weights file {path} not found. Give the path of a checkpoint for {spec.name}, a pretrained tag "
+                f"({', '.join(open_clip.list_pretrained_tags_by_model(spec.arch)) or 'none known'}), or 'random'."
+            )
+        model = _create(spec.arch, None, cache_dir)
+        _load_state(model, read_checkpoint(path), str(path), spec)
+        return model, f"file {path}", False
+    tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+    if weights not in tags:
+        raise WeightsUnavailableError(
+            f"{weights!r} is neither a file nor a pretrained tag of {spec.name}; its tags are {tags or 'none'}. "
+            "Pass a tag, a checkpoint path, or 'random'."
+        )
+    try:
+        model = _create(spec.arch, weights, cache_dir)
+    except Exception as error:
+        source = open_clip.get_pretrained_cfg(spec.arch, weights).get("hf_hub", "").rstrip("/")
+        raise WeightsUnavailableError(
+            f"could not load the {weights!r} weights of {spec.name}: {type(error).__name__}: {error}. They are read "
+            f"from the Hugging Face cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub), repo {source or '?'}: "
+            "run once with internet access to download them (or `huggingface-cli download` that repo), or pass a "
+            "local checkpoint file (e.g. OpenAI's ViT-B-16.pt)."
+        ) from error
+    return model, f"open_clip pretrained '{weights}'", False
+
+
+def load_model(
+    name: str = "ViT-B/16",
+    weights: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    cache_dir: str | None = None,
+) -> LoadedModel:
+    """Build `name` with `weights` (tag, checkpoint path or 'random'; default: the model's usual tag).
+
+    Runs on CUDA when available, else CPU; fp16 on GPU and fp32 on CPU unless `precision` says otherwise.
+    Raises UnknownModelError or WeightsUnavailableError with a message that says how to fix the problem.
+    """
+    spec = resolve_model(name)
+    weights = weights or spec.default_weights
+    model, description, is_random = _load_weights(spec, weights, cache_dir)
+    torch_device = torch.device(device) if device is not None else default_device()
+    dtype = _resolve_dtype(torch_device, precision)
+    model = model.to(device=torch_device, dtype=dtype).eval()
+    visual = model.visual
+    depth = len(visual.transformer.resblocks)
+    preset = spec.preset or preset_for_depth(depth)
+    preset.validate(depth)
+    image_size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    patch_size = visual.patch_size if isinstance(visual.patch_size, int) else visual.patch_size[0]
+    return LoadedModel(
+        clip=model,
+        tokenizer=open_clip.get_tokenizer(spec.arch),
+        name=spec.name,
+        arch=spec.arch,
+        weights=description,
+        is_random=is_random,
+        preset=preset,
+        device=torch_device,
+        dtype=dtype,
+        patch_size=patch_size,
+        image_size=image_size,
+        mean=tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
+        std=tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+    )

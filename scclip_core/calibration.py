@@ -1,0 +1,118 @@
+"""SC-CLIP's calibration steps as pure, batched tensor functions (one per step of the method spec).
+
+Every function takes a batch of crops, works per crop, and never builds an N x N x C tensor. Callers pass
+float32 tensors: anomaly scores and affinities are computed in float32 whatever the backbone precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def squared_distances(tokens: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances, (B, N, D) -> (B, N, N), exact (no Gram-matrix cancellation)."""
+    return torch.cdist(tokens, tokens, compute_mode="donot_use_mm_for_euclid_dist").square()
+
+
+def lof_scores(tokens: Tensor, k: int = 30) -> Tensor:
+    """The official simplified Local Outlier Factor of each token, (B, N, D) -> (B, N).
+
+    With reachability max(d(p, o), kd(p)) every reachability distance of p equals its own k-distance kd(p),
+    so LOF(p) = kd(p) * mean over the k nearest neighbours o of 1 / kd(o). `k` is capped at N - 1.
+    """
+    num_tokens = tokens.shape[1]
+    if num_tokens < 2:
+        return torch.ones(tokens.shape[:2], dtype=tokens.dtype, device=tokens.device)
+    k = min(k, num_tokens - 1)
+    distances = squared_distances(tokens)
+    distances.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    neighbour_distances, neighbours = distances.topk(k, dim=2, largest=False)
+    k_distance = neighbour_distances[..., -1]
+    inverse_neighbour_k_distance = torch.gather(
+        1.0 / k_distance, 1, neighbours.flatten(1)
+    ).view_as(neighbours)
+    return k_distance * inverse_neighbour_k_distance.mean(dim=2)
+
+
+def outliers_by_quantile(scores: Tensor, contamination: float = 0.05) -> Tensor:
+    """Mark scores strictly above their per-crop (1 - contamination) quantile, (B, N) -> bool (B, N)."""
+    if contamination <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.quantile(scores, 1.0 - contamination, dim=1, keepdim=True, interpolation="linear")
+    return scores > threshold
+
+
+def outliers_by_norm(tokens: Tensor, contamination: float = 0.05) -> Tensor:
+    """The authors' earlier detector: the round(contamination * N) tokens of largest L2 norm, bool (B, N)."""
+    count = round(contamination * tokens.shape[1])
+    mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    if count > 0:
+        mask.scatter_(1, tokens.norm(dim=2).topk(count, dim=1).indices, True)
+    return mask
+
+
+def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Replace each outlier token by the mean of its valid 3x3 spatial neighbours.
+
+    A neighbour is valid if it lies inside the grid and is not an outlier; the centre is excluded, all
+    replacements use the original features, and an outlier without valid neighbours stays as it is.
+    `tokens` is (B, N, D) over a row-major (H, W) grid, `outliers` bool (B, N).
+    """
+    batch, num_tokens, dim = tokens.shape
+    height, width = grid
+    if num_tokens != height * width:
+        raise ValueError(f"{num_tokens} tokens do not fill a {height}x{width} grid")
+    if not bool(outliers.any()):
+        return tokens
+    valid = (~outliers).to(tokens.dtype).view(batch, 1, height, width)
+    feature_map = tokens.transpose(1, 2).reshape(batch, dim, height, width) * valid
+    ring = torch.ones(1, 1, 3, 3, dtype=tokens.dtype, device=tokens.device)
+    ring[..., 1, 1] = 0
+    neighbour_sum = F.conv2d(feature_map.reshape(batch * dim, 1, height, width), ring, padding=1)
+    neighbour_sum = neighbour_sum.view(batch, dim, num_tokens).transpose(1, 2)
+    neighbour_count = F.conv2d(valid, ring, padding=1).view(batch, num_tokens, 1)
+    replace = (outliers.unsqueeze(2) & (neighbour_count > 0))
+    return torch.where(replace, neighbour_sum / neighbour_count.clamp_min(1), tokens)
+
+
+def cosine_affinity(tokens: Tensor) -> Tensor:
+    """Cosine similarity between all tokens of each crop, (B, N, D) -> (B, N, N)."""
+    normalised = F.normalize(tokens, dim=2)
+    return normalised @ normalised.transpose(1, 2)
+
+
+def aggregation_weights(affinity: Tensor, beta: float = 0.4, eps: float = 1e-6) -> Tensor:
+    """Zero affinities below `beta`, then divide each row by its sum (+ eps)."""
+    thresholded = affinity.masked_fill(affinity < beta, 0.0)
+    return thresholded / (thresholded.sum(dim=2, keepdim=True) + eps)
+
+
+def aggregate(weights: Tensor, tokens: Tensor) -> Tensor:
+    """Each token becomes the weighted average of the tokens its row of `weights` selects."""
+    return weights @ tokens
+
+
+def attention_prior(affinity: Tensor, temperature: float = 3.0) -> Tensor:
+    """Softmax of temperature * (S - mean(S)) over each row, keeping only entries at or above the mean.
+
+    The mean is one scalar per crop over all N^2 entries, diagonal included; the diagonal (cosine 1) always
+    survives, so no row is empty.
+    """
+    centred = temperature * (affinity - affinity.mean(dim=(1, 2), keepdim=True))
+    return centred.masked_fill(centred < 0, -math.inf).softmax(dim=2)
+
+
+def gaussian_neighbourhood(grid: tuple[int, int], sigma: float, device: torch.device | None = None) -> Tensor:
+    """NACLIP's additive attention bias exp(-|pos_i - pos_j|^2 / 2 sigma^2) over a row-major grid, (N, N)."""
+    height, width = grid
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=device),
+        torch.arange(width, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    positions = torch.stack([rows.flatten(), cols.flatten()], dim=1)
+    return torch.exp(-torch.cdist(positions, positions).square() / (2 * sigma**2))

@@ -1,0 +1,127 @@
+"""Frozen configuration: SC-CLIP layer presets per backbone, stage flags and hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+Detector = Literal["lof", "l2norm"]
+Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
+METHODS: tuple[str, ...] = ("sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+
+
+@dataclass(frozen=True)
+class LayerPreset:
+    """Which block outputs SC-CLIP reads, as 0-based indices into the list of block outputs.
+
+    `pre_adjust_idx` gives the mid-layer affinity, `post_adjust_idx` the shallow-layer affinity,
+    `[multi_start_idx, multi_end_idx)` the layers summed for the second pass, `res_cls` the CLS add-back weight.
+    """
+
+    pre_adjust_idx: int
+    post_adjust_idx: int
+    multi_start_idx: int
+    multi_end_idx: int
+    res_cls: float
+
+    def validate(self, depth: int) -> None:
+        """Raise ValueError unless every index addresses one of the first `depth - 1` block outputs."""
+        last = depth - 2
+        for name in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx"):
+            value = getattr(self, name)
+            if not 0 <= value <= last:
+                raise ValueError(f"{name}={value} is outside 0..{last} for a {depth}-block backbone")
+        if not self.multi_start_idx < self.multi_end_idx <= last + 1:
+            raise ValueError(
+                f"multi-level range [{self.multi_start_idx}, {self.multi_end_idx}) must be non-empty "
+                f"and end at most at {last + 1} for a {depth}-block backbone"
+            )
+
+
+LAYER_PRESETS: dict[str, LayerPreset] = {
+    "ViT-B/16": LayerPreset(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
+    "ViT-L/14": LayerPreset(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
+}
+
+
+def preset_for_depth(depth: int) -> LayerPreset:
+    """A preset for any depth, scaled from the ViT-B/16 one (12 blocks); exact for 12 and 24 blocks."""
+    for preset, preset_depth in ((LAYER_PRESETS["ViT-B/16"], 12), (LAYER_PRESETS["ViT-L/14"], 24)):
+        if depth == preset_depth:
+            return preset
+    if depth < 4:
+        raise ValueError(f"SC-CLIP needs at least 4 blocks; this backbone has {depth}")
+
+    def scaled(index: int) -> int:
+        return min(max(round(index * depth / 12), 0), depth - 2)
+
+    start = scaled(3)
+    end = max(min(round(10 * depth / 12), depth - 1), start + 1)
+    return LayerPreset(
+        pre_adjust_idx=scaled(8),
+        post_adjust_idx=scaled(3),
+        multi_start_idx=start,
+        multi_end_idx=end,
+        res_cls=0.3 if depth <= 16 else 0.1,
+    )
+
+
+def resolve_layers(layers: str | LayerPreset, depth: int) -> LayerPreset:
+    """A preset by name (`ViT-B/16`, `ViT-L/14`, `auto`) or as given, checked against the depth."""
+    if isinstance(layers, LayerPreset):
+        preset = layers
+    elif layers == "auto":
+        preset = preset_for_depth(depth)
+    elif layers in LAYER_PRESETS:
+        preset = LAYER_PRESETS[layers]
+    else:
+        raise ValueError(f"unknown layer preset {layers!r}; use one of {sorted(LAYER_PRESETS)}, 'auto' or a LayerPreset")
+    preset.validate(depth)
+    return preset
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Switches for SC-CLIP's calibration stages; all on reproduces the paper."""
+
+    anomaly: bool = True
+    pre_aggregation: bool = True
+    attention_prior: bool = True
+    post_aggregation: bool = True
+    multi_level: bool = True
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def without(cls, *names: str) -> "Stages":
+        """All stages on except `names` (CLI/UI spelling with dashes is accepted)."""
+        normalised = [name.replace("-", "_") for name in names]
+        unknown = sorted(set(normalised) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(cls.names())}")
+        return cls(**{name: name not in normalised for name in cls.names()})
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """The hyperparameters the official code hard-codes, settable here."""
+
+    beta: float = 0.4
+    prior_temperature: float = 3.0
+    prior_mix: float = 0.5
+    lof_k: int = 30
+    contamination: float = 0.05
+    detector: Detector = "lof"
+    naclip_sigma: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("lof", "l2norm"):
+            raise ValueError(f"detector must be 'lof' or 'l2norm', not {self.detector!r}")
+        if not 0.0 <= self.contamination < 1.0:
+            raise ValueError(f"contamination must be in [0, 1), not {self.contamination}")
+        if self.lof_k < 1:
+            raise ValueError(f"lof_k must be at least 1, not {self.lof_k}")
+        if not 0.0 <= self.prior_mix <= 1.0:
+            raise ValueError(f"prior_mix must be in [0, 1], not {self.prior_mix}")

@@ -1,0 +1,410 @@
+"""From an image and class text to a segmentation: resize, sliding windows, stitching and post-processing.
+
+The expensive image side (`set_image`) is kept apart from the cheap text side (`predict`), as in
+segment-anything's predictor: new class names or thresholds on the same image re-run only the text side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbones import LoadedModel
+from .encoder import CropTrace, encode_dense
+from .errors import InputError
+from .images import cap_size, to_rgb_array
+from .presets import METHODS, CalibrationParams, Stages
+from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
+
+Progress = Callable[[float, str], None]
+Window = tuple[int, int, int, int]
+_BAND_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Inference protocol. Defaults are the paper's: short side 336, 224 windows with stride 112, scale 40.
+
+    `stride=None` runs the whole resized image as one window; `short_side=None` keeps the image size;
+    `max_input_side` downscales larger inputs first (None: never).
+    """
+
+    short_side: int | None = 336
+    max_long_side: int = 2048
+    crop: int = 224
+    stride: int | None = 112
+    logit_scale: float = 40.0
+    max_input_side: int | None = 2048
+    batch_size: int = 8
+    templates: str = "openai"
+
+    def __post_init__(self) -> None:
+        if self.short_side is not None and self.short_side < 1:
+            raise InputError(f"short_side must be positive, not {self.short_side}")
+        if self.crop < 1 or (self.stride is not None and self.stride < 1):
+            raise InputError(f"crop and stride must be positive (crop={self.crop}, stride={self.stride})")
+        if self.logit_scale <= 0:
+            raise InputError(f"logit_scale must be positive, not {self.logit_scale}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be positive, not {self.batch_size}")
+
+
+@dataclass
+class ImageEmbedding:
+    """The image side of a segmentation: everything `predict` needs that does not depend on the classes."""
+
+    image: np.ndarray
+    resized_size: tuple[int, int]
+    windows: list[Window]
+    embeddings: Tensor
+    method: str
+    stages: Stages
+    params: CalibrationParams
+    model_key: str
+    fingerprint: str
+    trace: list[CropTrace] | None = None
+    notices: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Segmentation:
+    """Per-pixel labels and probabilities at the input resolution, with what produced them."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    class_names: list[str]
+    background_index: int | None
+    prob_threshold: float
+    area_threshold: float | None
+    timings: dict[str, float]
+    notices: list[str]
+    is_random_weights: bool
+    method: str
+    stages: Stages
+    model_name: str
+    weights: str
+    windows: list[Window]
+    resized_size: tuple[int, int]
+    trace: list[CropTrace] | None = None
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of the pixels given to each class."""
+        counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
+        return {name: float(count) / self.labels.size for name, count in zip(self.class_names, counts)}
+
+    def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> "Segmentation":
+        """The same probabilities relabelled under other thresholds; no model involved."""
+        probs, names, background = self.probs, self.class_names, self.background_index
+        if background is None and (prob_threshold > 0 or area_threshold):
+            probs = np.concatenate([probs, np.zeros((1, *probs.shape[1:]), dtype=probs.dtype)])
+            names, background = [*names, "background"], len(names)
+        labels = assign_labels(torch.from_numpy(probs), background, prob_threshold, area_threshold).numpy()
+        return replace(
+            self, probs=probs, labels=labels, class_names=names, background_index=background,
+            prob_threshold=prob_threshold, area_threshold=area_threshold,
+        )
+
+    def to_json(self) -> dict:
+        """A plain summary: what ran, on what, and how the pixels were shared."""
+        return {
+            "model": self.model_name,
+            "weights": self.weights,
+            "random_weights": self.is_random_weights,
+            "method": self.method,
+            "stages": {name: getattr(self.stages, name) for name in Stages.names()},
+            "classes": self.class_names,
+            "background_index": self.background_index,
+            "prob_threshold": self.prob_threshold,
+            "area_threshold": self.area_threshold,
+            "shares": self.shares(),
+            "image_size": [int(self.labels.shape[1]), int(self.labels.shape[0])],
+            "resized_size": [int(self.resized_size[1]), int(self.resized_size[0])],
+            "windows": len(self.windows),
+            "timings": {name: round(seconds, 4) for name, seconds in self.timings.items()},
+            "notices": self.notices,
+        }
+
+
+def resized_shape(height: int, width: int, short_side: int | None, max_long_side: int) -> tuple[int, int]:
+    """mmseg's keep-ratio resize: the largest scale with short side <= `short_side`, long side <= `max_long_side`."""
+    if short_side is None:
+        return height, width
+    scale = min(max_long_side / max(height, width), short_side / min(height, width))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Window]:
+    """Windows of `crop` over an image at least `crop` on each side; the last ones are shifted back inside."""
+
+    def starts(size: int) -> list[int]:
+        count = max(math.ceil((size - crop) / stride), 0) + 1
+        return [min(index * stride, size - crop) for index in range(count)]
+
+    return [(y, x, y + crop, x + crop) for y in starts(height) for x in starts(width)]
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> Tensor:
+    """The (out, in) matrix of 1-D bilinear resampling with align_corners=False (as F.interpolate)."""
+    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    low = source.floor().long().clamp_max(in_size - 1)
+    high = (low + 1).clamp_max(in_size - 1)
+    weight_high = source - low
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    matrix.index_put_((rows, low), 1 - weight_high, accumulate=True)
+    matrix.index_put_((rows, high), weight_high, accumulate=True)
+    return matrix.float()
+
+
+def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int, logit_scale: float) -> Tensor:
+    """Softmax over all queries at `logit_scale`, then the max over each class's synonyms, (Q, ...) -> (C, ...)."""
+    query_probs = (logit_scale * logits).softmax(dim=0)
+    index = query_classes.view(-1, *([1] * (logits.ndim - 1))).expand_as(query_probs)
+    probs = torch.zeros((num_classes, *logits.shape[1:]), dtype=query_probs.dtype, device=logits.device)
+    return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
+
+
+def assign_labels(
+    probs: Tensor, background_index: int | None, prob_threshold: float = 0.0, area_threshold: float | None = None
+) -> Tensor:
+    """Argmax labels after the spec's background rules.
+
+    Area rule: a non-background class whose predicted area is at most `area_threshold` times the whole
+    non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
+    (remaining) highest probability is below `prob_threshold` go to the background class.
+    """
+    if not 0.0 <= prob_threshold <= 1.0:
+        raise InputError(f"prob_threshold must be in [0, 1], not {prob_threshold}")
+    if area_threshold is not None and not 0.0 <= area_threshold <= 1.0:
+        raise InputError(f"area_threshold must be in [0, 1], not {area_threshold}")
+    if background_index is None and (prob_threshold > 0 or area_threshold):
+        raise InputError("thresholds need a background class to assign rejected pixels to")
+    if area_threshold:
+        areas = torch.bincount(probs.argmax(dim=0).flatten(), minlength=probs.shape[0]).double()
+        areas[background_index] = 0
+        small = areas <= area_threshold * areas.sum()
+        small[background_index] = False
+        if bool(small.any()):
+            probs = probs.masked_fill(small.view(-1, *([1] * (probs.ndim - 1))), 0.0)
+    best, labels = probs.max(dim=0)
+    if prob_threshold > 0:
+        labels = labels.masked_fill(best < prob_threshold, background_index)
+    return labels
+
+
+def _fingerprint(rgb: np.ndarray) -> str:
+    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
+    digest.update(str(rgb.shape).encode())
+    return digest.hexdigest()
+
+
+class Segmenter:
+    """Owns the inference protocol for one model: windows, text, stitching and post-processing."""
+
+    def __init__(
+        self, model: LoadedModel, config: SegmenterConfig | None = None, *, text_cache: TextEmbeddingCache | None = None
+    ) -> None:
+        self.model = model
+        self.config = config or SegmenterConfig()
+        self.text = TextEncoder(model, self.config.templates, text_cache)
+        self._last: ImageEmbedding | None = None
+
+    def _normalised(self, rgb: np.ndarray, size: tuple[int, int]) -> Tensor:
+        image = torch.tensor(rgb, device=self.model.device).permute(2, 0, 1).unsqueeze(0).float()
+        if tuple(image.shape[2:]) != size:
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        mean = torch.tensor(self.model.mean, device=image.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.model.std, device=image.device).view(1, 3, 1, 1) * 255
+        return (image - mean) / std
+
+    def _layout(self, height: int, width: int) -> tuple[tuple[int, int], list[Window]]:
+        """The padded canvas and its windows: padding (at the mean colour) keeps every window a full crop."""
+        crop, patch = self.config.crop, self.model.patch_size
+        if self.config.stride is None:
+            padded = (math.ceil(height / patch) * patch, math.ceil(width / patch) * patch)
+            return padded, [(0, 0, *padded)]
+        padded = (max(height, crop), max(width, crop))
+        return padded, sliding_windows(*padded, crop, self.config.stride)
+
+    def set_image(
+        self,
+        image: object,
+        *,
+        method: str = "sc-clip",
+        stages: Stages | None = None,
+        params: CalibrationParams | None = None,
+        trace: bool = False,
+        progress: Progress | None = None,
+    ) -> ImageEmbedding:
+        """Run the backbone over the image's windows; the result is remembered and also returned."""
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        stages, params = stages or Stages(), params or CalibrationParams()
+        start = time.perf_counter()
+        rgb, notice = cap_size(to_rgb_array(image), self.config.max_input_side)
+        fingerprint = _fingerprint(rgb)
+        last = self._last
+        if (
+            last is not None
+            and (last.fingerprint, last.method, last.stages, last.params, last.model_key)
+            == (fingerprint, method, stages, params, self.model.key)
+            and (last.trace is not None or not trace)
+        ):
+            return last
+        notices = [notice] if notice else []
+        if self.model.is_random:
+            notices.append("weights are random (untrained): the segmentation is meaningless")
+        resized = resized_shape(*rgb.shape[:2], self.config.short_side, self.config.max_long_side)
+        padded, windows = self._layout(*resized)
+        with torch.inference_mode():
+            canvas = F.pad(self._normalised(rgb, resized), (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
+            crops = torch.cat([canvas[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
+        preprocess = time.perf_counter()
+        embeddings, traces = [], []
+        for first in range(0, len(windows), self.config.batch_size):
+            if progress:
+                progress(first / len(windows), f"encoding windows {first + 1}-{min(first + self.config.batch_size, len(windows))} of {len(windows)}")
+            output = encode_dense(
+                self.model.visual,
+                crops[first : first + self.config.batch_size],
+                layers=self.model.preset,
+                stages=stages,
+                method=method,
+                params=params,
+                trace=trace,
+            )
+            embeddings.append(F.normalize(output.patch_embeddings.float(), dim=-1))
+            traces.extend(output.trace or [])
+        for crop_trace, window in zip(traces, windows):
+            crop_trace.window = window
+        if progress:
+            progress(1.0, "windows encoded")
+        done = time.perf_counter()
+        self._last = ImageEmbedding(
+            image=rgb,
+            resized_size=resized,
+            windows=windows,
+            embeddings=torch.cat(embeddings),
+            method=method,
+            stages=stages,
+            params=params,
+            model_key=self.model.key,
+            fingerprint=fingerprint,
+            trace=traces if trace else None,
+            notices=notices,
+            timings={"preprocess": preprocess - start, "backbone": done - preprocess},
+        )
+        return self._last
+
+    def _stitch(self, embedding: ImageEmbedding, text: Tensor) -> Tensor:
+        """Window logits upsampled to their window, averaged where windows overlap, cropped to the image."""
+        first = embedding.windows[0]
+        padded = (max(w[2] for w in embedding.windows), max(w[3] for w in embedding.windows))
+        canvas = torch.zeros(text.shape[0], *padded, device=text.device)
+        counts = torch.zeros(1, *padded, device=text.device)
+        window_logits = torch.einsum("nhwe,qe->nqhw", embedding.embeddings, text)
+        window_logits = F.interpolate(window_logits, size=(first[2] - first[0], first[3] - first[1]), mode="bilinear", align_corners=False)
+        for logits, (y0, x0, y1, x1) in zip(window_logits, embedding.windows):
+            canvas[:, y0:y1, x0:x1] += logits
+            counts[:, y0:y1, x0:x1] += 1
+        height, width = embedding.resized_size
+        return (canvas / counts)[:, :height, :width]
+
+    def _probabilities(self, logits: Tensor, out_size: tuple[int, int], vocabulary: Vocabulary, logit_scale: float) -> Tensor:
+        """Resize logits to `out_size` in row bands (never holding Q x H x W at once), then class probabilities."""
+        num_queries, in_height, in_width = logits.shape
+        query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
+        num_classes = len(vocabulary.classes)
+        if (in_height, in_width) == out_size:
+            return class_probabilities(logits, query_classes, num_classes, logit_scale)
+        rows = bilinear_matrix(out_size[0], in_height).to(logits.device)
+        columns = bilinear_matrix(out_size[1], in_width).to(logits.device).T
+        probs = torch.empty(num_classes, *out_size, device=logits.device)
+        band = max(1, _BAND_ELEMENTS // (num_queries * out_size[1]))
+        for top in range(0, out_size[0], band):
+            band_logits = (rows[top : top + band] @ logits) @ columns
+            probs[:, top : top + band] = class_probabilities(band_logits, query_classes, num_classes, logit_scale)
+        return probs
+
+    def predict(
+        self,
+        classes: str | Vocabulary,
+        *,
+        embedding: ImageEmbedding | None = None,
+        background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
+        prob_threshold: float = 0.0,
+        area_threshold: float | None = None,
+        logit_scale: float | None = None,
+    ) -> Segmentation:
+        """Segment the last image set (or `embedding`) into `classes`; only the text side runs."""
+        embedding = embedding or self._last
+        if embedding is None:
+            raise InputError("no image set: call set_image first")
+        if embedding.model_key != self.model.key:
+            raise InputError("this image embedding was computed with other weights")
+        start = time.perf_counter()
+        vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
+        if vocabulary.background_index is None and (prob_threshold > 0 or area_threshold):
+            vocabulary = vocabulary.with_background()
+        logit_scale = self.config.logit_scale if logit_scale is None else logit_scale
+        if logit_scale <= 0:
+            raise InputError(f"logit_scale must be positive, not {logit_scale}")
+        notices = list(embedding.notices)
+        text = self.text.embed(vocabulary.queries, notices).to(embedding.embeddings.device)
+        text_done = time.perf_counter()
+        with torch.inference_mode():
+            logits = self._stitch(embedding, text)
+            probs = self._probabilities(logits, embedding.image.shape[:2], vocabulary, logit_scale)
+            logits_done = time.perf_counter()
+            labels = assign_labels(probs, vocabulary.background_index, prob_threshold, area_threshold)
+            probs_np, labels_np = probs.cpu().numpy(), labels.cpu().numpy()
+        end = time.perf_counter()
+        timings = dict(embedding.timings)
+        timings.update(text=text_done - start, logits=logits_done - text_done, postprocess=end - logits_done)
+        timings["total"] = sum(timings.values())
+        return Segmentation(
+            image=embedding.image,
+            labels=labels_np,
+            probs=probs_np,
+            class_names=vocabulary.names,
+            background_index=vocabulary.background_index,
+            prob_threshold=prob_threshold,
+            area_threshold=area_threshold,
+            timings=timings,
+            notices=notices,
+            is_random_weights=self.model.is_random,
+            method=embedding.method,
+            stages=embedding.stages,
+            model_name=self.model.name,
+            weights=self.model.weights,
+            windows=embedding.windows,
+            resized_size=embedding.resized_size,
+            trace=embedding.trace,
+        )
+
+    def segment(
+        self,
+        image: object,
+        classes: str | Vocabulary,
+        *,
+        method: str = "sc-clip",
+        stages: Stages | None = None,
+        params: CalibrationParams | None = None,
+        trace: bool = False,
+        progress: Progress | None = None,
+        **predict_options,
+    ) -> Segmentation:
+        """`set_image` then `predict`; an unchanged image with unchanged settings reuses the cached image side."""
+        vocabulary = parse_classes(classes, background=predict_options.get("background", DEFAULT_BACKGROUND_WORDS)) if isinstance(classes, str) else classes
+        embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
+        return self.predict(vocabulary, embedding=embedding, **{k: v for k, v in predict_options.items() if k != "background"})

@@ -1,0 +1,246 @@
+"""Class text: parsing what users type, prompt templates, and cached text embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+from torch import Tensor
+
+from .backbones import LoadedModel
+from .errors import InputError
+
+BACKGROUND_NAME = "background"
+DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
+    "sky", "wall", "tree", "wood", "grass", "road", "sea", "river", "mountain", "sands", "desk", "bed", "building",
+    "cloud", "lamp", "door", "window", "wardrobe", "ceiling", "shelf", "curtain", "stair", "floor", "hill", "rail",
+    "fence",
+)
+MAX_CLASSES = 256
+MAX_NAME_CHARS = 200
+TEMPLATE_SETS = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
+_CLASS_SEPARATOR = re.compile(r"[;\n\r]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Classes as tuples of synonyms (the first is the display name) and which class is background.
+
+    The background class may have no synonyms: it then gets no text query and only catches the pixels that the
+    probability or area thresholds reject.
+    """
+
+    classes: tuple[tuple[str, ...], ...]
+    background_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise InputError("no classes given: type at least one class name")
+        if len(self.classes) > MAX_CLASSES:
+            raise InputError(f"{len(self.classes)} classes given; at most {MAX_CLASSES} are supported")
+        if self.background_index is not None and not 0 <= self.background_index < len(self.classes):
+            raise InputError(f"background_index {self.background_index} is not a class index")
+        for index, synonyms in enumerate(self.classes):
+            if not synonyms and index != self.background_index:
+                raise InputError(f"class {index + 1} has no name")
+        if not any(self.classes):
+            raise InputError("no class has a name to search for")
+
+    @property
+    def names(self) -> list[str]:
+        return [
+            BACKGROUND_NAME if index == self.background_index else synonyms[0]
+            for index, synonyms in enumerate(self.classes)
+        ]
+
+    @property
+    def queries(self) -> list[str]:
+        """Every synonym once per class, in class order: the texts that get embedded."""
+        return [name for synonyms in self.classes for name in synonyms]
+
+    @property
+    def query_classes(self) -> list[int]:
+        """For each query, the index of its class."""
+        return [index for index, synonyms in enumerate(self.classes) for _ in synonyms]
+
+    def with_background(self, words: Sequence[str] = ()) -> "Vocabulary":
+        """This vocabulary with a background class appended (query-less if `words` is empty), unless it has one."""
+        if self.background_index is not None:
+            return self
+        return Vocabulary(self.classes + (tuple(words),), len(self.classes))
+
+
+def _clean(name: str) -> str:
+    return " ".join(_CONTROL.sub(" ", name).split())
+
+
+def parse_classes(text: str, *, background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS) -> Vocabulary:
+    """Parse `sky, cloud; grass; person`: `;` or newlines between classes, `,` between synonyms.
+
+    With `background` words, a class named "background" with those words is appended last; words that the user
+    also typed as a class are left out of it, and a class the user named "background" is used as it is.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"class text must be a string, not {type(text).__name__}")
+    classes: list[tuple[str, ...]] = []
+    seen: dict[str, int] = {}
+    for chunk in _CLASS_SEPARATOR.split(text):
+        synonyms = tuple(dict.fromkeys(name for name in (_clean(part) for part in chunk.split(",")) if name))
+        if not synonyms:
+            continue
+        for name in synonyms:
+            if len(name) > MAX_NAME_CHARS:
+                raise InputError(f"class name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_CHARS}")
+        key = synonyms[0].lower()
+        if key in seen:
+            raise InputError(f"class {synonyms[0]!r} is listed twice; merge the two entries with ',' as synonyms")
+        seen[key] = len(classes)
+        classes.append(synonyms)
+    if not classes:
+        raise InputError("no classes given: type class names separated by ';' or new lines, synonyms by ','")
+    if len(classes) > MAX_CLASSES:
+        raise InputError(f"{len(classes)} classes given; at most {MAX_CLASSES} are supported")
+    if BACKGROUND_NAME in seen:
+        return Vocabulary(tuple(classes), seen[BACKGROUND_NAME])
+    if background:
+        typed = {name.lower() for synonyms in classes for name in synonyms}
+        words = tuple(dict.fromkeys(w for w in (_clean(word) for word in background) if w and w.lower() not in typed))
+        if len(classes) + 1 > MAX_CLASSES:
+            raise InputError(f"{len(classes)} classes plus background exceed the limit of {MAX_CLASSES}")
+        return Vocabulary(tuple(classes) + (words,), len(classes))
+    return Vocabulary(tuple(classes))
+
+
+def parse_words(text: str) -> tuple[str, ...]:
+    """Background words as typed: separated by commas, semicolons or new lines."""
+    return tuple(dict.fromkeys(w for w in (_clean(part) for part in re.split(r"[,;\n\r]+", text or "")) if w))
+
+
+class TextEmbeddingCache:
+    """Normalised text embeddings per (model weights, template set, name), in memory and optionally on disk."""
+
+    def __init__(self, directory: str | Path | None = None, max_entries: int = 20000) -> None:
+        self.directory = Path(directory) if directory else None
+        self.max_entries = max_entries
+        self._memory: OrderedDict[tuple[str, str, str], Tensor] = OrderedDict()
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def _file(self, key: tuple[str, str, str]) -> Path:
+        digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:32]
+        return self.directory / f"{digest}.pt"
+
+    def get(self, key: tuple[str, str, str]) -> Tensor | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        if self.directory and self._file(key).is_file():
+            try:
+                value = torch.load(self._file(key), map_location="cpu", weights_only=True)
+            except Exception:
+                return None
+            self._remember(key, value)
+            return value
+        return None
+
+    def put(self, key: tuple[str, str, str], value: Tensor) -> None:
+        self._remember(key, value)
+        if self.directory:
+            temporary = self._file(key).with_suffix(".tmp")
+            torch.save(value, temporary)
+            temporary.replace(self._file(key))
+
+    def _remember(self, key: tuple[str, str, str], value: Tensor) -> None:
+        self._memory[key] = value
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_entries:
+            self._memory.popitem(last=False)
+
+
+def encode_prompts(clip: torch.nn.Module, tokens: Tensor, shorten: bool = True) -> Tensor:
+    """Text features of tokenised prompts, unnormalised, (P, L) -> (P, E).
+
+    With `shorten`, the text transformer runs only up to the longest prompt in the batch: under the causal
+    mask later positions never influence earlier ones, so this equals full-length encoding.
+    """
+    causal = getattr(clip, "attn_mask", None) is not None and hasattr(clip, "token_embedding")
+    if not (shorten and causal):
+        return clip.encode_text(tokens)
+    length = int((tokens != 0).int().cumsum(dim=1).argmax(dim=1).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = text_global_pool(clip.ln_final(x), tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    projection = clip.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
+class TextEncoder:
+    """Embeds class names with prompt templates (per-template normalise, mean, renormalise), cached."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        templates: str = "openai",
+        cache: TextEmbeddingCache | None = None,
+        batch_size: int = 512,
+    ) -> None:
+        if templates not in TEMPLATE_SETS:
+            raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)}, not {templates!r}")
+        self.model = model
+        self.template_set = templates
+        self.templates = TEMPLATE_SETS[templates]
+        self.cache = cache if cache is not None else TextEmbeddingCache()
+        self.batch_size = batch_size
+
+    def _warn_if_truncated(self, name: str) -> str | None:
+        tokenizer = self.model.tokenizer
+        context = getattr(tokenizer, "context_length", 77)
+        encode = getattr(tokenizer, "encode", None)
+        if encode is None:
+            return None
+        longest = max(len(encode(template(name))) for template in self.templates) + 2
+        if longest <= context:
+            return None
+        message = f"class name {name[:40]!r} is too long for the {context}-token text context and was truncated"
+        warnings.warn(message, stacklevel=3)
+        return message
+
+    def embed(self, names: Sequence[str], notices: list[str] | None = None) -> Tensor:
+        """(len(names), E) float32 unit vectors on the CPU; names already in the cache cost nothing."""
+        keys = [(self.model.key, self.template_set, name) for name in names]
+        missing = list(dict.fromkeys(key[2] for key in keys if self.cache.get(key) is None))
+        if missing:
+            for name in missing:
+                message = self._warn_if_truncated(name)
+                if message and notices is not None:
+                    notices.append(message)
+            for name, embedding in zip(missing, self._encode_names(missing)):
+                self.cache.put((self.model.key, self.template_set, name), embedding)
+        return torch.stack([self.cache.get(key) for key in keys]) if keys else torch.empty(0)
+
+    def _encode_names(self, names: list[str]) -> Tensor:
+        prompts = [template(name) for name in names for template in self.templates]
+        features = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                tokens = self.model.tokenizer(prompts[start : start + self.batch_size]).to(self.model.device)
+                features.append(F.normalize(encode_prompts(self.model.clip, tokens).float(), dim=-1))
+        per_template = torch.cat(features).view(len(names), len(self.templates), -1)
+        return F.normalize(per_template.mean(dim=1), dim=-1).cpu()
