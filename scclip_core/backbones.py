@@ -6,6 +6,9 @@ pretrained tag read through the Hugging Face cache, a local checkpoint file, or 
 
 from __future__ import annotations
 
+import logging
+import uuid
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +66,12 @@ class LoadedModel:
     def visual(self) -> nn.Module:
         return self.clip.visual
 
-    @property
-    def key(self) -> str:
-        """Identifies the weights, for caches of derived values such as text embeddings."""
-        return f"{self.arch}|{self.weights}"
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            unique = f"|{uuid.uuid4().hex}" if self.is_random else ""
+            self.key = f"{self.arch}|{self.weights}{unique}"
 
 
 def _register_configs() -> None:
@@ -120,7 +125,9 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         elif zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -162,8 +169,20 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, s
     model.load_state_dict(state, strict=True)
 
 
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's own random-initialisation warning: this package reports random weights itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def _create(arch: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
-    return open_clip.create_model(arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None)
+    notice_filter = _RandomInitNotice()
+    logging.getLogger().addFilter(notice_filter)
+    try:
+        return open_clip.create_model(arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None)
+    finally:
+        logging.getLogger().removeFilter(notice_filter)
 
 
 def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple[nn.Module, str, bool]:

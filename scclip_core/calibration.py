@@ -14,8 +14,10 @@ from torch import Tensor
 
 
 def squared_distances(tokens: Tensor) -> Tensor:
-    """Pairwise squared Euclidean distances, (B, N, D) -> (B, N, N), exact (no Gram-matrix cancellation)."""
-    return torch.cdist(tokens, tokens, compute_mode="donot_use_mm_for_euclid_dist").square()
+    """Pairwise squared Euclidean distances, (B, N, D) -> (B, N, N), through one batched matrix product."""
+    squared_norms = tokens.square().sum(dim=2)
+    gram = tokens @ tokens.transpose(1, 2)
+    return (squared_norms.unsqueeze(2) + squared_norms.unsqueeze(1) - 2 * gram).clamp_min_(0)
 
 
 def lof_scores(tokens: Tensor, k: int = 30) -> Tensor:
@@ -55,6 +57,16 @@ def outliers_by_norm(tokens: Tensor, contamination: float = 0.05) -> Tensor:
     return mask
 
 
+def neighbour_ring(grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
+    """(N, N) bool: True where token j is one of the 8 spatial neighbours of token i on a row-major grid."""
+    height, width = grid
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    cols = torch.arange(width, device=device).repeat(height)
+    row_gap = (rows[:, None] - rows[None, :]).abs()
+    col_gap = (cols[:, None] - cols[None, :]).abs()
+    return (row_gap <= 1) & (col_gap <= 1) & ((row_gap + col_gap) > 0)
+
+
 def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
     """Replace each outlier token by the mean of its valid 3x3 spatial neighbours.
 
@@ -62,21 +74,17 @@ def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -
     replacements use the original features, and an outlier without valid neighbours stays as it is.
     `tokens` is (B, N, D) over a row-major (H, W) grid, `outliers` bool (B, N).
     """
-    batch, num_tokens, dim = tokens.shape
     height, width = grid
-    if num_tokens != height * width:
-        raise ValueError(f"{num_tokens} tokens do not fill a {height}x{width} grid")
+    if tokens.shape[1] != height * width:
+        raise ValueError(f"{tokens.shape[1]} tokens do not fill a {height}x{width} grid")
     if not bool(outliers.any()):
         return tokens
-    valid = (~outliers).to(tokens.dtype).view(batch, 1, height, width)
-    feature_map = tokens.transpose(1, 2).reshape(batch, dim, height, width) * valid
-    ring = torch.ones(1, 1, 3, 3, dtype=tokens.dtype, device=tokens.device)
-    ring[..., 1, 1] = 0
-    neighbour_sum = F.conv2d(feature_map.reshape(batch * dim, 1, height, width), ring, padding=1)
-    neighbour_sum = neighbour_sum.view(batch, dim, num_tokens).transpose(1, 2)
-    neighbour_count = F.conv2d(valid, ring, padding=1).view(batch, num_tokens, 1)
-    replace = (outliers.unsqueeze(2) & (neighbour_count > 0))
-    return torch.where(replace, neighbour_sum / neighbour_count.clamp_min(1), tokens)
+    weights = (neighbour_ring(grid, tokens.device).unsqueeze(0) & ~outliers.unsqueeze(1)).to(tokens.dtype)
+    weights = weights * outliers.unsqueeze(2)
+    counts = weights.sum(dim=2, keepdim=True)
+    replace = counts > 0
+    means = (weights @ tokens) / counts.clamp_min(1)
+    return torch.where(replace, means, tokens)
 
 
 def cosine_affinity(tokens: Tensor) -> Tensor:

@@ -66,11 +66,12 @@ def _output_path(option: str | None, image: Path, suffix: str, several: bool) ->
 def _segment(args: argparse.Namespace) -> int:
     from . import load_model
     from .render import label_map_image
-    from .segmenter import Segmenter, SegmenterConfig
+    from .segmenter import Segmenter, SegmenterConfig, check_thresholds
     from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
 
     background = () if args.no_background else (parse_words(args.background) if args.background is not None else DEFAULT_BACKGROUND_WORDS)
     vocabulary = parse_classes(args.classes, background=background)
+    check_thresholds(args.prob_threshold, args.area_threshold)
     stages = Stages.without(*args.disable)
     params = CalibrationParams(detector=args.detector, beta=args.beta)
     config = SegmenterConfig(

@@ -155,15 +155,16 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Win
 
 def bilinear_matrix(out_size: int, in_size: int) -> Tensor:
     """The (out, in) matrix of 1-D bilinear resampling with align_corners=False (as F.interpolate)."""
-    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
     low = source.floor().long().clamp_max(in_size - 1)
     high = (low + 1).clamp_max(in_size - 1)
     weight_high = source - low
-    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    matrix = torch.zeros(out_size, in_size)
     rows = torch.arange(out_size)
     matrix.index_put_((rows, low), 1 - weight_high, accumulate=True)
     matrix.index_put_((rows, high), weight_high, accumulate=True)
-    return matrix.float()
+    return matrix
 
 
 def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int, logit_scale: float) -> Tensor:
@@ -172,6 +173,14 @@ def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int,
     index = query_classes.view(-1, *([1] * (logits.ndim - 1))).expand_as(query_probs)
     probs = torch.zeros((num_classes, *logits.shape[1:]), dtype=query_probs.dtype, device=logits.device)
     return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
+
+
+def check_thresholds(prob_threshold: float, area_threshold: float | None) -> None:
+    """Raise InputError unless both thresholds are fractions."""
+    if not 0.0 <= prob_threshold <= 1.0:
+        raise InputError(f"prob_threshold must be in [0, 1], not {prob_threshold}")
+    if area_threshold is not None and not 0.0 <= area_threshold <= 1.0:
+        raise InputError(f"area_threshold must be in [0, 1], not {area_threshold}")
 
 
 def assign_labels(
@@ -183,10 +192,7 @@ def assign_labels(
     non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
     (remaining) highest probability is below `prob_threshold` go to the background class.
     """
-    if not 0.0 <= prob_threshold <= 1.0:
-        raise InputError(f"prob_threshold must be in [0, 1], not {prob_threshold}")
-    if area_threshold is not None and not 0.0 <= area_threshold <= 1.0:
-        raise InputError(f"area_threshold must be in [0, 1], not {area_threshold}")
+    check_thresholds(prob_threshold, area_threshold)
     if background_index is None and (prob_threshold > 0 or area_threshold):
         raise InputError("thresholds need a background class to assign rejected pixels to")
     if area_threshold:
@@ -352,6 +358,7 @@ class Segmenter:
             raise InputError("no image set: call set_image first")
         if embedding.model_key != self.model.key:
             raise InputError("this image embedding was computed with other weights")
+        check_thresholds(prob_threshold, area_threshold)
         start = time.perf_counter()
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
         if vocabulary.background_index is None and (prob_threshold > 0 or area_threshold):

@@ -1,0 +1,151 @@
+"""Speed and memory of the engine on this machine (random weights: timings do not depend on the values).
+
+    python benchmarks/speed.py                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
+    python benchmarks/speed.py --repeats 20 --device cuda
+
+Prints a Markdown table that the README quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scclip_core import Segmenter, SegmenterConfig, TextEmbeddingCache, TextEncoder, encode_dense, load_model  # noqa: E402
+from scclip_core.text import encode_prompts  # noqa: E402
+
+CLASSES = "person; dog; grass; sky, cloud; car"
+
+
+def _median_seconds(function, repeats: int, device: torch.device) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def dense_overhead(model, repeats: int) -> dict:
+    """SC-CLIP dense forward over the 6 crops of a 336x448 image, against open_clip's plain image forward."""
+    crops = torch.randn(6, 3, 224, 224, device=model.device, dtype=model.dtype)
+    visual = model.visual
+
+    def plain():
+        with torch.inference_mode():
+            visual(crops)
+
+    def scclip():
+        encode_dense(visual, crops, layers=model.preset)
+
+    plain_s = _median_seconds(plain, repeats, model.device)
+    scclip_s = _median_seconds(scclip, repeats, model.device)
+    return {"plain_forward_s": plain_s, "scclip_dense_s": scclip_s, "ratio": scclip_s / plain_s}
+
+
+def end_to_end(model, repeats: int) -> dict:
+    """A 336x448 image with 5 classes: cold (nothing cached), warm (new image, text cached), same image."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (336, 448, 3), dtype=np.uint8) for _ in range(repeats + 1)]
+    segmenter = Segmenter(model, SegmenterConfig())
+    start = time.perf_counter()
+    segmenter.segment(images[0], CLASSES)
+    cold = time.perf_counter() - start
+    warm = []
+    for image in images[1:]:
+        start = time.perf_counter()
+        segmenter.segment(image, CLASSES)
+        warm.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    segmenter.segment(images[-1], "cat; tree; road")
+    new_classes = time.perf_counter() - start
+    return {"cold_s": cold, "warm_s": statistics.median(warm), "same_image_new_classes_s": new_classes}
+
+
+def text_encoding(model, repeats: int) -> dict:
+    """80-template embeddings of 5 class names: full 77-token context, shortened context, warm cache."""
+    names = ["person", "dog", "grass", "sky", "car"]
+    encoder = TextEncoder(model)
+    tokens = model.tokenizer([template(name) for name in names for template in encoder.templates]).to(model.device)
+
+    def run(shorten: bool):
+        def encode():
+            with torch.inference_mode():
+                encode_prompts(model.clip, tokens, shorten=shorten)
+        return encode
+
+    full = _median_seconds(run(False), repeats, model.device)
+    short = _median_seconds(run(True), repeats, model.device)
+    cached = TextEncoder(model, cache=TextEmbeddingCache())
+    cached.embed(names)
+    warm = _median_seconds(lambda: cached.embed(names), repeats, model.device)
+    return {"full_context_s": full, "short_context_s": short, "warm_cache_s": warm}
+
+
+def peak_memory(name: str, device: str) -> dict:
+    """Peak memory of loading `name` and segmenting one 336x448 image, measured in a fresh process."""
+    code = f"""
+import json, resource, sys, numpy as np, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from scclip_core import Segmenter, load_model
+model = load_model({name!r}, "random", device={device!r})
+Segmenter(model).segment(np.zeros((336, 448, 3), np.uint8), {CLASSES!r})
+gpu = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
+print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mib": gpu}}))
+"""
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    model = load_model("ViT-B/16", "random", device=args.device)
+    device = model.device.type
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n")
+    dense = dense_overhead(model, args.repeats)
+    e2e = end_to_end(model, max(3, args.repeats // 2))
+    text = text_encoding(model, args.repeats)
+    rows = [
+        ("ViT-B/16 plain open_clip forward, 6 crops 224x224", f"{dense['plain_forward_s'] * 1000:.0f} ms"),
+        ("ViT-B/16 SC-CLIP dense forward, same crops", f"{dense['scclip_dense_s'] * 1000:.0f} ms"),
+        ("ratio SC-CLIP / plain forward", f"{dense['ratio']:.3f}"),
+        ("end to end, 336x448 image, 5 classes, cold", f"{e2e['cold_s']:.2f} s"),
+        ("end to end, new 336x448 image, text cached (warm)", f"{e2e['warm_s']:.2f} s"),
+        ("same image, 3 new classes (image side cached)", f"{e2e['same_image_new_classes_s']:.2f} s"),
+        ("text: 5 names x 80 templates, full 77-token context", f"{text['full_context_s'] * 1000:.0f} ms"),
+        ("text: same, context cut to the longest prompt", f"{text['short_context_s'] * 1000:.0f} ms"),
+        ("text: same names, warm cache", f"{text['warm_cache_s'] * 1000:.3f} ms"),
+    ]
+    if not args.skip_memory:
+        for name in ("ViT-B/16", "ViT-L/14"):
+            memory = peak_memory(name, device)
+            rows.append((f"peak memory, {name} load + one image", f"{memory['peak_rss_mib']:.0f} MiB RSS"
+                         + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else "")))
+    print("| measurement | value |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

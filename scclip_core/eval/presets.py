@@ -1,0 +1,205 @@
+"""Per-benchmark evaluation settings (spec §2b): class lists, resize, logit scale and thresholds.
+
+The class lists live in `classes/<name>.txt`, one class per line with comma-separated synonyms; they are
+byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, so the text queries match the paper's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+CLASSES_DIR = Path(__file__).with_name("classes")
+IGNORE_INDEX = 255
+BACKGROUND_NAME = "background"
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Everything that defines how one benchmark is evaluated.
+
+    `background_index` is the class that low-confidence pixels fall back to (prob/area thresholds);
+    `reduce_zero_label` maps ground-truth 0 to the ignore index and shifts the other labels down by one,
+    as MMSegmentation does for VOC20, Context59 and ADE20K. `stride=None` evaluates whole images, no windows.
+    """
+
+    name: str
+    title: str
+    layout: str
+    classes_file: str
+    background_index: int | None
+    reduce_zero_label: bool
+    short_side: int = 336
+    max_long_side: int = 2048
+    crop: int = 224
+    stride: int | None = 112
+    logit_scale: float = 40.0
+    prob_threshold: float = 0.0
+    area_threshold: float | None = None
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        if self.short_side < 1 or self.max_long_side < self.short_side:
+            raise ValueError(
+                f"short_side={self.short_side} must be >= 1 and at most max_long_side={self.max_long_side}"
+            )
+        if self.crop < 1 or (self.stride is not None and not 1 <= self.stride <= self.crop):
+            raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got crop={self.crop}, stride={self.stride}")
+        if self.logit_scale <= 0:
+            raise ValueError(f"logit_scale must be positive, not {self.logit_scale}")
+        if not 0.0 <= self.prob_threshold <= 1.0:
+            raise ValueError(f"prob_threshold must be in [0, 1], not {self.prob_threshold}")
+        if self.area_threshold is not None and not 0.0 <= self.area_threshold <= 1.0:
+            raise ValueError(f"area_threshold must be in [0, 1], not {self.area_threshold}")
+        if (self.prob_threshold > 0 or self.area_threshold is not None) and self.background_index is None:
+            raise ValueError(
+                f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
+            )
+
+    def with_overrides(self, **changes: object) -> DatasetPreset:
+        """A copy with the given fields replaced (checked again, so a bad value raises ValueError)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown preset field(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def queries(self) -> tuple[tuple[str, ...], ...]:
+        """Text queries per class (synonyms), in label order: class index == ground-truth label value."""
+        return read_class_file(CLASSES_DIR / self.classes_file)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names for reports: the first synonym, or 'background' for the background class."""
+        return [
+            BACKGROUND_NAME if index == self.background_index else synonyms[0]
+            for index, synonyms in enumerate(self.queries)
+        ]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.queries)
+
+    def settings(self) -> dict[str, object]:
+        """The fields as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+@lru_cache(maxsize=None)
+def read_class_file(path: Path) -> tuple[tuple[str, ...], ...]:
+    """Parse a class file: one class per line, synonyms separated by commas; blank lines are skipped."""
+    classes = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        synonyms = tuple(word.strip() for word in line.split(","))
+        if not all(synonyms):
+            raise ValueError(f"{path}:{line_number}: empty synonym in {line!r}")
+        classes.append(synonyms)
+    if not classes:
+        raise ValueError(f"{path} lists no classes")
+    return tuple(classes)
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    preset.name: preset
+    for preset in (
+        DatasetPreset(
+            name="voc21",
+            title="PASCAL VOC 2012 val, 21 classes with background",
+            layout="voc2012",
+            classes_file="voc21.txt",
+            background_index=0,
+            reduce_zero_label=False,
+            logit_scale=50.0,
+            prob_threshold=0.15,
+            area_threshold=0.1,
+        ),
+        DatasetPreset(
+            name="context60",
+            title="PASCAL Context val, 60 classes with background",
+            layout="pascal_context",
+            classes_file="context60.txt",
+            background_index=0,
+            reduce_zero_label=False,
+            prob_threshold=0.15,
+        ),
+        DatasetPreset(
+            name="coco_object",
+            title="COCO-Object val2017, background + 80 things",
+            layout="coco_object",
+            classes_file="coco_object.txt",
+            background_index=0,
+            reduce_zero_label=False,
+            logit_scale=55.0,
+            prob_threshold=0.35,
+        ),
+        DatasetPreset(
+            name="voc20",
+            title="PASCAL VOC 2012 val, 20 classes without background",
+            layout="voc2012",
+            classes_file="voc20.txt",
+            background_index=None,
+            reduce_zero_label=True,
+        ),
+        DatasetPreset(
+            name="context59",
+            title="PASCAL Context val, 59 classes without background",
+            layout="pascal_context",
+            classes_file="context59.txt",
+            background_index=None,
+            reduce_zero_label=True,
+        ),
+        DatasetPreset(
+            name="coco_stuff164k",
+            title="COCO-Stuff 164k val2017, 171 classes",
+            layout="coco_stuff164k",
+            classes_file="coco_stuff164k.txt",
+            background_index=None,
+            reduce_zero_label=False,
+        ),
+        DatasetPreset(
+            name="cityscapes",
+            title="Cityscapes val, 19 classes",
+            layout="cityscapes",
+            classes_file="cityscapes.txt",
+            background_index=None,
+            reduce_zero_label=False,
+            short_side=560,
+        ),
+        DatasetPreset(
+            name="ade20k",
+            title="ADE20K val, 150 classes",
+            layout="ade20k",
+            classes_file="ade20k.txt",
+            background_index=None,
+            reduce_zero_label=True,
+        ),
+    )
+}
+
+# The ViT-L/14 settings that differ (spec §2b, from the official `init` commit; the logit scales are inferred).
+VIT_L14_CHANGES: dict[str, dict[str, float]] = {
+    "voc21": {"logit_scale": 40.0, "prob_threshold": 0.2},
+    "coco_object": {"logit_scale": 40.0, "prob_threshold": 0.25},
+}
+
+ALIASES = {"coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes"}
+
+
+def dataset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(dataset: str, model_name: str | None = None) -> DatasetPreset:
+    """The preset for a benchmark name (dashes or underscores, any case), with the ViT-L/14 changes if needed."""
+    key = dataset.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in PRESETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[key]
+    if model_name == "ViT-L/14" and key in VIT_L14_CHANGES:
+        preset = preset.with_overrides(**VIT_L14_CHANGES[key])
+    return preset

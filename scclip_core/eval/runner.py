@@ -1,0 +1,454 @@
+"""The evaluation loop: shard images over processes, segment, accumulate confusion matrices, resume.
+
+Each finished image is appended as one JSON line (its id and sparse confusion matrix) to
+`<run dir>/records/rank<R>.jsonl`, so an interrupted run loses at most the image in flight; a rerun with the
+same settings finds the same run directory and skips the images already recorded, whatever the number of
+processes. Scores are always computed over exactly the selected images (`limit` takes the first N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from .. import (
+    CalibrationParams,
+    LoadedModel,
+    Segmenter,
+    SegmenterConfig,
+    Stages,
+    TextEmbeddingCache,
+    Vocabulary,
+    load_model,
+)
+from . import distributed
+from .datasets import LAYOUTS, Sample, list_samples, read_image, read_label
+from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, to_sparse
+from .presets import DatasetPreset, get_preset
+
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that changes the numbers; equal settings share a run directory (and resume)."""
+
+    preset: DatasetPreset
+    model_name: str
+    weights: str
+    method: str = "sc-clip"
+    stages: Stages = field(default_factory=Stages)
+    params: CalibrationParams = field(default_factory=CalibrationParams)
+    templates: str = "openai"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "dataset": self.preset.name,
+            "preset": self.preset.settings(),
+            "model": self.model_name,
+            "weights": self.weights,
+            "method": self.method,
+            "stages": dataclasses.asdict(self.stages),
+            "params": dataclasses.asdict(self.params),
+            "templates": self.templates,
+            "record_format": RECORD_FORMAT,
+        }
+
+    def run_name(self) -> str:
+        """`<dataset>-<method>-<model>-<hash>`: readable, and unique per setting."""
+        digest = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+        model = "".join(c if c.isalnum() else "-" for c in self.model_name).strip("-")
+        return f"{self.preset.name}-{self.method}-{model}-{digest}"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores over all selected images plus how this run went."""
+
+    settings: RunSettings
+    scores: SegmentationScores
+    confusion: np.ndarray
+    images: int
+    images_this_run: int
+    seconds_this_run: float
+    world_size: int
+    run_dir: Path | None
+    notices: tuple[str, ...] = ()
+
+    @property
+    def images_per_second(self) -> float | None:
+        if self.images_this_run == 0 or self.seconds_this_run <= 0:
+            return None
+        return self.images_this_run / self.seconds_this_run
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.settings.to_json(),
+            "title": self.settings.preset.title,
+            "images": self.images,
+            "images_this_run": self.images_this_run,
+            "seconds_this_run": round(self.seconds_this_run, 3),
+            "images_per_second": None if self.images_per_second is None else round(self.images_per_second, 4),
+            "world_size": self.world_size,
+            "notices": list(self.notices),
+            **self.scores.to_json(),
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+    def table(self) -> str:
+        """A terminal table: one row per class, then the means."""
+        settings = self.settings
+        rate = "n/a (all images were already done)" if self.images_per_second is None else (
+            f"{self.images_per_second:.2f} img/s over {self.world_size} process(es)"
+        )
+        width = max(12, *(len(name) for name in self.scores.class_names))
+        lines = [
+            f"{settings.preset.name}: {settings.preset.title}",
+            f"model {settings.model_name} ({settings.weights}), method {settings.method}, "
+            f"stages off: {', '.join(n for n in Stages.names() if not getattr(settings.stages, n)) or 'none'}",
+            f"{self.images} images, {rate}",
+            *(f"note: {notice}" for notice in self.notices),
+            "",
+            f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}",
+            f"{'-' * width}  {'-' * 6}  {'-' * 6}",
+        ]
+        for name, iou, accuracy in zip(self.scores.class_names, self.scores.iou, self.scores.accuracy):
+            lines.append(f"{name:<{width}}  {_percent(iou)}  {_percent(accuracy)}")
+        lines += [
+            f"{'-' * width}  {'-' * 6}  {'-' * 6}",
+            f"mIoU {self.scores.miou:.2f}   mAcc {self.scores.macc:.2f}   aAcc {self.scores.aacc:.2f}",
+        ]
+        if self.run_dir is not None:
+            lines.append(f"results: {self.run_dir / 'results.json'}")
+        return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return f"{'-':>6}" if math.isnan(value) else f"{value:6.2f}"
+
+
+class ProgressBar:
+    """A one-line progress bar with rate and ETA on stderr; on a non-terminal, a line every `log_every` s."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, log_every: float = 30.0) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self.log_every = log_every
+        self.started = time.perf_counter()
+        self.last_drawn = -math.inf
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.perf_counter()
+        finished = self.done >= self.total
+        if finished or now - self.last_drawn >= (0.2 if self.interactive else self.log_every):
+            self.last_drawn = now
+            self.stream.write(("\r" if self.interactive else "") + self.line(now - self.started)
+                              + ("\n" if finished or not self.interactive else ""))
+            self.stream.flush()
+
+    def line(self, elapsed: float) -> str:
+        fraction = self.done / self.total if self.total else 1.0
+        filled = int(fraction * 24)
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else math.inf
+        return (f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total} "
+                f"{fraction:4.0%} {rate:.2f} img/s elapsed {_clock(elapsed)} ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class RecordStore:
+    """Per-image confusion records under `<run dir>/records/`, one append-only JSON-lines file per rank."""
+
+    def __init__(self, run_dir: Path, num_classes: int) -> None:
+        self.records_dir = run_dir / "records"
+        self.num_classes = num_classes
+
+    def load(self) -> dict[str, np.ndarray]:
+        """Confusion matrix per recorded image id; a torn last line (killed mid-write) is skipped."""
+        done: dict[str, np.ndarray] = {}
+        for path in sorted(self.records_dir.glob("rank*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("num_classes") != self.num_classes:
+                    raise ValueError(f"{path} holds records for {record.get('num_classes')} classes, "
+                                     f"not {self.num_classes}; use a fresh output folder")
+                done.setdefault(record["id"], from_sparse(record["confusion"], self.num_classes))
+        return done
+
+    def clear(self) -> None:
+        """Forget every recorded image (start the run over)."""
+        for path in self.records_dir.glob("rank*.jsonl"):
+            path.unlink()
+
+    def open_for_rank(self, rank: int) -> TextIO:
+        """The rank's file for appending, cut back to its last complete line first."""
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        path = self.records_dir / f"rank{rank}.jsonl"
+        if path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                path.write_bytes(data[: data.rfind(b"\n") + 1])
+        return path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def append(stream: TextIO, sample_id: str, matrix: np.ndarray, seconds: float) -> None:
+        record = {"id": sample_id, "num_classes": matrix.shape[0], "seconds": round(seconds, 4),
+                  "confusion": to_sparse(matrix)}
+        stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        stream.flush()
+
+
+def build_vocabulary(preset: DatasetPreset) -> Vocabulary:
+    """The preset's classes in label order, so class index == ground-truth label value."""
+    return Vocabulary(classes=preset.queries, background_index=preset.background_index)
+
+
+_TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = weakref.WeakKeyDictionary()
+
+
+def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = "openai") -> Segmenter:
+    """A segmenter with the evaluation protocol (spec §3): keep-ratio resize, sliding windows, no input cap.
+
+    Segmenters of the same model share text embeddings, so sweeps over stages or thresholds embed each
+    class list once (keyed by the model object: two random-weight models never share).
+    """
+    config = SegmenterConfig(
+        short_side=preset.short_side,
+        max_long_side=preset.max_long_side,
+        crop=preset.crop,
+        stride=preset.stride,
+        logit_scale=preset.logit_scale,
+        max_input_side=None,
+        templates=templates,
+    )
+    return Segmenter(model, config, text_cache=_TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache()))
+
+
+def predict_labels(
+    segmenter: Segmenter, vocabulary: Vocabulary, preset: DatasetPreset, image: np.ndarray, settings: RunSettings
+) -> np.ndarray:
+    """Predicted class indices (H, W) at the image's own resolution."""
+    embedding = segmenter.set_image(image, method=settings.method, stages=settings.stages, params=settings.params)
+    segmentation = segmenter.predict(
+        vocabulary,
+        embedding=embedding,
+        prob_threshold=preset.prob_threshold,
+        area_threshold=preset.area_threshold,
+        logit_scale=preset.logit_scale,
+    )
+    return segmentation.labels
+
+
+def evaluate(
+    preset: DatasetPreset | str,
+    root: str | os.PathLike[str],
+    model: LoadedModel,
+    *,
+    method: str = "sc-clip",
+    stages: Stages | None = None,
+    params: CalibrationParams | None = None,
+    templates: str = "openai",
+    out: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Evaluate `model` on one benchmark; the library form of `python -m scclip_core.eval`.
+
+    Under `torchrun` each process takes every world_size-th remaining image and the confusion matrices are
+    summed over processes; every process returns the same result. With `out`, per-image records and
+    `results.json` go to `<out>/<run name>/`, and images recorded there before are not run again
+    (`resume=False` deletes those records first). A dataset name selects its preset for this model.
+    """
+    if isinstance(preset, str):
+        preset = get_preset(preset, model.name)
+    settings = RunSettings(preset=preset, model_name=model.name, weights=model.weights, method=method,
+                           stages=stages or Stages(), params=params or CalibrationParams(), templates=templates)
+    process = distributed.start(str(model.device))
+    try:
+        return _evaluate_in_group(settings, root, model, process, out, limit, resume, show_progress)
+    finally:
+        distributed.stop(process)
+
+
+def _evaluate_in_group(
+    settings: RunSettings,
+    root: str | os.PathLike[str],
+    model: LoadedModel,
+    process: distributed.ProcessInfo,
+    out: str | os.PathLike[str] | None,
+    limit: int | None,
+    resume: bool,
+    show_progress: bool,
+) -> EvalResult:
+    preset, templates = settings.preset, settings.templates
+    samples = list_samples(LAYOUTS[preset.layout], root, limit)
+    run_dir = Path(out) / settings.run_name() if out is not None else None
+    store = RecordStore(run_dir, preset.num_classes) if run_dir is not None else None
+
+    if store is not None and process.is_main and not resume:
+        store.clear()
+    recorded: dict[str, np.ndarray] = store.load() if store is not None and process.is_main else {}
+    selected_ids = {sample.id for sample in samples}
+    previous = np.zeros((preset.num_classes, preset.num_classes), dtype=np.int64)
+    for sample_id, matrix in recorded.items():
+        if sample_id in selected_ids:
+            previous += matrix
+    done_ids = distributed.broadcast_from_main(set(recorded) & selected_ids)
+    remaining = [sample for sample in samples if sample.id not in done_ids]
+    mine = process.shard(remaining)
+    if run_dir is not None and process.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "settings.json", settings.to_json())
+    distributed.barrier()
+
+    segmenter = build_segmenter(model, preset, templates)
+    vocabulary = build_vocabulary(preset)
+    label = preset.name if process.world_size == 1 else f"{preset.name} rank 0/{process.world_size}"
+    progress = ProgressBar(len(mine), label) if show_progress and process.is_main and mine else None
+
+    started = time.perf_counter()
+    current = _evaluate_samples(mine, segmenter, vocabulary, preset, settings, store, process.rank, progress)
+    seconds = distributed.max_across(time.perf_counter() - started)
+    current = distributed.sum_across(current)
+    processed = int(distributed.sum_across(np.array([len(mine)], dtype=np.int64))[0])
+    total = distributed.broadcast_from_main(previous) + current
+
+    notices = ("weights are random (untrained): scores are meaningless",) if model.is_random else ()
+    result = EvalResult(
+        settings=settings,
+        scores=scores(total, preset.class_names),
+        confusion=total,
+        images=len(samples),
+        images_this_run=processed,
+        seconds_this_run=seconds if processed else 0.0,
+        world_size=process.world_size,
+        run_dir=run_dir,
+        notices=notices,
+    )
+    if run_dir is not None and process.is_main:
+        _write_json(run_dir / "results.json", result.to_json())
+    distributed.barrier()
+    return result
+
+
+def _evaluate_samples(
+    samples: list[Sample],
+    segmenter: Segmenter,
+    vocabulary: Vocabulary,
+    preset: DatasetPreset,
+    settings: RunSettings,
+    store: RecordStore | None,
+    rank: int,
+    progress: ProgressBar | None,
+) -> np.ndarray:
+    """Summed confusion matrix over `samples`, recording each image as it finishes."""
+    total = np.zeros((preset.num_classes, preset.num_classes), dtype=np.int64)
+    if not samples:
+        return total
+    records = store.open_for_rank(rank) if store is not None else None
+    try:
+        started = time.perf_counter()
+        for sample, image, truth in _read_ahead(samples, preset):
+            with torch.inference_mode():
+                predicted = predict_labels(segmenter, vocabulary, preset, image, settings)
+            if predicted.shape != truth.shape:
+                raise RuntimeError(f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
+                                   f"({sample.image_path}); evaluation needs the original resolution")
+            matrix = confusion_matrix(truth, predicted, preset.num_classes, preset.ignore_index)
+            total += matrix
+            finished = time.perf_counter()
+            if records is not None:
+                RecordStore.append(records, sample.id, matrix, finished - started)
+            started = finished
+            if progress is not None:
+                progress.advance()
+    finally:
+        if records is not None:
+            records.close()
+    return total
+
+
+def _read_sample(sample: Sample, preset: DatasetPreset) -> tuple[Sample, np.ndarray, np.ndarray]:
+    image = read_image(sample.image_path)
+    truth = read_label(sample.label_path, preset.reduce_zero_label, preset.ignore_index)
+    if truth.shape != image.shape[:2]:
+        raise ValueError(f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
+                         f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}")
+    return sample, image, truth
+
+
+def _read_ahead(samples: list[Sample], preset: DatasetPreset) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """(sample, image, labels) in order, decoding the next files on a thread while the model runs."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(_read_sample, samples[0], preset)
+        for following in [*samples[1:], None]:
+            current = pending.result()
+            if following is not None:
+                pending = reader.submit(_read_sample, following, preset)
+            yield current
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def run_benchmark(
+    dataset: str,
+    root: str | os.PathLike[str],
+    *,
+    model_name: str = "ViT-B/16",
+    weights: str = "openai",
+    method: str = "sc-clip",
+    disable: tuple[str, ...] = (),
+    params: CalibrationParams | None = None,
+    overrides: dict[str, object] | None = None,
+    templates: str = "openai",
+    out: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    device: str | None = None,
+    precision: str | None = None,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Load the model and evaluate it on a named benchmark with its preset (plus `overrides`)."""
+    preset = get_preset(dataset, model_name).with_overrides(**(overrides or {}))
+    stages = Stages.without(*disable)
+    list_samples(LAYOUTS[preset.layout], root, limit)  # a wrong root fails now, not after loading weights
+    process = distributed.start(device)
+    try:
+        torch.manual_seed(0)  # weights="random" must give every process the same model
+        model = load_model(model_name, weights, device=process.device, precision=precision)
+        return evaluate(preset, root, model, method=method, stages=stages, params=params, templates=templates,
+                        out=out, limit=limit, resume=resume, show_progress=show_progress)
+    finally:
+        distributed.stop(process)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the tiny random CLIP, the parity fixture, and synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "scclip_parity_tiny.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from scclip_core import load_model
+
+    torch.manual_seed(0)
+    return load_model("tiny-test", weights="random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def parity_fixture() -> dict:
+    if not FIXTURE.is_file():
+        pytest.skip(f"parity fixture not found at {FIXTURE} (it lives in ../shared/fixtures beside the checkout)")
+    return torch.load(FIXTURE, weights_only=False)

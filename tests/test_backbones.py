@@ -1,0 +1,93 @@
+"""Model names, presets and weights from every source, with clear errors when they cannot be had."""
+
+import pytest
+import torch
+
+from scclip_core import LAYER_PRESETS, UnknownModelError, WeightsUnavailableError, available_models, load_model
+from scclip_core.backbones import resolve_model
+from scclip_core.presets import LayerPreset, preset_for_depth, resolve_layers
+
+from .weights import FORMATS, save_checkpoint
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_weights_round_trip_through_every_file_format(tiny_model, tmp_path, fmt):
+    path = save_checkpoint(tiny_model.clip, tmp_path / f"tiny{FORMATS[fmt]}", fmt)
+    loaded = load_model("tiny-test", str(path), device="cpu")
+    assert not loaded.is_random and str(path) in loaded.weights
+    expected = tiny_model.clip.state_dict()
+    for key, value in loaded.clip.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_random_weights_are_said_to_be_random(tiny_model):
+    assert tiny_model.is_random and "random" in tiny_model.weights
+    assert tiny_model.dtype == torch.float32 and tiny_model.device.type == "cpu"
+
+
+def test_weights_for_another_architecture_are_refused_with_the_reason(tmp_path, tiny_model):
+    state = tiny_model.clip.state_dict()
+    state["visual.proj"] = torch.zeros(128, 32)
+    path = tmp_path / "wrong.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsUnavailableError, match="other shapes.*visual.proj"):
+        load_model("tiny-test", str(path))
+    del state["visual.proj"]
+    torch.save(state, path)
+    with pytest.raises(WeightsUnavailableError, match="missing"):
+        load_model("tiny-test", str(path))
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="not found"):
+        load_model("tiny-test", str(tmp_path / "nope.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="could not read"):
+        load_model("tiny-test", str(garbage))
+
+
+def test_unknown_tag_lists_the_known_ones():
+    with pytest.raises(WeightsUnavailableError, match="openai"):
+        load_model("ViT-B/16", "laion9000")
+
+
+def test_offline_tag_says_where_weights_are_looked_for(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="Hugging Face cache"):
+        load_model("ViT-B/16", "openai", cache_dir=str(tmp_path))
+
+
+def test_unknown_model_is_refused_with_suggestions():
+    with pytest.raises(UnknownModelError, match="unknown model"):
+        load_model("ViT-Q/99")
+    with pytest.raises(UnknownModelError, match="Did you mean"):
+        resolve_model("B-16")
+
+
+def test_names_map_to_quickgelu_architectures_and_presets():
+    assert resolve_model("ViT-B/16").arch == "ViT-B-16-quickgelu"
+    assert resolve_model("ViT-L/14").preset == LAYER_PRESETS["ViT-L/14"]
+    assert resolve_model("ViT-B-32").preset is None
+    assert {"ViT-B/16", "ViT-L/14", "tiny-test"} <= set(available_models())
+
+
+def test_presets_for_other_depths_are_valid_and_exact_for_known_ones():
+    assert preset_for_depth(12) == LAYER_PRESETS["ViT-B/16"]
+    assert preset_for_depth(24) == LAYER_PRESETS["ViT-L/14"]
+    for depth in (4, 6, 8, 16, 32, 40, 48):
+        preset = preset_for_depth(depth)
+        preset.validate(depth)
+        assert preset.post_adjust_idx < preset.pre_adjust_idx <= depth - 2
+    with pytest.raises(ValueError):
+        preset_for_depth(3)
+    assert resolve_layers("auto", 12) == LAYER_PRESETS["ViT-B/16"]
+    with pytest.raises(ValueError):
+        resolve_layers(LayerPreset(3, 3, 5, 12, 0.3), 12)
+
+
+def test_other_open_clip_vits_build_with_a_derived_preset():
+    model = load_model("ViT-S-16", "random", device="cpu") if "ViT-S-16" in available_models() else None
+    if model is None:
+        pytest.skip("open_clip has no ViT-S-16 config")
+    assert model.preset == preset_for_depth(len(model.visual.transformer.resblocks))

@@ -1,0 +1,156 @@
+"""The dense encoder: parity with the official code, stage flags, methods, batching, odd crops, trace."""
+
+import dataclasses
+
+import pytest
+import torch
+from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+from scclip_core import METHODS, CalibrationParams, LayerPreset, Stages, encode_dense
+from scclip_core.encoder import _run_frozen_blocks, _stem
+
+
+@pytest.fixture(scope="module")
+def tower(parity_fixture):
+    visual = _build_vision_tower(
+        parity_fixture["embed_dim"], CLIPVisionCfg(**parity_fixture["vision_cfg"]), quick_gelu=parity_fixture["quick_gelu"]
+    )
+    visual.load_state_dict(parity_fixture["visual_state_dict"], strict=True)
+    return visual.eval()
+
+
+@pytest.fixture(scope="module")
+def layers(parity_fixture):
+    return LayerPreset(**parity_fixture["scclip_layers"])
+
+
+@pytest.fixture(scope="module")
+def images(parity_fixture):
+    return parity_fixture["images"]
+
+
+@pytest.fixture(scope="module")
+def full_output(tower, images, layers):
+    return encode_dense(tower, images, layers=layers, trace=True)
+
+
+def test_parity_with_the_official_implementation(full_output, parity_fixture):
+    expected = parity_fixture["expected_patch_embeddings"]
+    got = full_output.patch_embeddings.reshape(expected.shape)
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_parity_anomaly_tokens_and_lof_scores(full_output, parity_fixture):
+    for crop, expected in zip(full_output.trace, parity_fixture["expected_anomaly_indices"]):
+        assert crop.anomaly_indices.tolist() == expected.tolist()
+    scores = torch.stack([crop.lof_scores for crop in full_output.trace])
+    assert torch.allclose(scores, parity_fixture["expected_lof_scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_batched_crops_equal_one_crop_at_a_time(tower, images, layers, full_output):
+    for index in range(images.shape[0]):
+        single = encode_dense(tower, images[index : index + 1], layers=layers).patch_embeddings
+        assert torch.allclose(single[0], full_output.patch_embeddings[index], atol=1e-5)
+
+
+def test_trace_changes_nothing_in_the_embeddings(tower, images, layers, full_output):
+    plain = encode_dense(tower, images, layers=layers)
+    assert plain.trace is None
+    assert torch.allclose(plain.patch_embeddings, full_output.patch_embeddings, atol=1e-6)
+
+
+@pytest.mark.parametrize("stage", Stages.names())
+def test_each_stage_flag_changes_the_output(tower, images, layers, full_output, stage):
+    output = encode_dense(tower, images, layers=layers, stages=Stages.without(stage))
+    assert (output.patch_embeddings - full_output.patch_embeddings).abs().max() > 1e-3
+
+
+def test_hyperparameters_are_honoured(tower, images, layers, full_output):
+    for params in (CalibrationParams(beta=0.2), CalibrationParams(prior_temperature=1.0), CalibrationParams(prior_mix=0.2),
+                   CalibrationParams(lof_k=10), CalibrationParams(contamination=0.1), CalibrationParams(detector="l2norm")):
+        output = encode_dense(tower, images, layers=layers, params=params)
+        assert (output.patch_embeddings - full_output.patch_embeddings).abs().max() > 1e-4, params
+    heavier_cls = dataclasses.replace(layers, res_cls=0.9)
+    output = encode_dense(tower, images, layers=heavier_cls)
+    assert (output.patch_embeddings - full_output.patch_embeddings).abs().max() > 1e-3
+
+
+def test_multi_level_features_are_the_plain_sum_of_the_chosen_blocks(tower, images, layers):
+    with torch.inference_mode():
+        tokens, _ = _stem(tower, images)
+        features = _run_frozen_blocks(tower, tokens, layers, keep_multi_level=True, trace=True)
+        outputs, x = [], tokens
+        for block in tower.transformer.resblocks[:-1]:
+            x = block(x)
+            outputs.append(x)
+    expected = torch.stack(outputs[layers.multi_start_idx : layers.multi_end_idx]).sum(0)
+    assert torch.allclose(features.multi_level_sum, expected, atol=1e-5)
+    assert torch.equal(features.mid, outputs[layers.pre_adjust_idx])
+    assert torch.equal(features.shallow, outputs[layers.post_adjust_idx])
+    assert features.token_norms.shape == (images.shape[0], len(outputs), 196)
+
+
+def test_all_stages_off_is_the_plain_attention_only_block(tower, images, layers):
+    off = Stages(**{name: False for name in Stages.names()})
+    output = encode_dense(tower, images, layers=layers, stages=off)
+    with torch.inference_mode():
+        tokens, _ = _stem(tower, images)
+        for block in tower.transformer.resblocks[:-1]:
+            tokens = block(tokens)
+        last = tower.transformer.resblocks[-1]
+        patches = last.ln_1(tokens[:, 1:])
+        q, k, v = torch.nn.functional.linear(patches, last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(3, -1)
+        heads = lambda t: t.view(t.shape[0], t.shape[1], 2, 64).transpose(1, 2)  # noqa: E731
+        attention = (heads(k) @ heads(k).transpose(-2, -1) / 8).softmax(-1) @ heads(v)
+        out = last.attn.out_proj(attention.transpose(1, 2).reshape(patches.shape)) + layers.res_cls * tokens[:, :1]
+        expected = tower.ln_post(out) @ tower.proj
+    assert torch.allclose(output.patch_embeddings.reshape(expected.shape), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("size", [(224, 224), (160, 288), (96, 96)])
+def test_every_method_runs_on_batches_and_odd_crop_sizes(tower, layers, method, size):
+    images = torch.randn(2, 3, *size)
+    output = encode_dense(tower, images, layers=layers, method=method, trace=True)
+    grid = (size[0] // 16, size[1] // 16)
+    assert output.patch_embeddings.shape == (2, *grid, 64)
+    assert torch.isfinite(output.patch_embeddings).all()
+    n = grid[0] * grid[1]
+    crop = output.trace[1]
+    assert crop.grid == grid
+    assert crop.attention_calibrated.shape == (n, n) and crop.attention_uncalibrated.shape == (n, n)
+    row_mass = crop.attention_calibrated.sum(-1)
+    if method in ("sc-clip", "maskclip"):
+        assert torch.allclose(row_mass, torch.ones(n), atol=1e-4)
+    else:
+        assert (row_mass > 0).all() and (row_mass <= (2 if method == "sclip" else 1) + 1e-4).all()
+    assert crop.token_norms.shape == (12, n)
+
+
+def test_methods_differ_from_each_other(tower, images, layers):
+    outputs = {m: encode_dense(tower, images[:1], layers=layers, method=m).patch_embeddings for m in METHODS}
+    for first in METHODS:
+        for second in METHODS:
+            if first < second:
+                assert (outputs[first] - outputs[second]).abs().max() > 1e-4, (first, second)
+
+
+def test_clip_method_equals_open_clips_own_token_output(tower, images, layers):
+    tower.output_tokens = True
+    try:
+        with torch.inference_mode():
+            _, tokens = tower(images)
+    finally:
+        tower.output_tokens = False
+    expected = tokens @ tower.proj
+    output = encode_dense(tower, images, layers=layers, method="clip").patch_embeddings
+    assert torch.allclose(output.reshape(expected.shape), expected, atol=1e-5)
+
+
+def test_bad_arguments_are_rejected(tower, images, layers):
+    with pytest.raises(ValueError, match="unknown method"):
+        encode_dense(tower, images, layers=layers, method="nope")
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        encode_dense(tower, images[0], layers=layers)
+    with pytest.raises(ValueError, match="outside"):
+        encode_dense(tower, images, layers=LayerPreset(20, 3, 3, 10, 0.3))

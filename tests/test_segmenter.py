@@ -1,0 +1,223 @@
+"""Images in every mode, the inference protocol's geometry, post-processing rules, and the image-side cache."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from scclip_core import InputError, Segmenter, SegmenterConfig, Stages, Vocabulary, assign_labels, to_rgb_array
+from scclip_core import segmenter as segmenter_module
+from scclip_core.segmenter import bilinear_matrix, class_probabilities, resized_shape, sliding_windows
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model):
+    return Segmenter(tiny_model, SegmenterConfig(templates="simple"))
+
+
+def _photo(height=120, width=160, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("out_size, in_size", [(224, 14), (375, 336), (100, 336), (7, 7), (1, 5), (5, 1)])
+def test_bilinear_matrix_equals_torch_interpolate(out_size, in_size):
+    signal = torch.randn(1, 1, in_size, 3)
+    expected = F.interpolate(signal, size=(out_size, 3), mode="bilinear", align_corners=False)[0, 0]
+    assert torch.allclose(bilinear_matrix(out_size, in_size) @ signal[0, 0], expected, atol=1e-5)
+
+
+def test_resize_follows_the_keep_ratio_rule():
+    assert resized_shape(375, 500, 336, 2048) == (336, 448)
+    assert resized_shape(336, 448, 336, 2048) == (336, 448)
+    assert resized_shape(100, 10000, 336, 2048) == (20, 2048)
+    assert resized_shape(1, 1, 336, 2048) == (336, 336)
+    assert resized_shape(123, 456, None, 2048) == (123, 456)
+
+
+def test_sliding_windows_cover_the_image_and_stay_inside():
+    windows = sliding_windows(336, 448, 224, 112)
+    assert len(windows) == 6
+    assert windows[-1] == (112, 224, 336, 448)
+    assert all(y1 - y0 == 224 and x1 - x0 == 224 for y0, x0, y1, x1 in windows)
+    assert sliding_windows(224, 224, 224, 112) == [(0, 0, 224, 224)]
+    assert len(sliding_windows(560, 1120, 224, 112)) == 4 * 9
+
+
+def test_class_probabilities_softmax_over_queries_then_max_over_synonyms():
+    logits = torch.tensor([0.30, 0.25, 0.10, 0.28]).view(4, 1, 1)
+    probs = class_probabilities(logits, torch.tensor([0, 0, 1, 2]), 4, logit_scale=40.0)
+    query = torch.softmax(40 * logits.flatten(), 0)
+    assert torch.allclose(probs.flatten(), torch.tensor([query[0], query[2], query[3], 0.0]))
+
+
+def test_probability_threshold_sends_unsure_pixels_to_background():
+    probs = torch.tensor([[0.6, 0.3], [0.3, 0.3], [0.1, 0.4]]).view(3, 1, 2)
+    assert assign_labels(probs, 2).flatten().tolist() == [0, 2]
+    assert assign_labels(probs, 2, prob_threshold=0.5).flatten().tolist() == [0, 2]
+    assert assign_labels(probs, 1, prob_threshold=0.5).flatten().tolist() == [0, 1]
+
+
+def test_area_threshold_drops_small_classes_before_the_argmax():
+    probs = torch.zeros(3, 1, 20)
+    probs[0, 0, :] = 0.5
+    probs[1, 0, :2] = 0.9
+    probs[2, 0, :] = 0.4
+    labels = assign_labels(probs, background_index=2, area_threshold=0.1)
+    assert labels.flatten().tolist() == [0] * 20
+    probs[1, 0, :3] = 0.9
+    assert assign_labels(probs, background_index=2, area_threshold=0.1).flatten().tolist()[:3] == [1, 1, 1]
+    with pytest.raises(InputError):
+        assign_labels(probs, None, prob_threshold=0.2)
+    with pytest.raises(InputError):
+        assign_labels(probs, 2, prob_threshold=1.5)
+
+
+def test_stitching_and_resizing_put_each_class_where_its_embedding_is(segmenter):
+    embedding = segmenter.set_image(_photo(200, 300))
+    text = segmenter.text.embed(["cat", "dog"])
+    height, width = embedding.resized_size
+    planted = torch.empty_like(embedding.embeddings)
+    for index, (y0, x0, y1, x1) in enumerate(embedding.windows):
+        columns = x0 + (torch.arange(planted.shape[2]) + 0.5) * (x1 - x0) / planted.shape[2]
+        planted[index] = torch.where((columns < width / 2).view(1, -1, 1), text[0], text[1])
+    embedding.embeddings = planted
+    result = segmenter.predict(Vocabulary((("cat",), ("dog",))), embedding=embedding)
+    assert result.labels.shape == (200, 300)
+    assert (result.labels[:, :140] == 0).all() and (result.labels[:, 160:] == 1).all()
+    assert result.probs.shape == (2, 200, 300)
+    assert np.allclose(result.probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_new_classes_and_thresholds_reuse_the_image_side(segmenter, monkeypatch):
+    image = _photo(seed=3)
+    first = segmenter.segment(image, "cat; dog", background=None)
+    calls = []
+    original = segmenter_module.encode_dense
+    monkeypatch.setattr(segmenter_module, "encode_dense", lambda *a, **k: calls.append(1) or original(*a, **k))
+    second = segmenter.segment(image, "bird; tree; car", prob_threshold=0.4)
+    assert not calls
+    assert second.class_names == ["bird", "tree", "car", "background"]
+    relabelled = first.with_thresholds(0.99)
+    assert relabelled.class_names == ["cat", "dog", "background"] and (relabelled.labels == 2).all()
+    segmenter.segment(image, "cat", stages=Stages.without("anomaly"))
+    assert calls
+
+
+def test_trace_covers_every_window(segmenter):
+    result = segmenter.segment(_photo(300, 500), "cat; dog", trace=True)
+    assert len(result.trace) == len(result.windows) == 8
+    assert [crop.window for crop in result.trace] == result.windows
+    assert result.to_json()["windows"] == 8
+
+
+def test_whole_image_mode_pads_to_the_patch_grid(tiny_model):
+    whole = Segmenter(tiny_model, SegmenterConfig(stride=None, short_side=None, templates="simple"))
+    result = whole.segment(_photo(70, 130), "cat; dog", trace=True)
+    assert result.windows == [(0, 0, 80, 144)]
+    assert result.trace[0].grid == (5, 9)
+    assert result.labels.shape == (70, 130)
+
+
+def _encoded(image: Image.Image, format: str, **options) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+def _odd_images():
+    rgb = Image.fromarray(_photo(40, 60))
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(0)
+    palette = rgb.convert("P")
+    palette.info["transparency"] = 0
+    sixteen = Image.fromarray((np.arange(40 * 60).reshape(40, 60) * 27).astype(np.uint16))
+    return {
+        "RGBA": rgba,
+        "LA": rgb.convert("LA"),
+        "L": rgb.convert("L"),
+        "1": rgb.convert("1"),
+        "P": palette,
+        "I;16": sixteen,
+        "I": rgb.convert("I"),
+        "F": rgb.convert("F"),
+        "CMYK": rgb.convert("CMYK"),
+        "YCbCr": rgb.convert("YCbCr"),
+        "PNG 16-bit": _encoded(sixteen, "PNG"),
+        "JPEG CMYK": _encoded(rgb.convert("CMYK"), "JPEG"),
+    }
+
+
+@pytest.mark.parametrize("mode", list(_odd_images()))
+def test_images_in_any_mode_become_rgb(mode):
+    rgb = to_rgb_array(_odd_images()[mode])
+    assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
+    if mode == "RGBA":
+        assert (rgb == 255).all()
+    if mode in ("I;16", "PNG 16-bit"):
+        assert rgb.max() > 200 and rgb.min() == 0
+
+
+def test_exif_orientation_is_applied():
+    image = Image.fromarray(_photo(40, 60))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    rotated = _encoded(image, "JPEG", exif=exif)
+    assert to_rgb_array(rotated).shape == (60, 40, 3)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((5, 5), dtype=np.uint16) + 40000, np.random.rand(10, 12).astype(np.float32), np.ones((4, 4, 1), dtype=bool),
+     np.zeros((6, 7, 4), dtype=np.uint8), np.full((3, 3, 3), 1000.0)],
+)
+def test_arrays_of_any_dtype_become_rgb(array):
+    rgb = to_rgb_array(array)
+    assert rgb.shape == (*array.shape[:2], 3) and rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("bad", [None, np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 5)), "not an image", 42])
+def test_bad_images_get_a_clear_message(bad, tmp_path):
+    if isinstance(bad, str):
+        path = tmp_path / "fake.jpg"
+        path.write_text("hello")
+        bad = path
+    with pytest.raises(InputError):
+        to_rgb_array(bad)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(_photo()).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError):
+        to_rgb_array(path)
+    with pytest.raises(InputError, match="not found"):
+        to_rgb_array(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (8, 3000, 3), (2500, 30, 3), (10000, 10000)])
+def test_segmenter_on_tiny_wide_tall_and_huge_images(segmenter, shape):
+    image = np.full(shape, 128, dtype=np.uint8)
+    result = segmenter.segment(image, "cat; dog", prob_threshold=0.3)
+    expected = shape[:2]
+    if max(expected) > 2048:
+        scale = 2048 / max(expected)
+        expected = (max(1, round(expected[0] * scale)), max(1, round(expected[1] * scale)))
+        assert any("downscaled" in notice for notice in result.notices)
+    assert result.labels.shape == expected and result.probs.shape == (3, *expected)
+    assert result.image.shape == (*expected, 3)
+    assert any("random" in notice for notice in result.notices) and result.is_random_weights
+
+
+def test_json_summary_is_plain(segmenter):
+    import json
+
+    summary = segmenter.segment(_photo(), "cat; dog").to_json()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["classes"] == ["cat", "dog", "background"]
+    assert summary["image_size"] == [160, 120]
+    assert sum(summary["shares"].values()) == pytest.approx(1.0)
