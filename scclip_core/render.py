@@ -233,6 +233,8 @@ def anomaly_figure(
             marked.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.2))
     y0, x0, y1, x1 = windows[selected]
     marked.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linestyle="--"))
+    marked.set_xlim(-0.5, image.shape[1] - 0.5)
+    marked.set_ylim(image.shape[0] - 0.5, -0.5)
     total = sum(len(np.asarray(indices).reshape(-1)) for indices in anomalies)
     marked.set_title(f"{total} anomaly tokens in {len(windows)} window(s)")
     marked.set_axis_off()
@@ -254,7 +256,8 @@ def anomaly_figure(
         norms.fill_between(layers, low, high, color="tab:blue", alpha=0.25, label="other tokens, 5-95%")
         norms.plot(layers, mid, color="tab:blue", label="other tokens, median")
     for position, index in enumerate(selected_anomalies):
-        norms.plot(layers, token_norms[:, index], color="red", alpha=0.7, label="anomaly tokens" if position == 0 else None)
+        label = "anomaly tokens" if position == 0 else None
+        norms.plot(layers, token_norms[:, index], color="red", alpha=0.7, label=label)
     norms.set_xlabel("block")
     norms.set_ylabel("patch-token L2 norm")
     norms.set_title("token norms across layers")
@@ -288,6 +291,7 @@ def attention_figure(
     grid: tuple[int, int],
     *,
     anomalies: np.ndarray | None = None,
+    titles: tuple[str, str] = ("vanilla last-block attention", "SC-CLIP attention"),
     note: str | None = None,
 ) -> Image.Image:
     """The clicked patch's last-block attention over its window, before and after anomaly resolution.
@@ -296,10 +300,7 @@ def attention_figure(
     Anomaly tokens are outlined in red on the 'before' panel, where they usually soak up the attention.
     """
     figure, (first, second) = _new_figure(2, note=note)
-    for axis, values, title in (
-        (first, before, "vanilla last-block attention"),
-        (second, after, "SC-CLIP attention (anomalies resolved)"),
-    ):
+    for axis, values, title in ((first, before, titles[0]), (second, after, titles[1])):
         values = values.reshape(grid)
         shown = _map_panel(axis, crop, values, title=title, cmap="inferno", vmin=0.0, vmax=float(values.max()) or 1.0)
         figure.colorbar(shown, ax=axis, shrink=0.8)

@@ -409,9 +409,17 @@ class Segmenter:
         params: CalibrationParams | None = None,
         trace: bool = False,
         progress: Progress | None = None,
-        **predict_options,
+        background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
+        prob_threshold: float = 0.0,
+        area_threshold: float | None = None,
+        logit_scale: float | None = None,
     ) -> Segmentation:
-        """`set_image` then `predict`; an unchanged image with unchanged settings reuses the cached image side."""
-        vocabulary = parse_classes(classes, background=predict_options.get("background", DEFAULT_BACKGROUND_WORDS)) if isinstance(classes, str) else classes
+        """`set_image` then `predict`; classes are checked first, and an unchanged image with unchanged
+        settings reuses the cached image side."""
+        vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
+        check_thresholds(prob_threshold, area_threshold)
         embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
-        return self.predict(vocabulary, embedding=embedding, **{k: v for k, v in predict_options.items() if k != "background"})
+        return self.predict(
+            vocabulary, embedding=embedding, prob_threshold=prob_threshold, area_threshold=area_threshold,
+            logit_scale=logit_scale,
+        )

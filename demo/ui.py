@@ -1,0 +1,299 @@
+"""The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
+
+Every component a test touches has an `elem_id`. The heavy events (segment, ablation) share one concurrency slot
+(`concurrency_id="model"`) and a bounded queue; cheap re-render events read the session state and only keep the
+latest trigger.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages
+
+from demo.handlers import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS, TEMPLATE_LABELS, Handlers, ModelHost
+from demo.state import SESSION_TTL_S
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+QUEUE_MAX_SIZE = 16
+HEAVY_CONCURRENCY = 1
+CHEAP_CONCURRENCY = 4
+MAX_UPLOAD_SIZE = "25mb"
+CSS = """
+#overlay img, #anomaly-click img, #similarity-click img { cursor: crosshair; }
+#legend { min-height: 40px; }
+.footnote { font-size: 0.85em; color: #6b7280; }
+"""
+INTRO = """
+## SC-CLIP Explorer
+Training-free open-vocabulary segmentation with **Self-Calibrated CLIP** (Bai et al., 2024, arXiv 2411.15869):
+type any classes and segment, switch SC-CLIP's stages off one by one, and look inside the model
+(anomaly tokens, mid-layer similarity, per-class probability maps).
+"""
+CLASS_HELP = (
+    "Use `;` or a new line between classes and `,` between synonyms (the first one is shown), "
+    "e.g. `cat; dog, puppy; sofa, couch`."
+)
+
+
+def load_examples() -> tuple[list[list[str]], list[str]]:
+    """Rows (image path, classes, background words) and titles from assets/examples.json."""
+    entries = json.loads((ASSETS_DIR / "examples.json").read_text())
+    rows = [
+        [
+            str(ASSETS_DIR / entry["image"]),
+            entry["classes"],
+            entry.get("background", ", ".join(DEFAULT_BACKGROUND_WORDS)),
+        ]
+        for entry in entries
+    ]
+    return rows, [entry["title"] for entry in entries]
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for `demo.launch()` that style the page (Gradio 6 takes theme and css at launch)."""
+    return {
+        "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
+        "css": CSS,
+        "max_file_size": MAX_UPLOAD_SIZE,
+    }
+
+
+def build_interface(host: ModelHost) -> gr.Blocks:
+    """Lay out the page and wire its events to `Handlers(host)`."""
+    handlers = Handlers(host)
+    example_rows, example_titles = load_examples()
+    cache_examples = host.model is not None and not host.is_random
+
+    with gr.Blocks(title="SC-CLIP Explorer", delete_cache=(3600, 7200)) as demo:
+        session = gr.State(None, time_to_live=SESSION_TTL_S)
+        point = gr.State(None, time_to_live=SESSION_TTL_S)
+
+        gr.HTML(host.banner_html(), elem_id="status-banner")
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320):
+                image = gr.Image(
+                    label="Image (upload, paste or pick an example)",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    height=300,
+                    elem_id="input-image",
+                )
+                classes = gr.Textbox(
+                    label="Classes",
+                    info=CLASS_HELP,
+                    placeholder="cat; dog, puppy; sofa, couch",
+                    lines=3,
+                    elem_id="classes",
+                )
+                with gr.Accordion("Background", open=False, elem_id="background-accordion"):
+                    background = gr.Textbox(
+                        value=", ".join(DEFAULT_BACKGROUND_WORDS),
+                        label="Background words (one 'background' class; empty = no background class)",
+                        lines=3,
+                        elem_id="background-words",
+                    )
+                    area_threshold = gr.Slider(
+                        0.0, 0.5, value=0.0, step=0.01,
+                        label="Area threshold (drop classes covering at most this share of the foreground; 0 = off)",
+                        elem_id="area-threshold",
+                    )
+                with gr.Accordion("Method and stages (ablate)", open=False, elem_id="method-accordion"):
+                    method = gr.Dropdown(
+                        choices=[(METHOD_LABELS[name], name) for name in METHODS],
+                        value="sc-clip",
+                        label="Method",
+                        elem_id="method",
+                    )
+                    stages = gr.CheckboxGroup(
+                        choices=[(STAGE_LABELS[name], name) for name in Stages.names()],
+                        value=list(Stages.names()),
+                        label="SC-CLIP stages",
+                        info="Untick a stage to switch it off (SC-CLIP only).",
+                        elem_id="stages",
+                    )
+                    with gr.Row():
+                        detector = gr.Radio(
+                            choices=[("LOF", "lof"), ("top L2 norm", "l2norm")],
+                            value="lof",
+                            label="Anomaly detector",
+                            elem_id="detector",
+                        )
+                        beta = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="β (affinity threshold)",
+                                         elem_id="beta")
+                    templates = gr.Radio(
+                        choices=[(label, name) for name, label in TEMPLATE_LABELS.items()],
+                        value=host.config.templates,
+                        label="Prompt templates (each class name is encoded once per template)",
+                        elem_id="templates",
+                    )
+                run = gr.Button("Segment", variant="primary", elem_id="run")
+                status = gr.Markdown("", elem_id="run-status")
+
+            with gr.Column(scale=6, min_width=420):
+                with gr.Tabs(elem_id="views"):
+                    with gr.Tab("Segment", id="segment", elem_id="tab-segment"):
+                        overlay = gr.Image(
+                            label="Overlay",
+                            show_label=False,
+                            format="png",
+                            interactive=False,
+                            buttons=["download", "fullscreen"],
+                            height=400,
+                            elem_id="overlay",
+                        )
+                        with gr.Row():
+                            opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="opacity")
+                            threshold = gr.Slider(
+                                0.0, 1.0, value=0.15, step=0.01,
+                                label="Background threshold",
+                                info="Pixels whose best class probability is lower go to the background.",
+                                elem_id="threshold",
+                            )
+                        hidden = gr.CheckboxGroup(choices=[], value=[], label="Hide classes", elem_id="hidden-classes")
+                        with gr.Row(equal_height=False):
+                            legend = gr.HTML(label="Legend and share of the image", elem_id="legend")
+                            timings = gr.HTML(label="Timings", elem_id="timings")
+                        with gr.Row(equal_height=False):
+                            label_file = gr.File(label="Label map (palette PNG, value = class index)",
+                                                 elem_id="label-file")
+                            summary_file = gr.File(label="JSON summary", elem_id="summary-file")
+                        with gr.Accordion("JSON summary", open=False):
+                            summary_json = gr.JSON(label="Summary", elem_id="summary")
+                    with gr.Tab("Anomalies", id="anomaly", elem_id="tab-anomaly"):
+                        gr.Markdown(
+                            "A few patch tokens of CLIP's penultimate layer are outliers that grab attention and "
+                            "carry little local information. SC-CLIP finds them with LOF and replaces each by the "
+                            "mean of its neighbours. Click the image to pick a patch."
+                        )
+                        anomaly_figure = gr.Image(label="Anomaly tokens, LOF scores and token norms",
+                                                  interactive=False, format="png", show_label=False,
+                                                  elem_id="anomaly-figure")
+                        patch_message = gr.Markdown("", elem_id="patch-message")
+                        with gr.Row(equal_height=False):
+                            anomaly_click = gr.Image(label="Pick a patch", interactive=False, format="png",
+                                                     height=280, elem_id="anomaly-click", scale=1)
+                            attention_figure = gr.Image(label="Last-block attention of the picked patch",
+                                                        interactive=False, format="png",
+                                                        show_label=False, elem_id="attention-figure", scale=2)
+                    with gr.Tab("Similarity", id="similarity", elem_id="tab-similarity"):
+                        gr.Markdown(
+                            "SC-CLIP reuses the mid layer's patch similarities, which are spatially coherent, to "
+                            "calibrate the last layer. Green contours: the β threshold; pairs inside are aggregated."
+                        )
+                        similarity_message = gr.Markdown("", elem_id="similarity-message")
+                        similarity_click = gr.Image(label="Pick a patch", interactive=False, format="png",
+                                                    height=280, elem_id="similarity-click")
+                        similarity_figure = gr.Image(label="Similarity of the picked patch", interactive=False,
+                                                     format="png", show_label=False, elem_id="similarity-figure")
+                    with gr.Tab("Heatmaps", id="heatmaps", elem_id="tab-heatmaps"):
+                        gr.Markdown("One probability map per class, min-max normalised, jet colours over the image.")
+                        heatmap_gallery = gr.Gallery(label="Per-class probability", columns=3, height="auto",
+                                                     format="png", elem_id="heatmaps")
+                    with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation"):
+                        gr.Markdown(
+                            "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
+                            "comparison methods on the image and classes on the left, and compares each with full "
+                            "SC-CLIP pixel by pixel."
+                        )
+                        comparisons = gr.CheckboxGroup(
+                            choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
+                            value=list(COMPARISON_METHODS),
+                            label="Comparison methods",
+                            elem_id="comparisons",
+                        )
+                        run_ablation = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
+                        ablation_gallery = gr.Gallery(label="Side by side", columns=3, height="auto", format="png",
+                                                      elem_id="ablation-gallery")
+                        ablation_table = gr.Dataframe(label="Timings and agreement", interactive=False,
+                                                      elem_id="ablation-table")
+
+        examples = gr.Examples(
+            examples=example_rows,
+            example_labels=example_titles,
+            inputs=[image, classes, background],
+            outputs=[overlay, legend, timings, label_file, summary_json, summary_file, status],
+            fn=handlers.example_preview,
+            cache_examples=cache_examples,
+            cache_mode="lazy" if cache_examples else None,
+            examples_per_page=8,
+            label="Examples (public-domain and CC0 photos; see assets/ATTRIBUTION.md)",
+            elem_id="examples",
+        )
+        gr.Markdown(
+            "API: `gradio_client.Client(url).predict(handle_file('photo.jpg'), 'cat; dog', api_name='/segment')` "
+            "returns the label PNG and a JSON summary.",
+            elem_classes="footnote",
+        )
+
+        examples.load_input_event.then(lambda: (None, None), outputs=[session, point], api_visibility="private")
+        method.change(
+            lambda chosen: [gr.update(interactive=chosen == "sc-clip")] * 3,
+            inputs=method,
+            outputs=[stages, detector, beta],
+            api_visibility="private",
+            queue=False,
+        )
+
+        segmented = gr.on(
+            [run.click, classes.submit],
+            handlers.segment,
+            inputs=[image, classes, background, threshold, method, stages, detector, beta, area_threshold, templates,
+                    session],
+            outputs=[label_file, summary_json, session],
+            api_name="segment",
+            api_description="Segment an image: returns the label map (palette PNG, input size) and a JSON summary.",
+            preprocess=False,
+            concurrency_limit=HEAVY_CONCURRENCY,
+            concurrency_id="model",
+        )
+        segmented.success(
+            handlers.show_result,
+            inputs=[session, opacity],
+            outputs=[overlay, legend, timings, summary_file, hidden, status, point],
+            api_visibility="private",
+            show_progress="hidden",
+        ).success(
+            handlers.patch_views,
+            inputs=[session, point],
+            outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
+                     patch_message, similarity_message],
+            api_visibility="private",
+            show_progress="hidden",
+        ).success(
+            handlers.heatmaps, inputs=session, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden"
+        )
+
+        cheap = {"api_visibility": "private", "trigger_mode": "always_last", "show_progress": "hidden",
+                 "concurrency_limit": CHEAP_CONCURRENCY}
+        gr.on([opacity.input, hidden.input], handlers.rerender, inputs=[session, opacity, hidden],
+              outputs=[overlay, legend], **cheap)
+        gr.on([threshold.input, area_threshold.input], handlers.rethreshold,
+              inputs=[session, threshold, area_threshold, opacity, hidden],
+              outputs=[overlay, legend, label_file, summary_json, summary_file, session], **cheap)
+        gr.on([overlay.select, anomaly_click.select, similarity_click.select], handlers.select_point,
+              inputs=session, outputs=point, **cheap).success(
+            handlers.patch_views,
+            inputs=[session, point],
+            outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
+                     patch_message, similarity_message],
+            **cheap,
+        )
+
+        run_ablation.click(
+            handlers.ablate,
+            inputs=[image, classes, background, threshold, detector, beta, templates, comparisons],
+            outputs=[ablation_gallery, ablation_table],
+            api_name="ablation",
+            api_description="Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side.",
+            preprocess=False,
+            concurrency_limit=HEAVY_CONCURRENCY,
+            concurrency_id="model",
+        )
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
+    return demo

@@ -1,0 +1,229 @@
+"""The Gradio app in process: gradio_client round trips on the tiny random model, bad input, weight failures,
+and the cheap re-render paths (which must not touch the model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from demo.handlers import Handlers, ModelHost, locate_patch  # noqa: E402
+from demo.screenshot import FAST_CONFIG, serve  # noqa: E402
+from demo.ui import ASSETS_DIR, load_examples  # noqa: E402
+from scclip_core import parse_classes  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims `width` x `height` (no pixel data): enough for a size check, cheap to make."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("app-images")
+    rgb = np.zeros((64, 96, 3), dtype=np.uint8)
+    rgb[:, :48] = (220, 30, 30)
+    rgb[:, 48:] = (30, 30, 220)
+    paths = {"rgb": folder / "halves.png", "other": folder / "other.jpg", "rgba": folder / "rgba.png",
+             "gray16": folder / "gray16.png", "tiny": folder / "tiny.png", "not_image": folder / "notes.png"}
+    Image.fromarray(rgb).save(paths["rgb"])
+    Image.fromarray(rgb[::-1, ::-1].copy()).resize((80, 50)).save(paths["other"])
+    Image.fromarray(np.dstack([rgb, np.full((64, 96), 128, np.uint8)])).save(paths["rgba"])
+    Image.fromarray(np.linspace(0, 65535, 50 * 70).reshape(50, 70).astype(np.uint16)).save(paths["gray16"])
+    Image.fromarray(rgb[:3, :2].copy()).save(paths["tiny"])
+    paths["not_image"].write_text("this is not a picture")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated by 90 degrees
+    Image.fromarray(rgb).save(folder / "rotated.jpg", exif=exif)
+    paths["rotated"] = folder / "rotated.jpg"
+    Image.fromarray(np.tile(rgb, (2, 10, 1))[:120, :900].copy()).save(folder / "wide.png")
+    paths["wide"] = folder / "wide.png"
+    paths["huge"] = header_only_png(folder / "huge.png", 12000, 9000)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client() -> Client:
+    with serve("tiny-test", "random", FAST_CONFIG) as (_, url):
+        yield Client(url, verbose=False)
+
+
+def test_segment_returns_input_sized_label_png_and_json(client: Client, images: dict[str, Path]) -> None:
+    label_path, summary = client.predict(
+        handle_file(str(images["rgb"])), "red, crimson; blue", background_words="", prob_threshold=0.0,
+        api_name="/segment",
+    )
+    label_map = Image.open(label_path)
+    assert label_map.mode == "P" and label_map.size == (96, 64)
+    labels = np.asarray(label_map)
+    assert summary["classes"] == ["red", "blue"]
+    assert set(np.unique(labels)) <= {0, 1}
+    for entry in summary["legend"]:
+        assert abs(np.mean(labels == entry["index"]) - entry["share"]) < 1e-6
+    assert summary["untrained_weights"] is True and "UNTRAINED" in summary["warning"]
+    assert "UNTRAINED" in Path(label_path).name
+    assert summary["image_size"] == [96, 64]
+    assert set(summary["timings"]) >= {"backbone", "text", "total"}
+
+
+def test_segment_defaults_add_the_background_class(client: Client, images: dict[str, Path]) -> None:
+    _, summary = client.predict(handle_file(str(images["rgb"])), "red; blue", api_name="/segment")
+    assert summary["classes"] == ["red", "blue", "background"]
+    assert summary["background_index"] == 2 and summary["prob_threshold"] == pytest.approx(0.15)
+
+
+def test_same_image_reuses_the_image_side_within_a_session(client: Client, images: dict[str, Path]) -> None:
+    _, first = client.predict(handle_file(str(images["other"])), "red; blue", "", 0.0, api_name="/segment")
+    _, again = client.predict(handle_file(str(images["other"])), "red; green; blue", "", 0.0, api_name="/segment")
+    _, changed = client.predict(handle_file(str(images["rgb"])), "red; blue", "", 0.0, api_name="/segment")
+    assert (first["reused_image_side"], again["reused_image_side"], changed["reused_image_side"]) == (
+        False, True, False)
+    assert again["classes"] == ["red", "green", "blue"]
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("rgba", (96, 64)), ("gray16", (70, 50)), ("tiny", (2, 3)), ("rotated", (64, 96)), ("wide", (900, 120))],
+)
+def test_odd_images_are_segmented_at_their_own_size(client: Client, images: dict[str, Path], name: str,
+                                                   size: tuple[int, int]) -> None:
+    label_path, summary = client.predict(handle_file(str(images[name])), "thing; stuff", "", 0.0,
+                                         api_name="/segment")
+    assert Image.open(label_path).size == size and summary["label_png_size"] == list(size)
+    assert summary["image_size"][0] * size[1] == pytest.approx(summary["image_size"][1] * size[0], rel=0.02), \
+        "the engine may downscale, but never changes the aspect ratio"
+
+
+@pytest.mark.parametrize(
+    "image_key, classes, message",
+    [
+        ("rgb", "", "no classes"),
+        ("rgb", ";".join(f"class {index}" for index in range(300)), "256"),
+        ("not_image", "cat", "could not read the file as an image"),
+        ("huge", "cat", "megapixels"),
+    ],
+)
+def test_bad_input_arrives_as_an_error_with_its_message(client: Client, images: dict[str, Path], image_key: str,
+                                                        classes: str, message: str) -> None:
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(images[image_key])), classes, api_name="/segment")
+    label_path, _ = client.predict(handle_file(str(images["rgb"])), "red; blue", api_name="/segment")
+    assert Image.open(label_path).size == (96, 64), "the next request works"
+
+
+def test_missing_image_is_reported(client: Client) -> None:
+    with pytest.raises(AppError, match="no image"):
+        client.predict(None, "cat", api_name="/segment")
+
+
+def test_ablation_runs_every_configuration(client: Client, images: dict[str, Path]) -> None:
+    gallery, table = client.predict(
+        handle_file(str(images["rgb"])), "red; blue", background_words="", prob_threshold=0.0, templates="simple",
+        comparisons=["naclip"], api_name="/ablation",
+    )
+    names = [row[0] for row in table["data"]]
+    assert names[0] == "SC-CLIP (full)" and len(names) == 1 + 5 + 2
+    assert names[-2:] == ["CLIP (vanilla)", "NACLIP"]
+    assert table["data"][0][4] == 100.0
+    assert all(0.0 <= row[4] <= 100.0 and row[3] > 0 for row in table["data"])
+    assert len(gallery) == len(names)
+    assert all(item["caption"].startswith(name) for item, name in zip(gallery, names))
+    assert Image.open(gallery[0]["image"]).size[0] > 0
+
+
+def test_unavailable_weights_start_the_app_with_a_banner_and_a_clear_error(images: dict[str, Path]) -> None:
+    with serve("tiny-test", "/nonexistent/weights.pt", FAST_CONFIG) as (demo, url):
+        banner = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status-banner")
+        assert "could not be loaded" in banner.value and "/nonexistent/weights.pt" in banner.value
+        assert "SCCLIP_WEIGHTS" in banner.value
+        with pytest.raises(AppError, match="model is not available.*nonexistent"):
+            Client(url, verbose=False).predict(handle_file(str(images["rgb"])), "cat", api_name="/segment")
+
+
+def test_model_and_weights_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app
+
+    monkeypatch.setenv("SCCLIP_MODEL", "tiny-test")
+    monkeypatch.setenv("SCCLIP_WEIGHTS", "random")
+    demo = app.build_demo(config=FAST_CONFIG)
+    banner = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status-banner")
+    assert "Untrained weights" in banner.value
+    arguments = app.parse_args(["--model", "ViT-L/14", "--weights", "x.pt", "--port", "7999"])
+    assert (arguments.model, arguments.weights, arguments.port) == ("ViT-L/14", "x.pt", 7999)
+
+
+def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    handlers = Handlers(host)
+    _, _, session = handlers.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
+    host._segmenters.clear()  # from here on, any model call would fail
+
+    overlay, legend, _, summary_path, hidden_update, _, point = handlers.show_result(session, 0.5)
+    assert json.loads(Path(summary_path).read_text())["classes"] == ["red", "blue", "background"]
+    assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
+    assert hidden_update["choices"] == ["red", "blue"], "the background cannot be hidden: it is never tinted"
+    hidden_overlay, hidden_legend = handlers.rerender(session, 0.5, ["red", "blue"])
+    assert "(hidden)" in hidden_legend
+    strip = np.asarray(hidden_overlay)[20:, :]
+    assert np.array_equal(strip, np.asarray(Image.open(images["rgb"]).convert("RGB"))[20:, :]), \
+        "with every class hidden, the photo shows (below the untrained-weights strip)"
+
+    overlay, legend, label_path, summary, summary_path, updated = handlers.rethreshold(session, 1.0, 0.0, 0.5, [])
+    assert json.loads(Path(summary_path).read_text()) == summary
+    assert summary["shares"]["background"] == 1.0, "a threshold of 1 sends every pixel to the background"
+    assert np.all(np.asarray(Image.open(label_path)) == 2)
+    assert updated.segmentation.prob_threshold == 1.0 and updated.embedding is session.embedding
+
+    views = handlers.patch_views(session, (90, 10))
+    assert all(isinstance(view, Image.Image) for view in views[:5])
+    assert "x=90, y=10" in views[5]
+    assert len(handlers.heatmaps(session)) == 3
+
+
+def test_example_preview_renders_a_default_run(images: dict[str, Path]) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    overlay, legend, timings, label_path, summary, summary_path, status = handlers.example_preview(
+        str(images["rgb"]), "red; blue", "sky")
+    assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
+    assert "backbone" in timings and Image.open(label_path).size == (96, 64)
+    assert summary["classes"] == ["red", "blue", "background"] and "Segment" in status
+
+
+def test_locate_patch_picks_the_window_and_patch_under_the_point() -> None:
+    boxes = [(0, 0, 100, 100), (0, 50, 100, 150)]
+    grids = [(10, 10), (10, 10)]
+    assert locate_patch(boxes, grids, (10, 95)) == (0, 9 * 10 + 1)
+    assert locate_patch(boxes, grids, (140, 5)) == (1, 9)
+    assert locate_patch(boxes, grids, (110, 50))[0] == 1, "the window whose centre is nearest wins"
+
+
+def test_examples_are_real_licensed_photos_with_suitable_classes() -> None:
+    rows, titles = load_examples()
+    attribution = (ASSETS_DIR / "ATTRIBUTION.md").read_text()
+    assert len(rows) >= 6 and len(titles) == len(rows)
+    for path, classes, background in rows:
+        image = Path(path)
+        assert image.stat().st_size < 300_000 and image.name in attribution
+        with Image.open(image) as picture:
+            assert min(picture.size) >= 256
+        assert len(parse_classes(classes, background=None).names) >= 3
+    entries = json.loads((ASSETS_DIR / "examples.json").read_text())
+    assert {entry["image"] for entry in entries} == {Path(row[0]).name for row in rows}

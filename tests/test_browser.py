@@ -1,0 +1,89 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright (no `playwright install`).
+
+Uploads a photo, types classes, segments, checks the overlay and one legend entry per class, opens every
+inside-view tab and checks its figure rendered, picks a patch by clicking, runs the ablation, checks that bad
+input shows its message in the page, and saves screenshots to $SCCLIP_ARTIFACTS (default tests/artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from demo.screenshot import (  # noqa: E402
+    CHROMIUM,
+    FAST_CONFIG,
+    INSIDE_TABS,
+    browser_page,
+    click_image_at,
+    image_loaded,
+    open_tab,
+    segment_in_page,
+    serve,
+    wait_for_image,
+)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("SCCLIP_ARTIFACTS", ROOT / "tests" / "artifacts"))
+CLASSES = ["person", "flag", "space shuttle", "helmet"]
+
+
+@pytest.fixture(scope="module")
+def page():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with serve("tiny-test", "random", FAST_CONFIG) as (_, url), sync_api.sync_playwright() as playwright, \
+            browser_page(playwright) as browser_tab:
+        browser_tab.app_url = url
+        yield browser_tab
+
+
+def test_segment_then_look_inside_every_tab(page) -> None:
+    entries = segment_in_page(page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES),
+                              background="", threshold=0)
+    assert entries == len(CLASSES)
+    legend_names = page.locator("#legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
+    assert sorted(legend_names) == sorted(CLASSES)
+    assert image_loaded(page, "#overlay")
+    assert "UNTRAINED" in page.locator("#legend").inner_text()
+    assert page.locator("#banner-untrained").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "segment.png"))
+
+    for tab, selectors in INSIDE_TABS.items():
+        open_tab(page, tab)
+        for selector in selectors:
+            wait_for_image(page, selector, timeout_ms=30_000)
+            assert page.locator(selector).is_visible()
+        page.screenshot(path=str(ARTIFACTS / f"tab-{tab.lower().replace(' ', '-')}.png"))
+    assert page.locator("#heatmaps img").count() >= len(CLASSES)
+
+    open_tab(page, "Anomalies")
+    assert "row 7, column 7" in page.locator("#patch-message").inner_text(), "the default patch is the centre"
+    click_image_at(page, "#anomaly-click", 0.03, 0.03)
+    page.locator("#patch-message").get_by_text("row 0, column 0").wait_for(timeout=30_000)
+    assert "Patch 0 " in page.locator("#patch-message").inner_text()
+
+
+def test_ablation_tab_shows_every_configuration(page) -> None:
+    open_tab(page, "Ablation")
+    page.locator("#run-ablation").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ablation-gallery img').length >= 11", timeout=120_000
+    )
+    assert "SC-CLIP without anomaly resolution" in page.locator("#ablation-table").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "ablation.png"))
+
+
+def test_bad_input_shows_its_message_in_the_page(page) -> None:
+    page.locator("#classes textarea").fill("")
+    page.locator("#run").click()
+    page.get_by_text("no classes given").first.wait_for(timeout=30_000)
