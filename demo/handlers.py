@@ -440,6 +440,7 @@ class ModelHost:
                 templates: Segmenter(self.model, replace(self.config, templates=templates), text_cache=text_cache)
                 for templates in TEMPLATE_LABELS
             }
+            self._segmenters[self.config.templates].text.embed(DEFAULT_BACKGROUND_WORDS)
         except ScclipError as error:
             self.load_error = str(error)
         except Exception as error:
