@@ -154,6 +154,14 @@ def _project(visual: nn.Module, tokens: Tensor) -> Tensor:
     return visual.ln_post(tokens) @ visual.proj
 
 
+def _detect_anomalies(patches: Tensor, params: CalibrationParams) -> tuple[Tensor, Tensor]:
+    """Per-crop anomaly scores (LOF, or the L2 norm for the norm detector) and the bool outlier mask."""
+    if params.detector == "lof":
+        scores = cal.lof_scores(patches, params.lof_k)
+        return scores, cal.outliers_by_quantile(scores, params.contamination)
+    return patches.norm(dim=2), cal.outliers_by_norm(patches, params.contamination)
+
+
 def _scclip_last_block(
     block: nn.Module,
     features: _BlockFeatures,
@@ -169,12 +177,7 @@ def _scclip_last_block(
     cls = features.penultimate[:, 0].float()
     mid = features.mid[:, 1:].float()
 
-    if params.detector == "lof":
-        scores = cal.lof_scores(patches, params.lof_k)
-        outliers = cal.outliers_by_quantile(scores, params.contamination)
-    else:
-        scores = patches.norm(dim=2)
-        outliers = cal.outliers_by_norm(patches, params.contamination)
+    scores, outliers = _detect_anomalies(patches, params)
     if stages.anomaly:
         patches = cal.resolve_anomalies(patches, outliers, grid)
         mid = cal.resolve_anomalies(mid, outliers, grid)
@@ -312,12 +315,7 @@ def _build_traces(
     penultimate = features.penultimate
     patches = penultimate[:, 1:].float()
     if "scores" not in traced:
-        if params.detector == "lof":
-            traced["scores"] = cal.lof_scores(patches, params.lof_k)
-            traced["outliers"] = cal.outliers_by_quantile(traced["scores"], params.contamination)
-        else:
-            traced["scores"] = patches.norm(dim=2)
-            traced["outliers"] = cal.outliers_by_norm(patches, params.contamination)
+        traced["scores"], traced["outliers"] = _detect_anomalies(patches, params)
         traced["mid_similarity"] = cal.cosine_affinity(features.mid[:, 1:].float())
         traced["shallow_similarity"] = cal.cosine_affinity(features.shallow[:, 1:].float())
     vanilla_tokens, vanilla_weights = _baseline_last_block("clip", last_block, penultimate, grid, params, True)
