@@ -27,6 +27,7 @@ from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Voc
 Progress = Callable[[float, str], None]
 Window = tuple[int, int, int, int]
 _BAND_ELEMENTS = 1 << 24
+MAX_WHOLE_IMAGE_TOKENS = 6400
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,13 @@ class Segmenter:
         crop, patch = self.config.crop, self.model.patch_size
         if self.config.stride is None:
             padded = (math.ceil(height / patch) * patch, math.ceil(width / patch) * patch)
+            tokens = padded[0] * padded[1] // patch**2
+            if tokens > MAX_WHOLE_IMAGE_TOKENS:
+                raise InputError(
+                    f"whole-image mode on a {width}x{height} image means {tokens} tokens, and SC-CLIP's token-by-token "
+                    f"matrices would need {tokens**2 * 4 / 2**30:.1f} GiB each; the limit is {MAX_WHOLE_IMAGE_TOKENS} "
+                    "tokens. Use sliding windows or a smaller short side."
+                )
             return padded, [(0, 0, *padded)]
         padded = (max(height, crop), max(width, crop))
         return padded, sliding_windows(*padded, crop, self.config.stride)

@@ -119,6 +119,8 @@ def test_whole_image_mode_pads_to_the_patch_grid(tiny_model):
     assert result.windows == [(0, 0, 80, 144)]
     assert result.trace[0].grid == (5, 9)
     assert result.labels.shape == (70, 130)
+    with pytest.raises(InputError, match="whole-image mode"):
+        whole.segment(np.zeros((1500, 1500, 3), np.uint8), "cat")
 
 
 def _encoded(image: Image.Image, format: str, **options) -> Image.Image:
