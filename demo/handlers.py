@@ -41,6 +41,7 @@ from scclip_core import (
     Vocabulary,
     load_model,
     parse_classes,
+    parse_words,
 )
 from scclip_core import render
 
@@ -136,13 +137,6 @@ class RunSettings:
     templates: str
 
 
-def parse_background(words: str | None) -> tuple[str, ...] | None:
-    """Comma/semicolon/newline separated background words; None (no background class) when empty."""
-    parts = [word.strip() for word in (words or "").replace(";", ",").replace("\n", ",").split(",")]
-    kept = tuple(word for word in parts if word)
-    return kept or None
-
-
 def parse_settings(
     method: str | None,
     stage_names: Sequence[str] | None,
@@ -178,7 +172,7 @@ def parse_settings(
         method=method,
         stages=Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages(),
         params=params,
-        background=parse_background(background_words),
+        background=parse_words(background_words) or None,
         prob_threshold=threshold,
         area_threshold=area or None,
         templates=templates,
