@@ -25,6 +25,7 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,14 @@ class _RandomInitNotice(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
-def _create(arch: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
+def _create(arch: str, pretrained: str | None, cache_dir: str | None, *, force_quick_gelu: bool = False) -> nn.Module:
     notice_filter = _RandomInitNotice()
     logging.getLogger().addFilter(notice_filter)
     try:
-        return open_clip.create_model(arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None)
+        return open_clip.create_model(
+            arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None,
+            force_quick_gelu=force_quick_gelu,
+        )
     finally:
         logging.getLogger().removeFilter(notice_filter)
 
@@ -204,17 +208,55 @@ def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple
             f"{weights!r} is neither a file nor a pretrained tag of {spec.name}; its tags are {tags or 'none'}. "
             "Pass a tag, a checkpoint path, or 'random'."
         )
-    try:
-        model = _create(spec.arch, weights, cache_dir)
-    except Exception as error:
-        source = open_clip.get_pretrained_cfg(spec.arch, weights).get("hf_hub", "").rstrip("/")
-        raise WeightsUnavailableError(
-            f"could not load the {weights!r} weights of {spec.name}: {type(error).__name__}: {error}. They are read "
-            f"from the Hugging Face cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub), repo {source or '?'}: "
-            "run once with internet access to download them (or `huggingface-cli download` that repo), or pass a "
-            "local checkpoint file (e.g. OpenAI's ViT-B-16.pt)."
-        ) from error
+    pretrained = open_clip.get_pretrained_cfg(spec.arch, weights)
+    repo = pretrained.get("hf_hub", "").rstrip("/")
+    if not repo:
+        return _create_pretrained(spec, weights, cache_dir), f"open_clip pretrained '{weights}'", False
+    path = hub_weights_file(spec, weights, repo, cache_dir)
+    model = _create(spec.arch, None, cache_dir, force_quick_gelu=bool(pretrained.get("quick_gelu")))
+    _load_state(model, read_checkpoint(path), str(path), spec)
+    model.visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
+    model.visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
     return model, f"open_clip pretrained '{weights}'", False
+
+
+def _create_pretrained(spec: ModelSpec, weights: str, cache_dir: str | None) -> nn.Module:
+    """open_clip's own download for the few tags that live at a plain URL rather than on the Hugging Face Hub."""
+    try:
+        return _create(spec.arch, weights, cache_dir)
+    except Exception as error:
+        raise WeightsUnavailableError(
+            f"could not load the {weights!r} weights of {spec.name}: {type(error).__name__}: {error}. Run once with "
+            "internet access to download them, or pass a local checkpoint file."
+        ) from error
+
+
+def hub_weights_file(spec: ModelSpec, weights: str, repo: str, cache_dir: str | None) -> Path:
+    """The weight file of a Hub-hosted tag: from the local cache without any network call when it is there,
+    otherwise downloaded after one quick reachability check, so an offline machine fails in seconds, not minutes.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    for filename in HUB_WEIGHT_FILES:
+        cached = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        if isinstance(cached, str):
+            return Path(cached)
+    cache = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
+    advice = (
+        f"The {weights!r} weights of {spec.name} are not in the Hugging Face cache ({cache}). Download them on a "
+        f"machine with internet access: `hf download {repo} {HUB_WEIGHT_FILES[0]}` (set HF_HUB_CACHE={cache} "
+        "or copy that folder's contents here), or pass a local checkpoint file (e.g. OpenAI's ViT-B-16.pt)."
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise WeightsUnavailableError(f"{advice} (HF_HUB_OFFLINE is set, so nothing was downloaded.)")
+    try:
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, HUB_WEIGHT_FILES[0]), timeout=10)
+        return Path(huggingface_hub.hf_hub_download(repo, HUB_WEIGHT_FILES[0], cache_dir=cache_dir))
+    except Exception as error:
+        raise WeightsUnavailableError(
+            f"{advice} (The Hugging Face Hub could not be reached: {type(error).__name__}: {error}.)"
+        ) from error
 
 
 def load_model(

@@ -1,5 +1,8 @@
 """Model names, presets and weights from every source, with clear errors when they cannot be had."""
 
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -91,3 +94,71 @@ def test_other_open_clip_vits_build_with_a_derived_preset():
     if model is None:
         pytest.skip("open_clip has no ViT-S-16 config")
     assert model.preset == preset_for_depth(len(model.visual.transformer.resblocks))
+
+
+@pytest.fixture
+def hub_tag(monkeypatch, tmp_path):
+    """A pretrained tag of the tiny model that lives on a (fake) Hub repo, and an empty Hugging Face cache."""
+    import open_clip.pretrained as pretrained
+
+    config = {"hf_hub": "scclip-test/tiny-clip/", "quick_gelu": True, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    monkeypatch.setitem(pretrained._PRETRAINED, "SCCLIP-Tiny-Test", {"hubtag": config})
+    return tmp_path / "hf-cache"
+
+
+def _put_in_hub_cache(cache: Path, repo: str, filename: str, model) -> None:
+    from safetensors.torch import save_file
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0123abcd")
+    save_file({key: value.contiguous() for key, value in model.clip.state_dict().items()}, str(snapshot / filename))
+
+
+def test_a_cached_hub_tag_loads_without_any_network_call(hub_tag, monkeypatch):
+    import huggingface_hub
+
+    source = load_model("tiny-test", "random", device="cpu")
+    _put_in_hub_cache(hub_tag, "scclip-test/tiny-clip", "open_clip_model.safetensors", source)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub was contacted although the weights are cached")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    model = load_model("tiny-test", "hubtag", device="cpu", cache_dir=str(hub_tag))
+    assert not model.is_random and model.mean == (0.1, 0.2, 0.3) and model.std == (0.4, 0.5, 0.6)
+    for key, value in source.clip.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[key], value), key
+
+
+def test_a_missing_hub_tag_fails_at_once_offline_with_the_exact_command(hub_tag, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_model("tiny-test", "hubtag", device="cpu", cache_dir=str(hub_tag))
+    assert time.perf_counter() - started < 2
+    message = str(error.value)
+    assert "`hf download scclip-test/tiny-clip open_clip_model.safetensors`" in message
+    assert str(hub_tag) in message and "HF_HUB_OFFLINE" in message
+
+
+def test_an_unreachable_hub_fails_after_one_quick_check(hub_tag, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls = []
+
+    def unreachable(url, timeout=None):
+        calls.append((url, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", unreachable)
+    with pytest.raises(WeightsUnavailableError, match="could not be reached.*Name or service"):
+        load_model("tiny-test", "hubtag", device="cpu", cache_dir=str(hub_tag))
+    assert len(calls) == 1 and calls[0][1] <= 10
