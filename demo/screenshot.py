@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 from PIL import Image
 
-from demo.handlers import DEMO_CONFIG
+from demo.host import DEMO_CONFIG
 from scclip_core import SegmenterConfig
 
 if TYPE_CHECKING:
@@ -52,13 +52,16 @@ FAST_CONFIG = SegmenterConfig(short_side=224, max_input_side=512, templates="sim
 
 @contextlib.contextmanager
 def serve(
-    model: str = "tiny-test", weights: str = "random", config: SegmenterConfig | None = FAST_CONFIG
+    model: str = "tiny-test",
+    weights: str = "random",
+    config: SegmenterConfig | None = FAST_CONFIG,
+    session_budget_mb: int | None = None,
 ) -> Iterator[tuple[gr.Blocks, str]]:
     """The app launched in this process on a free local port: yields (demo, url), closes it afterwards."""
     from app import build_demo
     from demo.ui import launch_options
 
-    demo = build_demo(model, weights, config=config)
+    demo = build_demo(model, weights, config=config, session_budget_mb=session_budget_mb)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
     try:
         yield demo, url

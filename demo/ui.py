@@ -1,8 +1,8 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
-Every component a test touches has an `elem_id`. The heavy events (segment, ablation) share one concurrency slot
-(`concurrency_id="model"`) and a bounded queue; cheap re-render events read the session state and only keep the
-latest trigger.
+Every component a test touches has an `elem_id`. The heavy events (segment, ablation) share a concurrency group
+and a bounded queue, and take turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events
+read the visitor's result from the session store and only keep the latest trigger.
 """
 
 from __future__ import annotations
@@ -15,18 +15,27 @@ import gradio as gr
 
 from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages
 
-from demo.handlers import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS, TEMPLATE_LABELS, Handlers, ModelHost
-from demo.state import SESSION_TTL_S
+from demo.handlers import Handlers
+from demo.host import ModelHost
+from demo.inputs import DEFAULT_BETA, MAX_IMAGE_PIXELS, TEMPLATE_LABELS
+from demo.sessions import SESSION_TTL_S, SessionStore
+from demo.views import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
-HEAVY_CONCURRENCY = 1
+HEAVY_CONCURRENCY = 4
 CHEAP_CONCURRENCY = 4
 MAX_UPLOAD_SIZE = "25mb"
+UPLOAD_CLEANUP_EVERY_S = 300
+GRADIO_SESSION_CAPACITY = 500
 CSS = """
 #overlay img, #anomaly-click img, #similarity-click img { cursor: crosshair; }
 #legend { min-height: 40px; }
 .footnote { font-size: 0.85em; color: #6b7280; }
+.figure-view .icon-button-wrapper { position: static; justify-content: flex-end; margin-bottom: 2px; }
+#ablation-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
+#ablation-table table { table-layout: auto; }
+#ablation-table th, #ablation-table td { white-space: normal; overflow-wrap: anywhere; }
 """
 INTRO = """
 ## SC-CLIP Explorer
@@ -60,17 +69,27 @@ def launch_options() -> dict[str, Any]:
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
         "css": CSS,
         "max_file_size": MAX_UPLOAD_SIZE,
+        "state_session_capacity": GRADIO_SESSION_CAPACITY,
     }
 
 
-def build_interface(host: ModelHost) -> gr.Blocks:
-    """Lay out the page and wire its events to `Handlers(host)`."""
-    handlers = Handlers(host)
-    example_rows, example_titles = load_examples()
+def limits_text(host: ModelHost, store: SessionStore) -> str:
+    """The service's limits, as the page states them."""
+    return (
+        f"Limits: {host.limits.describe()}; images up to {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, processed with "
+        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size). "
+        f"Results are kept on the server for {SESSION_TTL_S // 60} minutes after their last use, within "
+        f"{store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
+    )
+
+
+def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Blocks:
+    """Lay out the page and wire its events to `Handlers(host, store)`."""
+    handlers = Handlers(host, store)
+    example_rows, _ = load_examples()
     cache_examples = host.model is not None and not host.is_random
 
-    with gr.Blocks(title="SC-CLIP Explorer", delete_cache=(3600, 7200)) as demo:
-        session = gr.State(None, time_to_live=SESSION_TTL_S)
+    with gr.Blocks(title="SC-CLIP Explorer", delete_cache=(UPLOAD_CLEANUP_EVERY_S, SESSION_TTL_S)) as demo:
         point = gr.State(None, time_to_live=SESSION_TTL_S)
 
         gr.HTML(host.banner_html(), elem_id="status-banner")
@@ -84,6 +103,7 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                     height=300,
                     elem_id="input-image",
                 )
+                examples_anchor = gr.Column(elem_id="examples-column")
                 classes = gr.Textbox(
                     label="Classes",
                     info=CLASS_HELP,
@@ -124,7 +144,7 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                             label="Anomaly detector",
                             elem_id="detector",
                         )
-                        beta = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="β (affinity threshold)",
+                        beta = gr.Slider(0.0, 1.0, value=DEFAULT_BETA, step=0.05, label="β (affinity threshold)",
                                          elem_id="beta")
                     templates = gr.Radio(
                         choices=[(label, name) for name, label in TEMPLATE_LABELS.items()],
@@ -150,7 +170,7 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                         with gr.Row():
                             opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="opacity")
                             threshold = gr.Slider(
-                                0.0, 1.0, value=0.15, step=0.01,
+                                0.0, 1.0, value=host.default_prob_threshold, step=0.01,
                                 label="Background threshold",
                                 info="Pixels whose best class probability is lower go to the background.",
                                 elem_id="threshold",
@@ -173,14 +193,14 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                         )
                         anomaly_figure = gr.Image(label="Anomaly tokens, LOF scores and token norms",
                                                   interactive=False, format="png", show_label=False,
-                                                  elem_id="anomaly-figure")
+                                                  elem_id="anomaly-figure", elem_classes="figure-view")
                         patch_message = gr.Markdown("", elem_id="patch-message")
                         with gr.Row(equal_height=False):
                             anomaly_click = gr.Image(label="Pick a patch", interactive=False, format="png",
                                                      height=280, elem_id="anomaly-click", scale=1)
                             attention_figure = gr.Image(label="Last-block attention of the picked patch",
                                                         interactive=False, format="png",
-                                                        show_label=False, elem_id="attention-figure", scale=2)
+                                                        show_label=False, elem_id="attention-figure", elem_classes="figure-view", scale=2)
                     with gr.Tab("Similarity", id="similarity", elem_id="tab-similarity"):
                         gr.Markdown(
                             "SC-CLIP reuses the mid layer's patch similarities, which are spatially coherent, to "
@@ -190,7 +210,7 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                         similarity_click = gr.Image(label="Pick a patch", interactive=False, format="png",
                                                     height=280, elem_id="similarity-click")
                         similarity_figure = gr.Image(label="Similarity of the picked patch", interactive=False,
-                                                     format="png", show_label=False, elem_id="similarity-figure")
+                                                     format="png", show_label=False, elem_id="similarity-figure", elem_classes="figure-view")
                     with gr.Tab("Heatmaps", id="heatmaps", elem_id="tab-heatmaps"):
                         gr.Markdown("One probability map per class, min-max normalised, jet colours over the image.")
                         heatmap_gallery = gr.Gallery(label="Per-class probability", columns=3, height="auto",
@@ -208,30 +228,32 @@ def build_interface(host: ModelHost) -> gr.Blocks:
                             elem_id="comparisons",
                         )
                         run_ablation = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
-                        ablation_gallery = gr.Gallery(label="Side by side", columns=3, height="auto", format="png",
+                        ablation_gallery = gr.Gallery(label="Side by side", columns=[2, 3], height="auto", format="png",
                                                       elem_id="ablation-gallery")
                         ablation_table = gr.Dataframe(label="Timings and agreement", interactive=False,
                                                       elem_id="ablation-table")
 
-        examples = gr.Examples(
-            examples=example_rows,
-            example_labels=example_titles,
-            inputs=[image, classes, background],
-            outputs=[overlay, legend, timings, label_file, summary_json, summary_file, status],
-            fn=handlers.example_preview,
-            cache_examples=cache_examples,
-            cache_mode="lazy" if cache_examples else None,
-            examples_per_page=8,
-            label="Examples (public-domain and CC0 photos; see assets/ATTRIBUTION.md)",
-            elem_id="examples",
-        )
         gr.Markdown(
+            f"{limits_text(host, handlers.store)}\n\n"
             "API: `gradio_client.Client(url).predict(handle_file('photo.jpg'), 'cat; dog', api_name='/segment')` "
             "returns the label PNG and a JSON summary.",
             elem_classes="footnote",
+            elem_id="limits",
         )
 
-        examples.load_input_event.then(lambda: (None, None), outputs=[session, point], api_visibility="private")
+        with examples_anchor:
+            examples = gr.Examples(
+                examples=example_rows,
+                inputs=[image, classes, background],
+                outputs=[overlay, legend, timings, label_file, summary_json, summary_file, status],
+                fn=handlers.example_preview,
+                cache_examples=cache_examples,
+                cache_mode="lazy" if cache_examples else None,
+                examples_per_page=8,
+                label="Examples: click one (public-domain and CC0 photos; see assets/ATTRIBUTION.md)",
+                elem_id="examples",
+            )
+        examples.load_input_event.then(lambda: None, outputs=point, api_visibility="private")
         method.change(
             lambda chosen: [gr.update(interactive=chosen == "sc-clip")] * 3,
             inputs=method,
@@ -240,57 +262,78 @@ def build_interface(host: ModelHost) -> gr.Blocks:
             queue=False,
         )
 
+        result_views = [overlay, legend, timings, label_file, summary_file, summary_json, hidden, status,
+                        anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
+                        patch_message, similarity_message, heatmap_gallery]
         segmented = gr.on(
             [run.click, classes.submit],
             handlers.segment,
-            inputs=[image, classes, background, threshold, method, stages, detector, beta, area_threshold, templates,
-                    session],
-            outputs=[label_file, summary_json, session],
+            inputs=[image, classes, background, threshold, method, stages, detector, beta, area_threshold, templates],
+            outputs=[label_file, summary_json],
             api_name="segment",
-            api_description="Segment an image: returns the label map (palette PNG, input size) and a JSON summary.",
+            api_description=(
+                "Segment an image: returns the label map (palette PNG at the input size, pixel value = index into "
+                f"summary['classes']) and a JSON summary. {limits_text(host, handlers.store)}"
+            ),
             preprocess=False,
             concurrency_limit=HEAVY_CONCURRENCY,
             concurrency_id="model",
         )
+        segmented.failure(handlers.clear_results, outputs=result_views, api_visibility="private",
+                          show_progress="hidden", queue=False)
         segmented.success(
             handlers.show_result,
-            inputs=[session, opacity],
+            inputs=opacity,
             outputs=[overlay, legend, timings, summary_file, hidden, status, point],
             api_visibility="private",
             show_progress="hidden",
         ).success(
             handlers.patch_views,
-            inputs=[session, point],
+            inputs=point,
             outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
                      patch_message, similarity_message],
             api_visibility="private",
             show_progress="hidden",
         ).success(
-            handlers.heatmaps, inputs=session, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden"
+            handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden"
         )
 
         cheap = {"api_visibility": "private", "trigger_mode": "always_last", "show_progress": "hidden",
                  "concurrency_limit": CHEAP_CONCURRENCY}
-        gr.on([opacity.input, hidden.input], handlers.rerender, inputs=[session, opacity, hidden],
-              outputs=[overlay, legend], **cheap)
+        gr.on([opacity.input, hidden.input], handlers.rerender, inputs=[opacity, hidden],
+              outputs=[overlay, legend, status], **cheap)
         gr.on([threshold.input, area_threshold.input], handlers.rethreshold,
-              inputs=[session, threshold, area_threshold, opacity, hidden],
-              outputs=[overlay, legend, label_file, summary_json, summary_file, session], **cheap)
+              inputs=[threshold, area_threshold, opacity, hidden],
+              outputs=[overlay, legend, label_file, summary_json, summary_file, status], api_name="rethreshold_view",
+              **cheap)
+        rethreshold_api = gr.Button(visible=False, elem_id="rethreshold-api")
+        rethreshold_api.click(
+            handlers.rethreshold_api,
+            inputs=[threshold, area_threshold],
+            outputs=[label_file, summary_json],
+            api_name="rethreshold",
+            api_description="Relabel this session's last /segment result under new thresholds, without the model.",
+            concurrency_limit=CHEAP_CONCURRENCY,
+        )
         gr.on([overlay.select, anomaly_click.select, similarity_click.select], handlers.select_point,
-              inputs=session, outputs=point, **cheap).success(
+              outputs=point, **cheap).success(
             handlers.patch_views,
-            inputs=[session, point],
+            inputs=point,
             outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
                      patch_message, similarity_message],
             **cheap,
         )
+        demo.unload(handlers.forget)
 
         run_ablation.click(
             handlers.ablate,
             inputs=[image, classes, background, threshold, detector, beta, templates, comparisons],
             outputs=[ablation_gallery, ablation_table],
             api_name="ablation",
-            api_description="Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side.",
+            api_description=(
+                "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side, from one "
+                "shared pass of the frozen blocks."
+            ),
             preprocess=False,
             concurrency_limit=HEAVY_CONCURRENCY,
             concurrency_id="model",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal
+
+from .errors import InputError
 
 Detector = Literal["lof", "l2norm"]
 Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
@@ -118,10 +121,23 @@ class CalibrationParams:
 
     def __post_init__(self) -> None:
         if self.detector not in ("lof", "l2norm"):
-            raise ValueError(f"detector must be 'lof' or 'l2norm', not {self.detector!r}")
-        if not 0.0 <= self.contamination < 1.0:
-            raise ValueError(f"contamination must be in [0, 1), not {self.contamination}")
-        if self.lof_k < 1:
-            raise ValueError(f"lof_k must be at least 1, not {self.lof_k}")
-        if not 0.0 <= self.prior_mix <= 1.0:
-            raise ValueError(f"prior_mix must be in [0, 1], not {self.prior_mix}")
+            raise InputError(f"detector must be 'lof' or 'l2norm', not {self.detector!r}")
+        _check_range("beta", self.beta, -1.0, 1.0)
+        _check_range("prior_temperature", self.prior_temperature, 0.0, math.inf, low_open=True)
+        _check_range("prior_mix", self.prior_mix, 0.0, 1.0)
+        _check_range("contamination", self.contamination, 0.0, 1.0, high_open=True)
+        _check_range("naclip_sigma", self.naclip_sigma, 0.0, math.inf, low_open=True)
+        if isinstance(self.lof_k, bool) or not isinstance(self.lof_k, int) or self.lof_k < 1:
+            raise InputError(f"lof_k must be a whole number of at least 1, not {self.lof_k!r}")
+
+
+def _check_range(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise InputError unless `value` is a finite real number in the interval (open ends as flagged)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or math.isinf(high) else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number in {interval}, not {value!r}")
+    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        raise InputError(f"{name} must be in {interval}, not {value!r}")
+

@@ -225,7 +225,7 @@ class TextEncoder:
     def embed(self, names: Sequence[str], notices: list[str] | None = None) -> Tensor:
         """(len(names), E) float32 unit vectors on the CPU; names already in the cache cost nothing."""
         keys = [(self.model.key, self.template_set, name) for name in names]
-        missing = list(dict.fromkeys(key[2] for key in keys if self.cache.get(key) is None))
+        missing = self.uncached(names)
         if missing:
             for name in missing:
                 message = self._warn_if_truncated(name)
@@ -234,6 +234,10 @@ class TextEncoder:
             for name, embedding in zip(missing, self._encode_names(missing)):
                 self.cache.put((self.model.key, self.template_set, name), embedding)
         return torch.stack([self.cache.get(key) for key in keys]) if keys else torch.empty(0)
+
+    def uncached(self, names: Sequence[str]) -> list[str]:
+        """The names (each once, in order) whose embeddings `embed` would have to compute."""
+        return [name for name in dict.fromkeys(names) if self.cache.get((self.model.key, self.template_set, name)) is None]
 
     def _encode_names(self, names: list[str]) -> Tensor:
         prompts = [template(name) for name in names for template in self.templates]

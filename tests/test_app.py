@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -18,9 +19,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from demo.handlers import Handlers, ModelHost, locate_patch  # noqa: E402
+from demo.handlers import LOCAL_SESSION, Handlers  # noqa: E402
+from demo.host import ModelHost  # noqa: E402
 from demo.screenshot import FAST_CONFIG, serve  # noqa: E402
+from demo.sessions import SessionStore  # noqa: E402
 from demo.ui import ASSETS_DIR, load_examples  # noqa: E402
+from demo.views import locate_patch  # noqa: E402
 from scclip_core import parse_classes  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -87,7 +91,9 @@ def test_segment_returns_input_sized_label_png_and_json(client: Client, images: 
 def test_segment_defaults_add_the_background_class(client: Client, images: dict[str, Path]) -> None:
     _, summary = client.predict(handle_file(str(images["rgb"])), "red; blue", api_name="/segment")
     assert summary["classes"] == ["red", "blue", "background"]
-    assert summary["background_index"] == 2 and summary["prob_threshold"] == pytest.approx(0.15)
+    assert summary["background_index"] == 2
+    assert summary["prob_threshold"] == 0.0, "untrained weights default to no threshold, so classes show"
+    assert summary["description"] == "SC-CLIP, all five stages"
 
 
 def test_same_image_reuses_the_image_side_within_a_session(client: Client, images: dict[str, Path]) -> None:
@@ -116,7 +122,8 @@ def test_odd_images_are_segmented_at_their_own_size(client: Client, images: dict
     "image_key, classes, message",
     [
         ("rgb", "", "no classes"),
-        ("rgb", ";".join(f"class {index}" for index in range(300)), "256"),
+        ("rgb", ";".join(f"class {index}" for index in range(101)), "at most 100 per request"),
+        ("rgb", ";".join(f"class {index}, alias {index}" for index in range(99)), "at most 200 per request"),
         ("not_image", "cat", "could not read the file as an image"),
         ("huge", "cat", "megapixels"),
     ],
@@ -134,16 +141,18 @@ def test_missing_image_is_reported(client: Client) -> None:
         client.predict(None, "cat", api_name="/segment")
 
 
-def test_ablation_runs_every_configuration(client: Client, images: dict[str, Path]) -> None:
+def test_ablation_runs_every_configuration_from_one_shared_pass(client: Client, images: dict[str, Path]) -> None:
     gallery, table = client.predict(
         handle_file(str(images["rgb"])), "red; blue", background_words="", prob_threshold=0.0, templates="simple",
         comparisons=["naclip"], api_name="/ablation",
     )
-    names = [row[0] for row in table["data"]]
+    shared, *rows = table["data"]
+    assert shared[0].startswith("shared") and shared[3] > 0 and shared[4] is None
+    names = [row[0] for row in rows]
     assert names[0] == "SC-CLIP (full)" and len(names) == 1 + 5 + 2
-    assert names[-2:] == ["CLIP (vanilla)", "NACLIP"]
-    assert table["data"][0][4] == 100.0
-    assert all(0.0 <= row[4] <= 100.0 and row[3] > 0 for row in table["data"])
+    assert names[1] == "− anomaly resolution" and names[-2:] == ["CLIP (vanilla)", "NACLIP"]
+    assert rows[0][4] == 100.0
+    assert all(0.0 <= row[4] <= 100.0 and row[3] > 0 for row in rows)
     assert len(gallery) == len(names)
     assert all(item["caption"].startswith(name) for item, name in zip(gallery, names))
     assert Image.open(gallery[0]["image"]).size[0] > 0
@@ -173,29 +182,37 @@ def test_model_and_weights_come_from_the_environment(monkeypatch: pytest.MonkeyP
 def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> None:
     host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
     handlers = Handlers(host)
-    _, _, session = handlers.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
+    handlers.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
     host._segmenters.clear()  # from here on, any model call would fail
+    kept = handlers.store.get(LOCAL_SESSION)
+    assert kept.segmentation.probs.dtype == np.float16 and kept.segmentation.labels.dtype == np.uint8
+    assert kept.segmentation.trace[0].mid_similarity.dtype == torch.float16
 
-    overlay, legend, _, summary_path, hidden_update, _, point = handlers.show_result(session, 0.5)
+    overlay, legend, _, summary_path, hidden_update, status, point = handlers.show_result(0.5)
     assert json.loads(Path(summary_path).read_text())["classes"] == ["red", "blue", "background"]
     assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
+    assert "SC-CLIP, all five stages" in status
     assert hidden_update["choices"] == ["red", "blue"], "the background cannot be hidden: it is never tinted"
-    hidden_overlay, hidden_legend = handlers.rerender(session, 0.5, ["red", "blue"])
+    hidden_overlay, hidden_legend, _ = handlers.rerender(0.5, ["red", "blue"])
     assert "(hidden)" in hidden_legend
     strip = np.asarray(hidden_overlay)[20:, :]
     assert np.array_equal(strip, np.asarray(Image.open(images["rgb"]).convert("RGB"))[20:, :]), \
         "with every class hidden, the photo shows (below the untrained-weights strip)"
 
-    overlay, legend, label_path, summary, summary_path, updated = handlers.rethreshold(session, 1.0, 0.0, 0.5, [])
+    overlay, legend, label_path, summary, summary_path, _ = handlers.rethreshold(1.0, 0.0, 0.5, [])
     assert json.loads(Path(summary_path).read_text()) == summary
     assert summary["shares"]["background"] == 1.0, "a threshold of 1 sends every pixel to the background"
     assert np.all(np.asarray(Image.open(label_path)) == 2)
-    assert updated.segmentation.prob_threshold == 1.0 and updated.embedding is session.embedding
+    updated = handlers.store.get(LOCAL_SESSION)
+    assert updated.segmentation.prob_threshold == 1.0 and updated.embedding is kept.embedding
 
-    views = handlers.patch_views(session, (90, 10))
+    views = handlers.patch_views((90, 10))
     assert all(isinstance(view, Image.Image) for view in views[:5])
     assert "x=90, y=10" in views[5]
-    assert len(handlers.heatmaps(session)) == 3
+    assert len(handlers.heatmaps()) == 3
+
+    handlers.forget()
+    assert handlers.rerender(0.5, [])[2].startswith("Your previous result is no longer kept")
 
 
 def test_example_preview_renders_a_default_run(images: dict[str, Path]) -> None:

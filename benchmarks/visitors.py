@@ -1,0 +1,164 @@
+"""Many visitors against one app server: server memory per visitor, and how long a small request waits behind
+the largest one the limits allow.
+
+    python -m benchmarks.visitors memory --visitors 300            # each visitor segments a 1024x768 photo
+    python -m benchmarks.visitors fairness                         # a small request behind the largest one
+
+The app runs as a separate process (`python app.py`, ViT-B/16 with random weights unless --model/--weights say
+otherwise: timings and memory do not depend on the weight values); visitors are `gradio_client` clients, each a
+new session, as many browser tabs would be. Prints one line per measurement and a summary that the README
+quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(model: str, weights: str, extra: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python app.py` on a free local port, until the page answers; stopped afterwards."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "app.py", "--model", model, "--weights", weights, "--port", str(port), *extra]
+    log = tempfile.NamedTemporaryFile("w+", prefix="scclip-app-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app exited; see {log.name}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not start in 300 s; see {log.name}")
+            time.sleep(1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(30)
+        print(f"server log: {log.name}")
+
+
+def photo(folder: Path, index: int, size: tuple[int, int] = (1024, 768)) -> Path:
+    """A distinct 1024x768 photo-like image (smooth colour fields plus noise) per visitor."""
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]] / max(size)
+    channels = [np.sin(x * rng.uniform(2, 9) + rng.uniform(0, 6)) + np.cos(y * rng.uniform(2, 9)) for _ in range(3)]
+    rgb = (np.stack(channels, axis=2) * 60 + 128 + rng.normal(0, 12, (size[1], size[0], 3))).clip(0, 255)
+    path = folder / f"visitor-{index}.jpg"
+    Image.fromarray(rgb.astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+def memory(args: argparse.Namespace) -> None:
+    from gradio_client import Client, handle_file
+
+    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, server):
+        pictures = [photo(Path(folder), index) for index in range(args.distinct_photos)]
+        Client(url, verbose=False).predict(handle_file(str(pictures[0])), args.classes, api_name="/segment")
+        start = rss_mib(server.pid)
+        print(f"server RSS after start-up and one warm-up request: {start:.0f} MiB")
+        done = [0]
+        lock = threading.Lock()
+
+        def visitor(index: int) -> None:
+            client = Client(url, verbose=False)
+            client.predict(handle_file(str(pictures[index % len(pictures)])), args.classes, api_name="/segment")
+            client.predict(0.3, 0.0, api_name="/rethreshold")
+            with lock:
+                done[0] += 1
+                if done[0] % args.report_every == 0:
+                    print(f"{done[0]:4d} visitors: server RSS {rss_mib(server.pid):.0f} MiB", flush=True)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(visitor, range(args.visitors)))
+        end = rss_mib(server.pid)
+        print(
+            f"{args.visitors} visitors ({args.concurrency} at a time, 1024x768 photos, classes {args.classes!r}) in "
+            f"{time.perf_counter() - started:.0f} s: server RSS {start:.0f} -> {end:.0f} MiB "
+            f"({end - start:+.0f} MiB); machine {platform.machine()}, {os.cpu_count()} cores"
+        )
+
+
+def fairness(args: argparse.Namespace) -> None:
+    from gradio_client import Client, handle_file
+
+    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, _):
+        warm = Client(url, verbose=False)
+        warm.predict(handle_file(str(photo(Path(folder), 0))), "red; blue", api_name="/segment")
+        scenarios = {
+            "100 classes, 200 names (short templates)": (
+                "; ".join(f"big thing {index}, large item {index}" for index in range(100)), "openai"),
+            "30 new names with the 80 templates": ("; ".join(f"object {index}" for index in range(30)), "openai"),
+        }
+        for label, (classes, templates) in scenarios.items():
+            big, small = Client(url, verbose=False), Client(url, verbose=False)
+            times: dict[str, float] = {}
+
+            def run(name: str, client: Client, picture: Path, text: str) -> None:
+                started = time.perf_counter()
+                client.predict(handle_file(str(picture)), text, templates=templates, api_name="/segment")
+                times[name] = time.perf_counter() - started
+
+            large = threading.Thread(target=run, args=("large", big, photo(Path(folder), 1), classes))
+            large.start()
+            time.sleep(args.delay)
+            run("small", small, photo(Path(folder), 2), "red; blue")
+            large.join()
+            print(f"{label}: largest request {times['large']:.1f} s; a 2-class request sent {args.delay:.0f} s "
+                  f"later waited {times['small']:.1f} s in all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B/16")
+    parser.add_argument("--weights", default="random")
+    commands = parser.add_subparsers(dest="command", required=True)
+    memory_parser = commands.add_parser("memory", help="server RSS as visitors come and go")
+    memory_parser.add_argument("--visitors", type=int, default=300)
+    memory_parser.add_argument("--concurrency", type=int, default=4)
+    memory_parser.add_argument("--distinct-photos", type=int, default=20)
+    memory_parser.add_argument("--report-every", type=int, default=25)
+    memory_parser.add_argument("--classes", default="person; dog; grass; sky, cloud; car")
+    fairness_parser = commands.add_parser("fairness", help="a small request behind the largest allowed one")
+    fairness_parser.add_argument("--delay", type=float, default=2.0)
+    args = parser.parse_args()
+    memory(args) if args.command == "memory" else fairness(args)
+
+
+if __name__ == "__main__":
+    main()

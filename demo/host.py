@@ -1,0 +1,253 @@
+"""The process's one model, and the only code that runs it.
+
+Every piece of model work (a batch of windows, a chunk of class names, one prediction) takes a turn at the
+model in arrival order (`ModelTurns`), so a request with a long class list is interleaved with the others
+instead of holding the model until it is done. On ZeroGPU hardware `run_segment` and `run_ablation` alone hold
+the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from scclip_core import (
+    DEFAULT_BACKGROUND_WORDS,
+    ImageEmbedding,
+    LoadedModel,
+    ScclipError,
+    Segmentation,
+    Segmenter,
+    SegmenterConfig,
+    TextEmbeddingCache,
+    Variant,
+    Vocabulary,
+    load_model,
+)
+
+from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RunSettings
+
+LOGGER = logging.getLogger(__name__)
+DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
+TURN_PROMPTS = 160
+Progress = Callable[[float, str], None]
+ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`spaces.GPU(duration=...)` where the `spaces` package exists (Hugging Face Spaces; it only acts on ZeroGPU
+    hardware), a no-op decorator elsewhere."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+class ModelTurns:
+    """A first-come, first-served lock: each `turn()` waits for every turn asked for before it."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._condition:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._condition.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._serving += 1
+                self._condition.notify_all()
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """One configuration of an ablation: its segmentation and the seconds of work that were its own."""
+
+    name: str
+    variant: Variant
+    segmentation: Segmentation
+    own_seconds: float
+
+
+class ModelHost:
+    """The process's one model and segmenters, or the reason the weights could not be loaded.
+
+    Loading never raises: the app must start either way and show `banner_html()`; `segmenter()` raises the reason
+    as a ScclipError when someone tries to run.
+    """
+
+    def __init__(
+        self, model_name: str, weights: str, *, config: SegmenterConfig | None = None,
+        limits: RequestLimits = LIMITS,
+    ) -> None:
+        self.model_name = model_name
+        self.weights = weights
+        self.config = config or DEMO_CONFIG
+        self.limits = limits
+        self.turns = ModelTurns()
+        self.model: LoadedModel | None = None
+        self._segmenters: dict[str, Segmenter] = {}
+        self.load_error: str | None = None
+        try:
+            self.model = load_model(model_name, weights=weights)
+            text_cache = TextEmbeddingCache()
+            self._segmenters = {
+                templates: Segmenter(self.model, replace(self.config, templates=templates), text_cache=text_cache)
+                for templates in TEMPLATE_LABELS
+            }
+            for segmenter in self._segmenters.values():
+                segmenter.text.embed(DEFAULT_BACKGROUND_WORDS)
+        except ScclipError as error:
+            self.load_error = str(error)
+        except Exception as error:
+            LOGGER.exception("loading the model failed")
+            self.load_error = f"{type(error).__name__}: {error}"
+
+    @property
+    def is_random(self) -> bool:
+        return self.model is not None and self.model.is_random
+
+    @property
+    def default_prob_threshold(self) -> float:
+        """The paper's background threshold; 0 with untrained weights, whose flat probabilities would all fall
+        below it and leave nothing but background to see."""
+        return 0.0 if self.is_random else TRAINED_PROB_THRESHOLD
+
+    def segmenter(self, templates: str) -> Segmenter:
+        """The shared segmenter for a template set (always called with an explicit embedding), or the load
+        failure as an error."""
+        if not self._segmenters:
+            raise ScclipError(
+                f"The model is not available, so nothing can run. Reason: {self.load_error} "
+                "Fix: set SCCLIP_WEIGHTS (or --weights) to a pretrained tag that is cached or downloadable, "
+                "a local weight file, or 'random' for a smoke test, then restart the app."
+            )
+        return self._segmenters[templates]
+
+    def text_segmenter(self, vocabulary: Vocabulary, templates: str) -> tuple[Segmenter, str | None]:
+        """The segmenter whose templates this request can afford, and a notice when the short set stands in."""
+        segmenter = self.segmenter(templates)
+        new_prompts = len(segmenter.text.uncached(vocabulary.queries)) * len(segmenter.text.templates)
+        if templates == "simple" or new_prompts <= self.limits.full_template_prompts:
+            return segmenter, None
+        short = self.segmenter("simple")
+        return short, (
+            f"{new_prompts // len(segmenter.text.templates)} class names needed new text embeddings, more than "
+            f"{self.limits.full_template_prompts // len(segmenter.text.templates)} at once: this run used the 7 short "
+            "prompt templates instead of the 80 of the paper, to keep the queue moving for everyone"
+        )
+
+    def embed_text(self, segmenter: Segmenter, names: Sequence[str]) -> None:
+        """Embed the names not cached yet, a few prompts per turn at the model."""
+        missing = segmenter.text.uncached(names)
+        step = max(1, TURN_PROMPTS // len(segmenter.text.templates))
+        for start in range(0, len(missing), step):
+            with self.turns.turn():
+                segmenter.text.embed(missing[start : start + step])
+
+    def banner_html(self) -> str:
+        """A coloured banner: the load failure with its fix, the untrained-weights warning, or the model info."""
+        style = "padding:10px 14px;border-radius:8px;font-size:0.95em;"
+        if self.load_error is not None:
+            return (
+                f'<div id="banner-error" role="alert" style="{style}background:#fee2e2;border:1px solid #b91c1c;'
+                f'color:#7f1d1d"><b>The model could not be loaded</b> ({html.escape(self.model_name)}, weights '
+                f"<code>{html.escape(self.weights)}</code>). {html.escape(self.load_error)}<br>"
+                "<b>Or:</b> set <code>SCCLIP_WEIGHTS</code> (or <code>python app.py --weights ...</code>) to a local "
+                "weight file, or <code>random</code> for a smoke test, and restart. Nothing can be segmented until "
+                "then.</div>"
+            )
+        assert self.model is not None
+        if self.model.is_random:
+            return (
+                f'<div id="banner-untrained" role="alert" style="{style}background:#fef3c7;border:1px solid #b45309;'
+                f'color:#78350f"><b>Untrained weights.</b> {html.escape(self.model.name)} runs with random, untrained '
+                "weights: the pipeline works, but every result is meaningless and is marked as such. Set "
+                "<code>SCCLIP_WEIGHTS=openai</code> (or <code>--weights openai</code>) for real results.</div>"
+            )
+        return (
+            f'<div id="banner-info" style="{style}background:#ecfdf5;border:1px solid #047857;color:#064e3b">'
+            f"Model <b>{html.escape(self.model.name)}</b>, weights {html.escape(self.model.weights)}, "
+            f"on {html.escape(str(self.model.device))}. Training-free: no part of CLIP was fine-tuned.</div>"
+        )
+
+
+@_gpu(duration=120)
+def run_segment(
+    host: ModelHost,
+    image: str,
+    embedding: ImageEmbedding | None,
+    vocabulary: Vocabulary,
+    settings: RunSettings,
+    *,
+    trace: bool,
+    progress: Progress | None,
+) -> tuple[ImageEmbedding, Segmentation]:
+    """The image side (unless `embedding` is given), the text side in turns, then the prediction."""
+    segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
+    if embedding is None:
+        with host.turns.turn():
+            embedding = segmenter.set_image(
+                image, method=settings.method, stages=settings.stages, params=settings.params, trace=trace,
+                progress=progress,
+            )
+    host.embed_text(segmenter, vocabulary.queries)
+    with host.turns.turn():
+        segmentation = segmenter.predict(
+            vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
+            area_threshold=settings.area_threshold,
+        )
+    if notice:
+        segmentation.notices.append(notice)
+    return embedding, segmentation
+
+
+@_gpu(duration=180)
+def run_ablation(
+    host: ModelHost,
+    image: str,
+    vocabulary: Vocabulary,
+    settings: RunSettings,
+    configurations: Sequence[tuple[str, Variant]],
+    *,
+    progress: Progress | None,
+) -> tuple[float, list[AblationRun]]:
+    """Every configuration from one shared pass of the frozen blocks: returns the shared seconds (preprocessing
+    and blocks 1..L-1, paid once) and each configuration's run with the seconds that were its own (its last
+    block, its prediction)."""
+    segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
+    with host.turns.turn():
+        embeddings = segmenter.set_image_variants(
+            image, [variant for _, variant in configurations], params=settings.params, progress=progress
+        )
+    shared = embeddings[0].timings["preprocess"] + embeddings[0].timings["backbone_shared"]
+    host.embed_text(segmenter, vocabulary.queries)
+    runs = []
+    for index, ((name, variant), embedding) in enumerate(zip(configurations, embeddings)):
+        if progress:
+            progress(index / len(configurations), f"{name} ({index + 1}/{len(configurations)})")
+        with host.turns.turn():
+            started = time.perf_counter()
+            segmentation = segmenter.predict(
+                vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
+                area_threshold=settings.area_threshold,
+            )
+            own = embedding.timings["last_block"] + time.perf_counter() - started
+        if notice:
+            segmentation.notices.append(notice)
+        runs.append(AblationRun(name, variant, segmentation, own))
+    return shared, runs

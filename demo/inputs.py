@@ -1,0 +1,220 @@
+"""What a visitor sends, checked before any model work: the image file's header, the class list against the
+per-request limits, and the raw values of the settings widgets (or of an API call)."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, TiffImagePlugin
+
+from scclip_core import METHODS, CalibrationParams, InputError, Stages, Vocabulary, parse_classes, parse_words
+
+TEMPLATE_LABELS: dict[str, str] = {
+    "openai": "80 OpenAI templates (as in the paper)",
+    "simple": "7 short templates (faster text for long class lists)",
+}
+DEFAULT_BETA = CalibrationParams().beta
+TRAINED_PROB_THRESHOLD = 0.15
+MAX_IMAGE_PIXELS = 80_000_000
+EXIF_ORIENTATION = 0x0112
+TIFF_WIDTH, TIFF_HEIGHT = 256, 257
+ROTATED_ORIENTATIONS = (5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the shared model, so that no visitor holds it for long.
+
+    Above `full_template_prompts` new prompts (class names not yet embedded, times 80 templates), a request runs
+    with the 7 short templates instead, and says so.
+    """
+
+    max_classes: int = 100
+    max_names: int = 200
+    full_template_prompts: int = 2400
+
+    def check(self, vocabulary: Vocabulary) -> None:
+        """Raise InputError when the class list is longer than one request may be."""
+        typed = [synonyms for index, synonyms in enumerate(vocabulary.classes) if index != vocabulary.background_index]
+        if len(typed) > self.max_classes:
+            raise InputError(
+                f"{len(typed)} classes given; this demo takes at most {self.max_classes} per request so that other "
+                "visitors are not kept waiting. Split the list, or run the command-line tool for larger vocabularies."
+            )
+        names = len(vocabulary.queries)
+        if names > self.max_names:
+            raise InputError(
+                f"{names} names given (classes, synonyms and background words together); this demo takes at most "
+                f"{self.max_names} per request. Drop some synonyms or background words."
+            )
+
+    def describe(self) -> str:
+        return (
+            f"up to {self.max_classes} classes and {self.max_names} names (synonyms and background words included) "
+            f"per request; above {self.full_template_prompts // 80} new names, the 7 short prompt templates are used"
+        )
+
+
+LIMITS = RequestLimits()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The user's choices for one run, validated."""
+
+    method: str
+    stages: Stages
+    params: CalibrationParams
+    background: tuple[str, ...] | None
+    prob_threshold: float
+    area_threshold: float | None
+    templates: str
+
+
+def number(value: Any, name: str, low: float, high: float, default: float) -> float:
+    """A finite number in [low, high] from a widget or API value (None or '' means `default`)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number between {low:g} and {high:g}, not {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number between {low:g} and {high:g}, not {value!r}") from None
+    if not math.isfinite(result) or not low <= result <= high:
+        raise InputError(f"{name} must be a number between {low:g} and {high:g}, not {value!r}")
+    return result
+
+
+def stage_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Stage names from a checkbox group or an API call: a list, or one string such as "anomaly, multi-level".
+
+    None means every stage. Dashes and underscores are both accepted; unknown names are refused.
+    """
+    if value is None:
+        return Stages.names()
+    if isinstance(value, str):
+        items = [part for part in re.split(r"[,;\s]+", value) if part]
+    elif isinstance(value, Sequence) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise InputError(f"stage_names must be a list of stage names, not {value!r}")
+    names = tuple(dict.fromkeys(item.strip().replace("-", "_") for item in items))
+    unknown = [name for name in names if name not in Stages.names()]
+    if unknown:
+        raise InputError(f"unknown stage(s) {unknown}; stages are {list(Stages.names())}")
+    return names
+
+
+def parse_settings(
+    method: str | None,
+    stage_names: str | Sequence[str] | None,
+    detector: str | None,
+    beta: Any,
+    background_words: str | None,
+    prob_threshold: Any,
+    area_threshold: Any,
+    templates: str | None,
+    *,
+    default_prob_threshold: float = TRAINED_PROB_THRESHOLD,
+) -> RunSettings:
+    """Turn raw widget or API values into RunSettings, raising InputError with a message per field."""
+    method = method or "sc-clip"
+    templates = templates or "openai"
+    if templates not in TEMPLATE_LABELS:
+        raise InputError(f"unknown template set {templates!r}; choose one of {', '.join(TEMPLATE_LABELS)}")
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    chosen = stage_list(stage_names)
+    params = CalibrationParams(beta=number(beta, "β", 0.0, 1.0, DEFAULT_BETA), detector=detector or "lof")
+    threshold = number(prob_threshold, "the background threshold", 0.0, 1.0, default_prob_threshold)
+    area = number(area_threshold, "the area threshold", 0.0, 1.0, 0.0)
+    if background_words is not None and not isinstance(background_words, str):
+        raise InputError(f"background words must be text, not {type(background_words).__name__}")
+    return RunSettings(
+        method=method,
+        stages=Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages(),
+        params=params,
+        background=parse_words(background_words) or None,
+        prob_threshold=threshold,
+        area_threshold=area or None,
+        templates=templates,
+    )
+
+
+def parse_vocabulary(classes_text: Any, settings: RunSettings, limits: RequestLimits = LIMITS) -> Vocabulary:
+    """The class list as typed, with the background class, within the per-request limits."""
+    if classes_text is not None and not isinstance(classes_text, str):
+        raise InputError(f"classes must be text, not {type(classes_text).__name__}")
+    vocabulary = parse_classes(classes_text or "", background=settings.background)
+    limits.check(vocabulary)
+    return vocabulary
+
+
+def image_path(value: Any) -> str | None:
+    """The file path of an image input, whether it arrives raw (a FileData dict) or preprocessed (a str)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return str(value)
+
+
+def header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright) from what opening the file already read: TIFF tags, or the EXIF block
+    that JPEG, WebP and PNG (an eXIf chunk before the pixel data) keep in `info`. Never decodes pixels."""
+    try:
+        if isinstance(image, TiffImagePlugin.TiffImageFile):
+            stored = (image.tag_v2.get(TIFF_WIDTH), image.tag_v2.get(TIFF_HEIGHT))
+            orientation = int(image.tag_v2.get(EXIF_ORIENTATION, 1))
+            return orientation if image.size == stored else 1  # newer Pillow reports TIFF sizes upright already
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def probe_image(path: str | None) -> tuple[int, int]:
+    """The (width, height) an image file shows upright, from its header alone.
+
+    Refuses missing, unreadable and enormous images with a message a person understands, before a single pixel
+    is decoded (a 12000x12000 PNG costs nothing to refuse).
+    """
+    if not path:
+        raise InputError("no image: upload, paste or pick an example image first")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise InputError(
+                        f"the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Please downscale it first."
+                    )
+                orientation = header_orientation(image)
+    except InputError:
+        raise
+    except FileNotFoundError as error:
+        raise InputError("the uploaded image is gone from the server; please upload it again") from error
+    except Image.DecompressionBombError as error:
+        raise InputError(
+            f"the image is too large to open safely ({error}); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
+            "Please downscale it first."
+        ) from error
+    except Exception as error:
+        raise InputError(
+            f"could not read the file as an image ({type(error).__name__}); use a JPEG, PNG, WebP, GIF, BMP or TIFF"
+        ) from error
+    if width < 1 or height < 1:
+        raise InputError(f"the image has no pixels ({width}x{height})")
+    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)

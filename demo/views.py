@@ -1,0 +1,251 @@
+"""Engine results as the page shows them: the overlay, the legend, the run description, the downloads, the
+window geometry of the inside views, and the ablation's gallery and table. Pure functions of their inputs."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from scclip_core import METHODS, Segmentation, Stages, render
+
+from demo.host import AblationRun
+from demo.sessions import SESSION_TTL_S
+
+STAGE_LABELS: dict[str, str] = {
+    "anomaly": "anomaly resolution",
+    "pre_aggregation": "pre-aggregation",
+    "attention_prior": "attention prior",
+    "post_aggregation": "post-aggregation",
+    "multi_level": "multi-level fusion",
+}
+METHOD_LABELS: dict[str, str] = {
+    "sc-clip": "SC-CLIP",
+    "clip": "CLIP (vanilla)",
+    "maskclip": "MaskCLIP",
+    "sclip": "SCLIP",
+    "clearclip": "ClearCLIP",
+    "naclip": "NACLIP",
+}
+COMPARISON_METHODS: tuple[str, ...] = tuple(method for method in METHODS if method not in ("sc-clip", "clip"))
+UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
+THUMBNAIL_SIDE = 480
+Box = tuple[int, int, int, int]
+
+
+def describe_run(method: str, stages: Stages) -> str:
+    """What ran, in words: "SC-CLIP, all five stages", "SC-CLIP without anomaly resolution", "NACLIP"."""
+    label = METHOD_LABELS.get(method, method)
+    if method != "sc-clip":
+        return label
+    off = [STAGE_LABELS[name] for name in Stages.names() if not getattr(stages, name)]
+    if not off:
+        return f"{label}, all five stages"
+    if len(off) == len(STAGE_LABELS):
+        return f"{label} with every stage off"
+    return f"{label} without {', '.join(off)}"
+
+
+def output_dir() -> Path:
+    """A fresh folder for one run's downloadable files; folders older than the session lifetime are removed."""
+    root = Path(tempfile.gettempdir()) / "scclip-demo-outputs"
+    root.mkdir(exist_ok=True)
+    cutoff = time.time() - SESSION_TTL_S
+    for old in root.iterdir():
+        if old.is_dir() and old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / uuid.uuid4().hex
+    folder.mkdir()
+    return folder
+
+
+def class_colours(segmentation: Segmentation) -> list[str]:
+    """Hex colour per class as in the overlay (the background class is drawn uncoloured, black in the PNG)."""
+    colours = [render.hex_colour(rgb) for rgb in render.palette(len(segmentation.class_names))]
+    if segmentation.background_index is not None:
+        colours[segmentation.background_index] = render.hex_colour(render.BACKGROUND_COLOUR)
+    return colours
+
+
+def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> dict[str, Any]:
+    """The JSON summary: the engine's own plus the legend (index, colour, share), what ran in words, and an
+    untrained-weights flag."""
+    data = segmentation.to_json()
+    shares = segmentation.shares()
+    colours = class_colours(segmentation)
+    data["legend"] = [
+        {"index": index, "name": name, "colour": colours[index], "share": shares.get(name, 0.0)}
+        for index, name in enumerate(segmentation.class_names)
+    ]
+    data["description"] = describe_run(segmentation.method, segmentation.stages)
+    data["reused_image_side"] = reused_image_side
+    data["untrained_weights"] = segmentation.is_random_weights
+    if segmentation.is_random_weights:
+        data["warning"] = UNTRAINED_NOTE
+    return data
+
+
+def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: tuple[int, int]) -> tuple[str, str]:
+    """The label map as a palette PNG (pixel value = class index) at the input's (width, height), and the summary,
+    as files. Inputs the engine downscaled get their labels scaled back up (nearest neighbour)."""
+    folder = output_dir()
+    suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
+    label_path = folder / f"scclip_labels{suffix}.png"
+    label_map = render.label_map_image(segmentation.labels, len(segmentation.class_names), segmentation.background_index)
+    if label_map.size != input_size:
+        label_map = label_map.resize(input_size, Image.Resampling.NEAREST)
+    data["label_png_size"] = list(input_size)
+    label_map.save(label_path)
+    json_path = folder / f"scclip_summary{suffix}.json"
+    json_path.write_text(json.dumps(data, indent=2))
+    return str(label_path), str(json_path)
+
+
+def overlay_picture(segmentation: Segmentation, opacity: float, hidden: Sequence[str]) -> Image.Image:
+    """The overlay as shown: hidden classes untinted, and stamped when the weights are untrained."""
+    hidden_indices = [segmentation.class_names.index(name) for name in hidden if name in segmentation.class_names]
+    picture = render.overlay(
+        segmentation.image,
+        segmentation.labels,
+        len(segmentation.class_names),
+        opacity=opacity,
+        hidden=hidden_indices,
+        background_index=segmentation.background_index,
+    )
+    return render.stamp(picture, UNTRAINED_NOTE) if segmentation.is_random_weights else picture
+
+
+def legend_html(segmentation: Segmentation, hidden: Sequence[str] = ()) -> str:
+    """One row per class (swatch, full name, share bar, percentage), largest share first; names wrap rather than
+    being cut, and the bar keeps a minimum width, so it reads on a phone too."""
+    shares = segmentation.shares()
+    colours = class_colours(segmentation)
+    order = sorted(range(len(segmentation.class_names)), key=lambda i: -shares.get(segmentation.class_names[i], 0.0))
+    rows = []
+    for index in order:
+        name = segmentation.class_names[index]
+        share = shares.get(name, 0.0)
+        is_background = index == segmentation.background_index
+        muted = name in hidden
+        swatch = (
+            "background:repeating-linear-gradient(45deg,#ddd 0 3px,#fff 3px 6px)"
+            if is_background
+            else f"background:{colours[index]}"
+        )
+        note = " (left uncoloured)" if is_background else (" (hidden)" if muted else "")
+        rows.append(
+            f'<div class="legend-entry" data-class="{html.escape(name)}" style="display:grid;'
+            "grid-template-columns:16px minmax(7em,1.2fr) minmax(48px,2fr) 3.6em;align-items:center;gap:8px;"
+            f'margin:3px 0;opacity:{0.45 if muted else 1}">'
+            f'<span style="{swatch};width:16px;height:16px;border:1px solid #555;border-radius:3px"></span>'
+            f'<span style="overflow-wrap:anywhere;line-height:1.2">{html.escape(name)}{note}</span>'
+            f'<span style="background:#eee;height:10px;border-radius:5px;overflow:hidden">'
+            f'<span style="display:block;width:{100 * share:.1f}%;min-width:{2 if share > 0 else 0}px;height:100%;'
+            f'background:{colours[index] if not is_background else "#9ca3af"}"></span></span>'
+            f'<span style="text-align:right;font-variant-numeric:tabular-nums">{100 * share:.1f}%</span>'
+            "</div>"
+        )
+    warning = (
+        f'<div style="color:#b91c1c;font-weight:600;margin-bottom:4px">{UNTRAINED_NOTE}</div>'
+        if segmentation.is_random_weights
+        else ""
+    )
+    return f'<div id="legend-entries">{warning}{"".join(rows)}</div>'
+
+
+def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
+    """What ran (method and stages), on what, seconds per step, and the notices the engine attached."""
+    steps = " · ".join(f"{html.escape(step)} <b>{seconds:.2f}</b> s" for step, seconds in segmentation.timings.items())
+    notices = list(segmentation.notices)
+    if reused_image_side:
+        notices.append(
+            "image side reused from the previous run (same image and settings): only the text side and "
+            "post-processing ran"
+        )
+    notice_html = "".join(f"<li>{html.escape(notice)}</li>" for notice in notices)
+    return (
+        f"<div id='timings-table' style='font-size:0.9em'><b id='run-description'>"
+        f"{html.escape(describe_run(segmentation.method, segmentation.stages))}</b> on "
+        f"{html.escape(segmentation.model_name)}, {segmentation.image.shape[1]}x{segmentation.image.shape[0]} px, "
+        f"{len(segmentation.windows)} window(s)<div style='margin-top:4px'>{steps}</div>"
+        f"{'<ul style=margin-top:4px>' + notice_html + '</ul>' if notice_html else ''}</div>"
+    )
+
+
+def window_boxes(segmentation: Segmentation) -> list[Box]:
+    """The sliding windows (y0, x0, y1, x1) mapped from the resized image to output-image pixels.
+
+    Windows of small images reach past the image (the engine pads the canvas), so boxes may exceed it.
+    """
+    height, width = segmentation.image.shape[:2]
+    resized_height, resized_width = segmentation.resized_size
+    scale_y, scale_x = height / resized_height, width / resized_width
+    return [
+        (round(y0 * scale_y), round(x0 * scale_x), max(round(y1 * scale_y), round(y0 * scale_y) + 1),
+         max(round(x1 * scale_x), round(x0 * scale_x) + 1))
+        for y0, x0, y1, x1 in segmentation.windows
+    ]
+
+
+def window_crop(image: np.ndarray, box: Box) -> np.ndarray:
+    """The image under `box`, padded with grey where the box reaches past the image, so the patch grid fits."""
+    y0, x0, y1, x1 = box
+    crop = np.full((y1 - y0, x1 - x0, 3), 128, dtype=np.uint8)
+    inside = image[y0:y1, x0:x1]
+    crop[: inside.shape[0], : inside.shape[1]] = inside
+    return crop
+
+
+def locate_patch(boxes: Sequence[Box], grids: Sequence[tuple[int, int]], point: tuple[int, int]) -> tuple[int, int]:
+    """(window index, flat patch index) for a point (x, y): the window containing it whose centre is nearest."""
+    x, y = point
+
+    def distance(index: int) -> float:
+        y0, x0, y1, x1 = boxes[index]
+        inside = y0 <= y < y1 and x0 <= x < x1
+        return (0.0 if inside else 1e12) + ((y0 + y1) / 2 - y) ** 2 + ((x0 + x1) / 2 - x) ** 2
+
+    window = min(range(len(boxes)), key=distance)
+    y0, x0, y1, x1 = boxes[window]
+    rows, cols = grids[window]
+    row = int(np.clip((y - y0) * rows // max(1, y1 - y0), 0, rows - 1))
+    col = int(np.clip((x - x0) * cols // max(1, x1 - x0), 0, cols - 1))
+    return window, row * cols + col
+
+
+def agreement(labels: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of pixels with the same label."""
+    return float(np.mean(labels == reference))
+
+
+def ablation_views(
+    shared_seconds: float, runs: Sequence[AblationRun]
+) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+    """The ablation as a gallery (short captions: name and agreement) and a table whose timings are honest: the
+    shared frozen pass once, then each configuration's own seconds."""
+    reference = runs[0].segmentation.labels
+    gallery, rows = [], [["shared: blocks 1..L-1, once", "", "", round(shared_seconds, 3), None]]
+    for run in runs:
+        same = 100 * agreement(run.segmentation.labels, reference)
+        thumbnail = overlay_picture(run.segmentation, 0.6, ())
+        thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        gallery.append((thumbnail, f"{run.name} · {same:.0f}%"))
+        off = [STAGE_LABELS[s] for s in Stages.names() if not getattr(run.variant.stages, s)]
+        rows.append([
+            run.name,
+            METHOD_LABELS[run.variant.method],
+            ", ".join(off) if run.variant.method == "sc-clip" else "",
+            round(run.own_seconds, 3),
+            round(same, 2),
+        ])
+    table = {"headers": ["configuration", "method", "stages off", "own time (s)", "agrees with full (%)"], "data": rows}
+    return gallery, table

@@ -1,0 +1,273 @@
+"""The demo as a shared service: bounded memory per visitor, turns at the model, per-request limits, input
+validation, header-only size checks, quiet logs for expected errors, and a fast start without weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from demo.handlers import Handlers  # noqa: E402
+from demo.host import ModelHost, ModelTurns  # noqa: E402
+from demo.inputs import parse_settings, probe_image, stage_list  # noqa: E402
+from demo.screenshot import FAST_CONFIG, serve  # noqa: E402
+from demo.sessions import RUN_AGAIN, SessionStore  # noqa: E402
+from scclip_core import InputError  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("service") / "halves.png"
+    rgb = np.zeros((64, 96, 3), dtype=np.uint8)
+    rgb[:, :48] = (220, 30, 30)
+    rgb[:, 48:] = (30, 30, 220)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+class _Sized:
+    """A stand-in result of a given size for the store."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def nbytes(self) -> int:
+        return self.size
+
+
+def test_the_store_evicts_the_least_recently_used_beyond_its_budget() -> None:
+    store = SessionStore(budget_bytes=300)
+    for name in "abc":
+        store.put(name, _Sized(100))
+    assert store.get("a") is not None  # a is now the most recently used
+    store.put("d", _Sized(100))
+    assert store.get("b") is None, "b was the least recently used"
+    assert [store.get(name) is not None for name in "acd"] == [True, True, True]
+    assert store.total_bytes == 300
+    store.put("huge", _Sized(1000))
+    assert len(store) == 1 and store.get("huge") is not None, "the newest result stays even alone over the budget"
+    store.discard("huge")
+    assert len(store) == 0 and store.total_bytes == 0
+
+
+def test_the_store_forgets_results_after_their_time_to_live() -> None:
+    now = [0.0]
+    store = SessionStore(budget_bytes=1 << 20, ttl_s=60, clock=lambda: now[0])
+    store.put("a", _Sized(10))
+    store.put("b", _Sized(10))
+    now[0] = 50.0
+    assert store.get("a") is not None  # used again: a lives on
+    now[0] = 100.0
+    assert store.get("b") is None and store.get("a") is not None
+    now[0] = 200.0
+    assert store.get("a") is None and store.total_bytes == 0
+
+
+def test_turns_at_the_model_are_served_in_arrival_order() -> None:
+    turns = ModelTurns()
+    order: list[int] = []
+    first_holds = threading.Event()
+    release_first = threading.Event()
+
+    def worker(index: int) -> None:
+        with turns.turn():
+            if index == 0:
+                first_holds.set()
+                release_first.wait(5)
+            order.append(index)
+
+    threads = [threading.Thread(target=worker, args=(0,))]
+    threads[0].start()
+    first_holds.wait(5)
+    for index in range(1, 6):
+        thread = threading.Thread(target=worker, args=(index,))
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # each asks after the previous one
+    release_first.set()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_long_class_list_takes_many_short_turns(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    turns_taken = []
+    original = host.turns.turn
+
+    def counting_turn():
+        turns_taken.append(time.perf_counter())
+        return original()
+
+    host.turns.turn = counting_turn
+    classes = "; ".join(f"thing {index}" for index in range(60))
+    Handlers(host).segment(str(photo), classes, "", 0.0, templates="simple", progress=None)
+    assert len(turns_taken) >= 2 + 60 * 7 // 160, "image side, text in chunks of at most 160 prompts, prediction"
+
+
+def test_many_new_names_switch_to_the_short_templates_with_a_notice(photo: Path) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    classes = "; ".join(f"object {index}" for index in range(31))
+    _, summary = handlers.segment(str(photo), classes, "", 0.0, templates="openai", progress=None)
+    assert any("7 short prompt templates" in notice for notice in summary["notices"])
+    _, few = handlers.segment(str(photo), "red; blue", "", 0.0, templates="openai", progress=None)
+    assert not any("short prompt templates" in notice for notice in few["notices"])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("beta", -1, "β must be a number between 0 and 1"),
+        ("beta", 7, "β must be a number between 0 and 1"),
+        ("beta", float("nan"), "β must be a number between 0 and 1"),
+        ("beta", float("-inf"), "β must be a number between 0 and 1"),
+        ("beta", "abc", "β must be a number between 0 and 1, not 'abc'"),
+        ("prob_threshold", "high", "the background threshold must be a number between 0 and 1, not 'high'"),
+        ("prob_threshold", 1.5, "the background threshold must be a number"),
+        ("area_threshold", -0.1, "the area threshold must be a number"),
+        ("stage_names", "anomaly, bogus", r"unknown stage\(s\) \['bogus'\]"),
+        ("stage_names", 5, "stage_names must be a list"),
+        ("detector", "nope", "detector must be 'lof' or 'l2norm'"),
+        ("method", "segformer", "unknown method 'segformer'"),
+    ],
+)
+def test_every_setting_is_validated_with_its_own_message(field: str, value: object, message: str) -> None:
+    arguments = {"method": None, "stage_names": None, "detector": None, "beta": None, "background_words": None,
+                 "prob_threshold": None, "area_threshold": None, "templates": None}
+    arguments[field] = value
+    with pytest.raises(InputError, match=message):
+        parse_settings(**arguments)
+
+
+def test_a_stage_list_sent_as_one_string_works() -> None:
+    assert stage_list("anomaly") == ("anomaly",)
+    assert stage_list("anomaly, multi-level") == ("anomaly", "multi_level")
+    settings = parse_settings("sc-clip", "pre_aggregation", None, 0.5, "", None, None, None)
+    assert settings.stages.pre_aggregation and not settings.stages.anomaly and settings.params.beta == 0.5
+
+
+@pytest.fixture(scope="module")
+def small_store_app():
+    """The app with a session budget so small that each new visitor's result evicts the previous one's."""
+    with serve("tiny-test", "random", FAST_CONFIG, session_budget_mb=1) as (_, url):
+        yield url
+
+
+def test_limits_validation_and_eviction_through_the_api(small_store_app: str, photo: Path) -> None:
+    first, second = Client(small_store_app, verbose=False), Client(small_store_app, verbose=False)
+    with pytest.raises(AppError, match="β must be a number between 0 and 1"):
+        first.predict(handle_file(str(photo)), "red; blue", beta=7, api_name="/segment")
+    with pytest.raises(AppError, match="at most 100 per request"):
+        first.predict(handle_file(str(photo)), ";".join(f"c{index}" for index in range(120)), api_name="/segment")
+    _, summary = first.predict(handle_file(str(photo)), "red; blue", stage_names="anomaly", api_name="/segment")
+    assert summary["stages"] == {"anomaly": True, "pre_aggregation": False, "attention_prior": False,
+                                 "post_aggregation": False, "multi_level": False}
+    assert summary["description"].startswith("SC-CLIP without pre-aggregation")
+    label_path, relabelled = first.predict(1.0, 0.0, api_name="/rethreshold")
+    assert relabelled["shares"]["background"] == 1.0 and Image.open(label_path).size == (96, 64)
+
+    second.predict(handle_file(str(photo)), "red; green", api_name="/segment")  # the budget holds one result
+    label_path, expired = first.predict(0.5, 0.0, api_name="/rethreshold")
+    assert label_path is None and expired["expired"] is True
+    assert "no longer kept" in expired["message"] and "/segment" in expired["message"]
+    _, again = second.predict(0.0, 0.0, api_name="/rethreshold")
+    assert again["classes"] == ["red", "green", "background"]
+
+
+def test_rerendering_after_eviction_says_run_again_instead_of_failing(photo: Path) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG), SessionStore(budget_bytes=1))
+    handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
+    handlers.store.put("someone else", handlers.store.get("local"))
+    assert handlers.rethreshold(0.3, 0.0, 0.5, [])[-1] == RUN_AGAIN
+    assert handlers.show_result(0.5)[5] == RUN_AGAIN
+    assert handlers.patch_views(None)[5] == RUN_AGAIN
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tiff", ".gif"])
+def test_the_size_check_reads_only_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    path = tmp_path / f"rotated{suffix}"
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8))
+    if suffix == ".gif":
+        picture.save(path)
+        expected = (70, 40)
+    else:
+        picture.save(path, exif=_exif(6))
+        expected = (40, 70)
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("pixel data was decoded")
+
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+    monkeypatch.setattr("PIL.Image.Image.load", no_decoding)
+    assert probe_image(str(path)) == expected
+
+
+def test_a_huge_png_is_refused_before_its_pixels_are_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "huge.png"
+    Image.new("L", (12000, 12000)).save(path, exif=_exif(6))  # compresses to a few hundred kB
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("pixel data was decoded")
+
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+    with pytest.raises(InputError, match="144 megapixels.*limit is 80"):
+        probe_image(str(path))
+
+
+def test_expected_errors_are_one_log_line_and_print_no_traceback(
+    photo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    caplog.set_level(logging.INFO, logger="demo")
+    with pytest.raises(gr.Error) as error:
+        handlers.segment(str(photo), "", progress=None)
+    assert error.value.print_exception is False
+    records = [record for record in caplog.records if record.name.startswith("demo")]
+    assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].exc_info is None
+    assert "no classes given" in records[0].getMessage()
+
+
+def test_unexpected_errors_keep_their_traceback_in_the_log(photo: Path, caplog: pytest.LogCaptureFixture) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    handlers = Handlers(host)
+    host.text_segmenter = lambda *args: (_ for _ in ()).throw(RuntimeError("boom"))
+    with pytest.raises(gr.Error, match="unexpected RuntimeError: boom"):
+        handlers.segment(str(photo), "red", progress=None)
+    assert any(record.exc_info for record in caplog.records if record.name.startswith("demo"))
+
+
+def test_without_cached_weights_the_app_starts_at_once_with_the_exact_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    from app import build_demo
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    demo = build_demo("ViT-B/16", "openai", config=FAST_CONFIG)
+    assert time.perf_counter() - started < 10
+    banner = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status-banner")
+    assert "hf download timm/vit_base_patch16_clip_224.openai open_clip_model.safetensors" in banner.value
+    assert str(tmp_path / "empty-cache") in banner.value
