@@ -193,7 +193,7 @@ class Handlers:
         """After a failed run: the previous results are cleared, so nothing stale stays on screen."""
         return (
             None, "", "", None, None, None, gr.update(choices=[], value=[]),
-            "**The run failed** (the message is shown above); the previous results were cleared.",
+            "**The run failed** (see the message in the corner of the page); the previous results were cleared.",
             None, None, None, None, None, "", "", [],
         )
 

@@ -33,7 +33,10 @@ CSS = """
 #legend { min-height: 40px; }
 .footnote { font-size: 0.85em; color: #6b7280; }
 .figure-view .icon-button-wrapper { position: static; justify-content: flex-end; margin-bottom: 2px; }
-#ablation-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
+#ablation-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere; }
+@media (max-width: 640px) {
+  #ablation-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+}
 #ablation-table table { table-layout: auto; }
 #ablation-table th, #ablation-table td { white-space: normal; overflow-wrap: anywhere; }
 """
@@ -228,10 +231,10 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             elem_id="comparisons",
                         )
                         run_ablation = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
-                        ablation_gallery = gr.Gallery(label="Side by side", columns=[2, 3], height="auto", format="png",
+                        ablation_gallery = gr.Gallery(label="Side by side", columns=3, height="auto", format="png", preview=False,
                                                       elem_id="ablation-gallery")
-                        ablation_table = gr.Dataframe(label="Timings and agreement", interactive=False,
-                                                      elem_id="ablation-table")
+                        ablation_table = gr.Dataframe(label="Timings and agreement", interactive=False, wrap=True,
+                                                      max_height=720, elem_id="ablation-table")
 
         gr.Markdown(
             f"{limits_text(host, handlers.store)}\n\n"
@@ -250,6 +253,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                 cache_examples=cache_examples,
                 cache_mode="lazy" if cache_examples else None,
                 examples_per_page=8,
+                visible_columns=[0],
                 label="Examples: click one (public-domain and CC0 photos; see assets/ATTRIBUTION.md)",
                 elem_id="examples",
             )

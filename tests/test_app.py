@@ -147,12 +147,12 @@ def test_ablation_runs_every_configuration_from_one_shared_pass(client: Client, 
         comparisons=["naclip"], api_name="/ablation",
     )
     shared, *rows = table["data"]
-    assert shared[0].startswith("shared") and shared[3] > 0 and shared[4] is None
+    assert shared[0].startswith("shared pass") and shared[1] > 0 and shared[2] is None
     names = [row[0] for row in rows]
     assert names[0] == "SC-CLIP (full)" and len(names) == 1 + 5 + 2
     assert names[1] == "− anomaly resolution" and names[-2:] == ["CLIP (vanilla)", "NACLIP"]
-    assert rows[0][4] == 100.0
-    assert all(0.0 <= row[4] <= 100.0 and row[3] > 0 for row in rows)
+    assert rows[0][2] == 100.0
+    assert all(0.0 <= row[2] <= 100.0 and row[1] > 0 for row in rows)
     assert len(gallery) == len(names)
     assert all(item["caption"].startswith(name) for item, name in zip(gallery, names))
     assert Image.open(gallery[0]["image"]).size[0] > 0

@@ -16,6 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from demo.screenshot import (  # noqa: E402
     CHROMIUM,
+    VIEWPORT,
     FAST_CONFIG,
     INSIDE_TABS,
     browser_page,
@@ -73,17 +74,57 @@ def test_segment_then_look_inside_every_tab(page) -> None:
     assert "Patch 0 " in page.locator("#patch-message").inner_text()
 
 
-def test_ablation_tab_shows_every_configuration(page) -> None:
+def _fully_visible(page, selector: str) -> list[str]:
+    """Texts of the elements under `selector` that are cut off (ellipsis, clipped or past the viewport's edge)."""
+    return page.eval_on_selector_all(
+        selector,
+        """els => els.filter(el => {
+               const box = el.getBoundingClientRect();
+               return el.scrollWidth > el.clientWidth + 1 || box.right > window.innerWidth + 1 || box.width === 0;
+           }).map(el => el.textContent)""",
+    )
+
+
+def test_ablation_tab_shows_every_configuration_readably(page) -> None:
     open_tab(page, "Ablation")
     page.locator("#run-ablation").click()
     page.wait_for_function(
         "() => document.querySelectorAll('#ablation-gallery img').length >= 11", timeout=120_000
     )
-    assert "SC-CLIP without anomaly resolution" in page.locator("#ablation-table").inner_text()
-    page.screenshot(path=str(ARTIFACTS / "ablation.png"))
+    table = page.locator("#ablation-table")
+    assert "− anomaly resolution" in table.inner_text() and "shared" in table.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "ablation.png"), full_page=True)
+    for width in (1440, 390):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(500)
+        assert not _fully_visible(page, "#ablation-gallery .caption-label"), f"captions cut at {width} px"
+        assert not _fully_visible(page, "#ablation-table th"), f"table headers cut at {width} px"
+    page.screenshot(path=str(ARTIFACTS / "ablation-phone.png"), full_page=True)
+    page.set_viewport_size(VIEWPORT)
 
 
-def test_bad_input_shows_its_message_in_the_page(page) -> None:
+def test_the_legend_reads_on_a_phone(page) -> None:
+    page.set_viewport_size({"width": 390, "height": 900})
+    open_tab(page, "Segment")
+    page.wait_for_timeout(500)
+    names = page.locator("#legend .legend-entry > span:nth-child(2)")
+    assert names.count() == len(CLASSES)
+    assert not _fully_visible(page, "#legend .legend-entry > span:nth-child(2)")
+    bars = page.eval_on_selector_all("#legend .legend-entry > span:nth-child(3)",
+                                     "els => els.map(el => el.getBoundingClientRect().width)")
+    assert min(bars) >= 40, "every share bar keeps a visible track"
+    page.screenshot(path=str(ARTIFACTS / "segment-phone.png"), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def test_a_failed_run_clears_the_results_and_says_so(page) -> None:
+    open_tab(page, "Segment")
+    assert image_loaded(page, "#overlay"), "a result from the first test is on screen"
     page.locator("#classes textarea").fill("")
     page.locator("#run").click()
     page.get_by_text("no classes given").first.wait_for(timeout=30_000)
+    page.locator("#run-status").get_by_text("The run failed").wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('#legend .legend-entry').length === 0", timeout=30_000)
+    assert not image_loaded(page, "#overlay")
+    assert "Done" not in page.locator("#run-status").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "error.png"))
