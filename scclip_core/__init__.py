@@ -10,6 +10,7 @@ from .backbones import LoadedModel, available_models, load_model
 from .encoder import CropTrace, DenseOutput, encode_dense
 from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailableError
 from .images import to_rgb_array
+from .pamr import PAMR_DILATIONS, pamr_refine
 from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages
 from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig, assign_labels
 from .text import (
@@ -34,6 +35,7 @@ __all__ = [
     "LoadedModel",
     "MAX_CLASSES",
     "METHODS",
+    "PAMR_DILATIONS",
     "ScclipError",
     "Segmentation",
     "Segmenter",
@@ -48,6 +50,7 @@ __all__ = [
     "available_models",
     "encode_dense",
     "load_model",
+    "pamr_refine",
     "parse_classes",
     "parse_words",
     "to_rgb_array",

@@ -11,7 +11,15 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ScclipError
+from .pamr import PAMR_DILATIONS
 from .presets import METHODS, CalibrationParams, Stages
+
+
+def _dilations(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 8,16, not {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     protocol.add_argument("--crop", type=int, default=224)
     protocol.add_argument("--stride", type=int, default=112, help="window stride (0: whole image as one window)")
     protocol.add_argument("--logit-scale", type=float, default=40.0)
+    protocol.add_argument("--pamr-steps", type=int, default=0, metavar="N", help="PAMR refinement steps (0: off)")
+    protocol.add_argument("--pamr-dilations", type=_dilations, default=PAMR_DILATIONS, metavar="D,D",
+                          help="PAMR neighbour distances in pixels (default 8,16)")
     protocol.add_argument("--templates", choices=("openai", "simple"), default="openai")
     protocol.add_argument("--max-side", type=int, default=2048, help="downscale larger inputs first (0: never)")
     protocol.add_argument("--text-cache", default=None, metavar="DIR", help="keep text embeddings on disk here")
@@ -81,6 +92,8 @@ def _segment(args: argparse.Namespace) -> int:
         logit_scale=args.logit_scale,
         max_input_side=args.max_side or None,
         templates=args.templates,
+        pamr_steps=args.pamr_steps,
+        pamr_dilations=args.pamr_dilations,
     )
     model = load_model(args.model, args.weights, device=args.device, precision=args.precision)
     if model.is_random:

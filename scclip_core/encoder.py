@@ -66,12 +66,21 @@ def _stem(visual: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
 
 
 def _positional_embedding(visual: nn.Module, grid: tuple[int, int]) -> Tensor:
+    """The positional embedding for `grid`, resized as the official SC-CLIP, SCLIP, ClearCLIP and NACLIP code does.
+
+    That is DINO's resize: bicubic with `scale_factor=((h + 0.1) / g, (w + 0.1) / g)` from the native g×g grid.
+    PyTorch maps coordinates by the given factor rather than by the size ratio, so this differs from resizing
+    to `size=grid` (by up to 5e-2 in the output at 448 crops). The native grid is left unchanged.
+    """
     embedding = visual.positional_embedding
     native_side = round((embedding.shape[0] - 1) ** 0.5)
     if grid == (native_side, native_side):
         return embedding
     patch_part = embedding[1:].float().T.reshape(1, -1, native_side, native_side)
-    resized = F.interpolate(patch_part, size=grid, mode="bicubic", align_corners=False)
+    scale = ((grid[0] + 0.1) / native_side, (grid[1] + 0.1) / native_side)
+    resized = F.interpolate(patch_part, scale_factor=scale, mode="bicubic", align_corners=False)
+    if tuple(resized.shape[2:]) != grid:
+        raise ValueError(f"positional embedding resized to {tuple(resized.shape[2:])} instead of {grid}")
     return torch.cat([embedding[:1].float(), resized.reshape(embedding.shape[1], -1).T]).to(embedding.dtype)
 
 

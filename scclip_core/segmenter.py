@@ -21,6 +21,7 @@ from .backbones import LoadedModel
 from .encoder import CropTrace, encode_dense
 from .errors import InputError
 from .images import cap_size, to_rgb_array
+from .pamr import PAMR_DILATIONS, check_pamr_settings, pamr_refine
 from .presets import METHODS, CalibrationParams, Stages
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
@@ -35,7 +36,8 @@ class SegmenterConfig:
     """Inference protocol. Defaults are the paper's: short side 336, 224 windows with stride 112, scale 40.
 
     `stride=None` runs the whole resized image as one window; `short_side=None` keeps the image size;
-    `max_input_side` downscales larger inputs first (None: never).
+    `max_input_side` downscales larger inputs first (None: never). `pamr_steps` > 0 refines the logits with
+    PAMR at those `pamr_dilations` (off by default, as in the paper; NACLIP uses 10 steps at 8 and 16).
     """
 
     short_side: int | None = 336
@@ -46,6 +48,8 @@ class SegmenterConfig:
     max_input_side: int | None = 2048
     batch_size: int = 8
     templates: str = "openai"
+    pamr_steps: int = 0
+    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.short_side < 1:
@@ -56,6 +60,7 @@ class SegmenterConfig:
             raise InputError(f"logit_scale must be positive, not {self.logit_scale}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be positive, not {self.batch_size}")
+        check_pamr_settings(self.pamr_steps, self.pamr_dilations)
 
 
 @dataclass
@@ -97,6 +102,7 @@ class Segmentation:
     windows: list[Window]
     resized_size: tuple[int, int]
     trace: list[CropTrace] | None = None
+    pamr_steps: int = 0
 
     def shares(self) -> dict[str, float]:
         """Fraction of the pixels given to each class."""
@@ -123,6 +129,7 @@ class Segmentation:
             "random_weights": self.is_random_weights,
             "method": self.method,
             "stages": {name: getattr(self.stages, name) for name in Stages.names()},
+            "pamr_steps": self.pamr_steps,
             "classes": self.class_names,
             "background_index": self.background_index,
             "prob_threshold": self.prob_threshold,
@@ -334,6 +341,15 @@ class Segmenter:
         height, width = embedding.resized_size
         return (canvas / counts)[:, :height, :width]
 
+    def _refine(self, logits: Tensor, embedding: ImageEmbedding, steps: int) -> Tensor:
+        """PAMR on the stitched cosine logits resized to the output size, guided by the normalised network input
+        (the resized image) bilinearly resized to that size too; holds Q x H x W at the output size."""
+        out_size = tuple(embedding.image.shape[:2])
+        resized = F.interpolate(logits[None], size=out_size, mode="bilinear", align_corners=False)[0]
+        network_input = self._normalised(embedding.image, embedding.resized_size)
+        guide = F.interpolate(network_input, size=out_size, mode="bilinear", align_corners=False)[0]
+        return pamr_refine(resized, guide, steps, self.config.pamr_dilations)
+
     def _probabilities(self, logits: Tensor, out_size: tuple[int, int], vocabulary: Vocabulary, logit_scale: float) -> Tensor:
         """Resize logits to `out_size` in row bands (never holding Q x H x W at once), then class probabilities."""
         num_queries, in_height, in_width = logits.shape
@@ -359,8 +375,12 @@ class Segmenter:
         prob_threshold: float = 0.0,
         area_threshold: float | None = None,
         logit_scale: float | None = None,
+        pamr_steps: int | None = None,
     ) -> Segmentation:
-        """Segment the last image set (or `embedding`) into `classes`; only the text side runs."""
+        """Segment the last image set (or `embedding`) into `classes`; only the text side runs.
+
+        `logit_scale` and `pamr_steps` override the config's for this call (None: the config's).
+        """
         embedding = embedding or self._last
         if embedding is None:
             raise InputError("no image set: call set_image first")
@@ -374,11 +394,15 @@ class Segmenter:
         logit_scale = self.config.logit_scale if logit_scale is None else logit_scale
         if logit_scale <= 0:
             raise InputError(f"logit_scale must be positive, not {logit_scale}")
+        pamr_steps = self.config.pamr_steps if pamr_steps is None else pamr_steps
+        check_pamr_settings(pamr_steps, self.config.pamr_dilations)
         notices = list(embedding.notices)
         text = self.text.embed(vocabulary.queries, notices).to(embedding.embeddings.device)
         text_done = time.perf_counter()
         with torch.inference_mode():
             logits = self._stitch(embedding, text)
+            if pamr_steps:
+                logits = self._refine(logits, embedding, pamr_steps)
             probs = self._probabilities(logits, embedding.image.shape[:2], vocabulary, logit_scale)
             logits_done = time.perf_counter()
             labels = assign_labels(probs, vocabulary.background_index, prob_threshold, area_threshold)
@@ -405,6 +429,7 @@ class Segmenter:
             windows=embedding.windows,
             resized_size=embedding.resized_size,
             trace=embedding.trace,
+            pamr_steps=pamr_steps,
         )
 
     def segment(
@@ -421,13 +446,15 @@ class Segmenter:
         prob_threshold: float = 0.0,
         area_threshold: float | None = None,
         logit_scale: float | None = None,
+        pamr_steps: int | None = None,
     ) -> Segmentation:
         """`set_image` then `predict`; classes are checked first, and an unchanged image with unchanged
-        settings reuses the cached image side."""
+        settings reuses the cached image side. `pamr_steps` overrides the config's (None: the config's)."""
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
         check_thresholds(prob_threshold, area_threshold)
+        check_pamr_settings(self.config.pamr_steps if pamr_steps is None else pamr_steps, self.config.pamr_dilations)
         embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
         return self.predict(
             vocabulary, embedding=embedding, prob_threshold=prob_threshold, area_threshold=area_threshold,
-            logit_scale=logit_scale,
+            logit_scale=logit_scale, pamr_steps=pamr_steps,
         )

@@ -11,7 +11,9 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "scclip_parity_tiny.pt"
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURE = FIXTURES / "scclip_parity_tiny.pt"
+FIXTURE_448 = FIXTURES / "scclip_parity_tiny_448.pt"
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +26,15 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def parity_fixture() -> dict:
-    if not FIXTURE.is_file():
-        pytest.skip(f"parity fixture not found at {FIXTURE} (it lives in ../shared/fixtures beside the checkout)")
-    return torch.load(FIXTURE, weights_only=False)
+    return _load_fixture(FIXTURE)
+
+
+@pytest.fixture(scope="session")
+def parity_fixture_448() -> dict:
+    return _load_fixture(FIXTURE_448)
+
+
+def _load_fixture(path: Path) -> dict:
+    if not path.is_file():
+        pytest.skip(f"parity fixture not found at {path} (it lives in ../shared/fixtures beside the checkout)")
+    return torch.load(path, weights_only=False)

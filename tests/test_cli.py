@@ -74,11 +74,25 @@ def test_stage_switches_and_options_reach_the_engine(photos, capsys):
     assert summary["windows"] == 1 and summary["resized_size"] == [48, 64]
 
 
+def test_pamr_options_reach_the_engine(photos, tmp_path, capsys):
+    common = ["segment", str(photos[0]), "--model", "tiny-test", "--weights", "random", "--classes", "cat; dog",
+              "--json", "--templates", "simple"]
+    assert main([*common, "--save-probs", str(tmp_path / "plain.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["pamr_steps"] == 0
+    assert main([*common, "--pamr-steps", "3", "--pamr-dilations", "2,4", "--save-probs", str(tmp_path / "pamr.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["pamr_steps"] == 3
+    assert np.abs(np.load(tmp_path / "pamr.npy") - np.load(tmp_path / "plain.npy")).max() > 1e-4
+    with pytest.raises(SystemExit):
+        main([*common, "--pamr-dilations", "8,x"])
+    assert "comma-separated whole numbers" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--classes", " ; "], "no classes"), (["--classes", "cat", "--weights", "/missing/w.pt"], "not found"),
      (["--classes", "cat", "--model", "ViT-Q"], "unknown model"),
-     (["--classes", "cat", "--prob-threshold", "3"], "prob_threshold")],
+     (["--classes", "cat", "--prob-threshold", "3"], "prob_threshold"),
+     (["--classes", "cat", "--pamr-steps", "-1"], "pamr_steps"), (["--classes", "cat", "--pamr-dilations", "0,8"], "pamr_dilations")],
 )
 def test_bad_input_exits_non_zero_with_a_message(photos, capsys, arguments, message):
     defaults = ["--model", "tiny-test", "--weights", "random"]

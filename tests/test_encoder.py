@@ -7,16 +7,19 @@ import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
 from scclip_core import METHODS, CalibrationParams, LayerPreset, Stages, encode_dense
-from scclip_core.encoder import _run_frozen_blocks, _stem
+from scclip_core.calibration import squared_distances
+from scclip_core.encoder import _positional_embedding, _run_frozen_blocks, _stem
+
+
+def _official_tower(fixture: dict) -> torch.nn.Module:
+    visual = _build_vision_tower(fixture["embed_dim"], CLIPVisionCfg(**fixture["vision_cfg"]), quick_gelu=fixture["quick_gelu"])
+    visual.load_state_dict(fixture["visual_state_dict"], strict=True)
+    return visual.eval()
 
 
 @pytest.fixture(scope="module")
 def tower(parity_fixture):
-    visual = _build_vision_tower(
-        parity_fixture["embed_dim"], CLIPVisionCfg(**parity_fixture["vision_cfg"]), quick_gelu=parity_fixture["quick_gelu"]
-    )
-    visual.load_state_dict(parity_fixture["visual_state_dict"], strict=True)
-    return visual.eval()
+    return _official_tower(parity_fixture)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,52 @@ def test_parity_anomaly_tokens_and_lof_scores(full_output, parity_fixture):
         assert crop.anomaly_indices.tolist() == expected.tolist()
     scores = torch.stack([crop.lof_scores for crop in full_output.trace])
     assert torch.allclose(scores, parity_fixture["expected_lof_scores"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tower_448(parity_fixture_448):
+    return _official_tower(parity_fixture_448)
+
+
+@pytest.fixture(scope="module")
+def output_448(tower_448, parity_fixture_448):
+    layers = LayerPreset(**parity_fixture_448["scclip_layers"])
+    return encode_dense(tower_448, parity_fixture_448["images"], layers=layers, trace=True)
+
+
+def test_parity_at_448_where_the_positional_embedding_is_resized(output_448, parity_fixture_448):
+    expected = parity_fixture_448["expected_patch_embeddings"]
+    got = output_448.patch_embeddings.reshape(expected.shape)
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    for crop, indices in zip(output_448.trace, parity_fixture_448["expected_anomaly_indices"]):
+        assert crop.grid == (28, 28)
+        assert crop.anomaly_indices.tolist() == indices.tolist()
+
+
+def test_parity_at_448_lof_scores_wherever_the_kth_neighbour_is_unambiguous(tower_448, output_448, parity_fixture_448):
+    """Where the 30th and 31st nearest neighbours are equally far to float32 precision, which one counts is
+    rounding (in the official code too) and the score may differ; everywhere else it must match."""
+    layers = LayerPreset(**parity_fixture_448["scclip_layers"])
+    with torch.inference_mode():
+        tokens, _ = _stem(tower_448, parity_fixture_448["images"])
+        penultimate = _run_frozen_blocks(tower_448, tokens, layers, keep_multi_level=False, trace=False).penultimate
+    distances = squared_distances(penultimate[:, 1:].double())
+    distances.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    nearest = distances.topk(31, dim=2, largest=False).values
+    tied = nearest[..., 30] - nearest[..., 29] <= 3e-5 * nearest[..., 29]
+    scores = torch.stack([crop.lof_scores for crop in output_448.trace])
+    close = torch.isclose(scores, parity_fixture_448["expected_lof_scores"], rtol=1e-4, atol=1e-5)
+    assert int(tied.sum()) <= 15
+    assert close[~tied].all()
+
+
+def test_positional_embedding_is_kept_at_the_native_grid_and_resized_to_any_other(tower):
+    native = tower.positional_embedding
+    assert _positional_embedding(tower, (14, 14)) is native
+    for grid in ((28, 28), (21, 21), (10, 18), (1, 1)):
+        resized = _positional_embedding(tower, grid)
+        assert resized.shape == (1 + grid[0] * grid[1], native.shape[1])
+        assert torch.equal(resized[0], native[0])
 
 
 def test_batched_crops_equal_one_crop_at_a_time(tower, images, layers, full_output):

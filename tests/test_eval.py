@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS
 from scclip_core.eval import (
     LAYOUTS,
+    OWN_PROTOCOLS,
     PRESETS,
     DatasetLayoutError,
     DatasetPreset,
@@ -194,6 +195,59 @@ def test_presets_follow_the_spec() -> None:
         get_preset("voc22")
 
 
+PROTOCOL_FIELDS = ("short_side", "crop", "stride", "logit_scale", "prob_threshold", "area_threshold", "pamr_steps",
+                   "precision")
+
+
+def _protocol(preset: DatasetPreset) -> tuple:
+    return tuple(getattr(preset, name) for name in PROTOCOL_FIELDS)
+
+
+def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> None:
+    expected = {  # (method, dataset): short side, crop, stride, logit scale, prob, area, PAMR steps, precision
+        ("sclip", "voc21"): (336, 224, 112, 65, 0.1, 0.1, 0, "fp16"),
+        ("sclip", "context60"): (336, 224, 112, 50, 0.1, None, 0, "fp16"),
+        ("sclip", "coco_stuff164k"): (448, 224, 112, 40, 0.0, None, 0, "fp16"),
+        ("sclip", "cityscapes"): (560, 224, 112, 40, 0.0, None, 0, "fp16"),
+        ("clearclip", "voc21"): (448, 448, 224, 50, 0.5, None, 0, "fp16"),
+        ("clearclip", "coco_object"): (448, 448, 224, 50, 0.4, None, 0, "fp16"),
+        ("clearclip", "cityscapes"): (448, 224, 224, 50, 0.0, None, 0, "fp16"),
+        ("clearclip", "ade20k"): (448, 448, 224, 50, 0.0, None, 0, "fp16"),
+        ("naclip", "voc21"): (336, 224, None, 40, 0.1, None, 10, "fp16"),
+        ("naclip", "voc20"): (336, 224, None, 40, 0.0, None, 10, "fp16"),
+        ("naclip", "context59"): (336, 224, 112, 40, 0.0, None, 10, "fp16"),
+        ("naclip", "coco_stuff164k"): (448, 224, 112, 40, 0.0, None, 10, "fp16"),
+        ("clip", "voc21"): (336, 224, 112, 65, 0.1, 0.1, 0, "fp16"),
+    }
+    for (method, dataset), settings in expected.items():
+        assert _protocol(get_preset(dataset, method=method, protocol="own")) == settings, (method, dataset)
+    for dataset in PRESETS:
+        maskclip = get_preset(dataset, method="maskclip", protocol="own")
+        assert _protocol(maskclip) == _protocol(get_preset(dataset, method="clearclip", protocol="own"))
+        for method in METHODS:  # the default protocol is SC-CLIP's whatever the method
+            assert get_preset(dataset, method=method) == PRESETS[dataset]
+        assert get_preset(dataset, "ViT-L/14", method="sc-clip", protocol="own") == get_preset(dataset, "ViT-L/14")
+        assert get_preset(dataset, "ViT-L/14", method="sclip", protocol="own") == get_preset(dataset, method="sclip", protocol="own")
+    assert set(OWN_PROTOCOLS) == set(METHODS) - {"sc-clip"}
+    assert all(set(PROTOCOL_FIELDS) <= set(protocol.common) for protocol in OWN_PROTOCOLS.values())
+    with pytest.raises(ValueError, match="unknown protocol"):
+        get_preset("voc21", protocol="official")
+
+
+def test_own_protocol_runs_end_to_end_with_whole_images_and_pamr(tmp_path: Path, tiny_model) -> None:
+    data = tmp_path / "data"
+    make_random_dataset(data)
+    common = {"method": "naclip", "templates": "simple", "show_progress": False}
+    own = evaluate("voc21", data, tiny_model, protocol="own", out=tmp_path / "out", **common)
+    assert own.settings.protocol == "own" and own.to_json()["protocol"] == "own"
+    assert (own.settings.preset.stride, own.settings.preset.pamr_steps) == (None, 10)
+    assert own.settings.preset.precision == "fp32"  # what ran: the tiny model on the CPU
+    assert "protocol own, PAMR steps 10" in own.table()
+    without_pamr = evaluate(own.settings.preset.with_overrides(pamr_steps=0), data, tiny_model, **common)
+    assert not np.array_equal(own.confusion, without_pamr.confusion)
+    assert build_segmenter(tiny_model, own.settings.preset).config.pamr_steps == 10
+
+
 def write_predictions_as_ground_truth(root: Path, preset: DatasetPreset, model) -> None:
     """Segment synthetic images with the evaluation settings and store the labels as the dataset's labels."""
     segmenter = build_segmenter(model, preset, templates="simple")
@@ -269,6 +323,10 @@ def test_cli_lists_presets_and_reports_a_wrong_root(tmp_path: Path, capsys) -> N
     assert main(["--list"]) == 0
     listing = capsys.readouterr().out
     assert "cityscapes" in listing and "560" in listing and "SegmentationClassContext" in listing
+    assert "--protocol scclip" in listing and "--protocol own" in listing and "sinahmr/NACLIP" in listing
+    naclip_voc21 = listing.split("  naclip, from")[1].splitlines()[1]
+    assert naclip_voc21.split() == ["voc21", "short", "side", "336", "whole", "image", "logit", "scale", "40", "prob",
+                                    "0.1", "area", "-", "PAMR", "10", "fp16"]
     assert main(["--dataset", "voc21", "--root", str(tmp_path), "--model", "tiny-test", "--weights", "random"]) == 2
     assert "JPEGImages" in capsys.readouterr().err
 

@@ -7,16 +7,19 @@ COCO-Stuff164k ones with `python -m scclip_core.eval.coco_object <coco_stuff164k
 
 from .datasets import LAYOUTS, DatasetLayoutError, Layout, Sample, list_samples, read_image, read_label
 from .metrics import SegmentationScores, confusion_matrix, scores
-from .presets import PRESETS, DatasetPreset, dataset_names, get_preset
+from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, DatasetPreset, MethodProtocol, dataset_names, get_preset
 from .runner import EvalResult, RunSettings, evaluate, run_benchmark
 
 __all__ = [
     "LAYOUTS",
+    "OWN_PROTOCOLS",
     "PRESETS",
+    "PROTOCOLS",
     "DatasetLayoutError",
     "DatasetPreset",
     "EvalResult",
     "Layout",
+    "MethodProtocol",
     "RunSettings",
     "Sample",
     "SegmentationScores",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import METHODS, CalibrationParams, ScclipError, Stages
 from .datasets import LAYOUTS
-from .presets import PRESETS, VIT_L14_CHANGES, dataset_names, get_preset
+from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, VIT_L14_CHANGES, DatasetPreset, dataset_names, get_preset
 from .runner import run_benchmark
 
 
@@ -36,6 +36,7 @@ OVERRIDES = (
     ("--short-side", int, "resize the short side to this many pixels"),
     ("--crop", int, "sliding-window size"),
     ("--stride", _stride, "sliding-window stride, or 'whole' for whole-image inference"),
+    ("--pamr-steps", int, "PAMR refinement steps at dilations 8 and 16 (0: off)"),
 )
 
 
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="ViT-B/16", help="model name (default ViT-B/16)")
     parser.add_argument("--weights", default="openai", help="open_clip tag, local file or 'random' (default openai)")
     parser.add_argument("--method", default="sc-clip", choices=METHODS)
+    parser.add_argument("--protocol", default="scclip", choices=PROTOCOLS,
+                        help="scclip: SC-CLIP's per-dataset settings for every method (default); own: the method's "
+                        "own official settings (see --list)")
     parser.add_argument("--disable", nargs="+", default=[], metavar="STAGE",
                         choices=[name.replace("_", "-") for name in Stages.names()] + list(Stages.names()),
                         help="SC-CLIP stages to switch off, for ablations")
@@ -66,27 +70,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--restart", action="store_true",
                         help="forget the images recorded by an earlier run with the same settings")
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda:LOCAL_RANK when available)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: the engine's choice")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: the preset's on CUDA (fp16), fp32 on the CPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
-    parser.add_argument("--list", action="store_true", help="list the dataset presets and exit")
+    parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
     return parser
 
 
+def _protocol_settings(preset: DatasetPreset) -> str:
+    window = "whole image" if preset.stride is None else f"crop {preset.crop} stride {preset.stride}"
+    area = "-" if preset.area_threshold is None else f"{preset.area_threshold:g}"
+    return (f"short side {preset.short_side:<4} {window:<20} logit scale {preset.logit_scale:<4g} "
+            f"prob {preset.prob_threshold:<4g} area {area:<4} PAMR {preset.pamr_steps:<2} {preset.precision}")
+
+
 def preset_listing() -> str:
-    """One line per preset: name, layout folders, resize, logit scale, thresholds."""
-    lines = []
+    """Both protocols: SC-CLIP's presets (with the dataset folders), then each comparison method's own."""
+    lines = ["--protocol scclip (default): SC-CLIP's settings, for every method"]
     for preset in PRESETS.values():
         layout = LAYOUTS[preset.layout]
-        area = "-" if preset.area_threshold is None else preset.area_threshold
         lines.append(
-            f"{preset.name:<15} {preset.num_classes:>3} classes  short side {preset.short_side:<4} "
-            f"logit scale {preset.logit_scale:<5g} prob {preset.prob_threshold:<5g} area {area:<4}  "
+            f"  {preset.name:<15} {preset.num_classes:>3} classes  {_protocol_settings(preset)}  "
             f"root .../{layout.usual_root} ({layout.image_dir}, {layout.label_dir})"
         )
     for name, changes in VIT_L14_CHANGES.items():
         described = ", ".join(f"{key.replace('_', ' ')} {value:g}" for key, value in changes.items())
-        lines.append(f"with --model ViT-L/14, {name} uses {described} (spec §2b)")
+        lines.append(f"  with --model ViT-L/14, {name} uses {described} (SC-CLIP's ViT-L/14 settings)")
+    lines.append("--protocol own: each method's official settings (sc-clip: as above)")
+    for method, protocol in OWN_PROTOCOLS.items():
+        lines.append(f"  {method}, from {protocol.source}")
+        for dataset in PRESETS:
+            lines.append(f"    {dataset:<15} {_protocol_settings(get_preset(dataset, method=method, protocol='own'))}")
     return "\n".join(lines)
 
 
@@ -115,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params=params,
             overrides=overrides,
             templates=args.templates,
+            protocol=args.protocol,
             out=args.out,
             limit=args.limit,
             resume=not args.restart,

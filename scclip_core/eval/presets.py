@@ -1,19 +1,25 @@
-"""Per-benchmark evaluation settings (spec §2b): class lists, resize, logit scale and thresholds.
+"""Per-benchmark evaluation settings: class lists, resize, windows, logit scale, thresholds, PAMR and precision.
 
-The class lists live in `classes/<name>.txt`, one class per line with comma-separated synonyms; they are
-byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, so the text queries match the paper's.
+Two protocols. `scclip` (the default) evaluates every method with SC-CLIP's official per-dataset settings;
+`own` evaluates each comparison method with the settings of its own official configs (`OWN_PROTOCOLS`), so that
+its published numbers can be reproduced. The class lists live in `classes/<name>.txt`, one class per line with
+comma-separated synonyms; they are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, and both
+protocols use them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 CLASSES_DIR = Path(__file__).with_name("classes")
 IGNORE_INDEX = 255
 BACKGROUND_NAME = "background"
+PROTOCOLS: tuple[str, ...] = ("scclip", "own")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class DatasetPreset:
     `background_index` is the class that low-confidence pixels fall back to (prob/area thresholds);
     `reduce_zero_label` maps ground-truth 0 to the ignore index and shifts the other labels down by one,
     as MMSegmentation does for VOC20, Context59 and ADE20K. `stride=None` evaluates whole images, no windows.
+    `pamr_steps` > 0 refines the logits with PAMR (dilations 8 and 16); `precision` is the model's on CUDA
+    (every official implementation runs fp16 there; on the CPU the engine always uses fp32).
     """
 
     name: str
@@ -38,6 +46,8 @@ class DatasetPreset:
     logit_scale: float = 40.0
     prob_threshold: float = 0.0
     area_threshold: float | None = None
+    pamr_steps: int = 0
+    precision: str = "fp16"
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
@@ -53,6 +63,10 @@ class DatasetPreset:
             raise ValueError(f"prob_threshold must be in [0, 1], not {self.prob_threshold}")
         if self.area_threshold is not None and not 0.0 <= self.area_threshold <= 1.0:
             raise ValueError(f"area_threshold must be in [0, 1], not {self.area_threshold}")
+        if self.pamr_steps < 0:
+            raise ValueError(f"pamr_steps must be >= 0, not {self.pamr_steps}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {self.precision!r}")
         if (self.prob_threshold > 0 or self.area_threshold is not None) and self.background_index is None:
             raise ValueError(
                 f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
@@ -186,6 +200,76 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
     "coco_object": {"logit_scale": 40.0, "prob_threshold": 0.25},
 }
 
+
+
+@dataclass(frozen=True)
+class MethodProtocol:
+    """A comparison method's own evaluation settings: `common` applies to every dataset, then `per_dataset`.
+
+    `common` sets every protocol field, so nothing is inherited from SC-CLIP's presets; `source` says where
+    the values were read.
+    """
+
+    source: str
+    common: Mapping[str, object]
+    per_dataset: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def changes(self, dataset: str) -> dict[str, object]:
+        return {**self.common, **self.per_dataset.get(dataset, {})}
+
+
+_SCLIP = MethodProtocol(
+    source="wangf3014/SCLIP: clip_segmentor.py defaults and configs/cfg_*.py",
+    common=dict(short_side=336, crop=224, stride=112, logit_scale=40.0, prob_threshold=0.0, area_threshold=None,
+                pamr_steps=0, precision="fp16"),
+    per_dataset={
+        "voc21": dict(logit_scale=65.0, prob_threshold=0.1, area_threshold=0.1),
+        "context60": dict(logit_scale=50.0, prob_threshold=0.1),
+        "coco_object": dict(logit_scale=50.0, prob_threshold=0.1),
+        "coco_stuff164k": dict(short_side=448),
+        "cityscapes": dict(short_side=560),
+    },
+)
+
+_CLEARCLIP = MethodProtocol(
+    source="mc-lan/ClearCLIP: clearclip_segmentor.py defaults (open_clip, fp16) and configs/cfg_*.py; ADE20K and "
+    "COCO-Stuff have no config there, so they get its defaults and the 448 short side of all its configs",
+    common=dict(short_side=448, crop=448, stride=224, logit_scale=50.0, prob_threshold=0.0, area_threshold=None,
+                pamr_steps=0, precision="fp16"),
+    per_dataset={
+        "voc21": dict(prob_threshold=0.5),
+        "context60": dict(prob_threshold=0.15),
+        "coco_object": dict(prob_threshold=0.4),
+        "cityscapes": dict(crop=224),
+    },
+)
+
+_NACLIP = MethodProtocol(
+    source="sinahmr/NACLIP (commit defb7c9): naclip.py defaults (PAMR 10 steps, dilations 8 and 16) and "
+    "configs/cfg_*.py",
+    common=dict(short_side=336, crop=224, stride=112, logit_scale=40.0, prob_threshold=0.0, area_threshold=None,
+                pamr_steps=10, precision="fp16"),
+    per_dataset={
+        "voc21": dict(stride=None, prob_threshold=0.1),
+        "voc20": dict(stride=None),
+        "context60": dict(prob_threshold=0.1),
+        "coco_object": dict(prob_threshold=0.1),
+        "coco_stuff164k": dict(short_side=448),
+        "cityscapes": dict(short_side=560),
+    },
+)
+
+# Each method's own protocol. MaskCLIP's published row is ClearCLIP's re-implementation, so it runs under
+# ClearCLIP's settings; vanilla CLIP has no repository of its own and runs under SCLIP's, the framework that
+# ClearCLIP and NACLIP are built on. SC-CLIP's own protocol is the default one.
+OWN_PROTOCOLS: dict[str, MethodProtocol] = {
+    "clip": dataclasses.replace(_SCLIP, source="SCLIP's settings (CLIP has no repository of its own), " + _SCLIP.source),
+    "maskclip": dataclasses.replace(_CLEARCLIP, source="ClearCLIP's re-implementation, " + _CLEARCLIP.source),
+    "sclip": _SCLIP,
+    "clearclip": _CLEARCLIP,
+    "naclip": _NACLIP,
+}
+
 ALIASES = {"coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes"}
 
 
@@ -193,13 +277,23 @@ def dataset_names() -> list[str]:
     return list(PRESETS)
 
 
-def get_preset(dataset: str, model_name: str | None = None) -> DatasetPreset:
-    """The preset for a benchmark name (dashes or underscores, any case), with the ViT-L/14 changes if needed."""
+def get_preset(
+    dataset: str, model_name: str | None = None, *, method: str = "sc-clip", protocol: str = "scclip"
+) -> DatasetPreset:
+    """The preset for a benchmark name (dashes or underscores, any case) under a protocol.
+
+    `scclip`: SC-CLIP's settings, with its ViT-L/14 changes for that model. `own`: `method`'s official settings
+    (`OWN_PROTOCOLS`); for SC-CLIP itself that is the `scclip` protocol.
+    """
     key = dataset.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in PRESETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(PRESETS)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     preset = PRESETS[key]
+    if protocol == "own" and method in OWN_PROTOCOLS:
+        return preset.with_overrides(**OWN_PROTOCOLS[method].changes(key))
     if model_name == "ViT-L/14" and key in VIT_L14_CHANGES:
         preset = preset.with_overrides(**VIT_L14_CHANGES[key])
     return preset

@@ -41,6 +41,7 @@ from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, 
 from .presets import DatasetPreset, get_preset
 
 RECORD_FORMAT = 1
+_PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,12 @@ class RunSettings:
     stages: Stages = field(default_factory=Stages)
     params: CalibrationParams = field(default_factory=CalibrationParams)
     templates: str = "openai"
+    protocol: str = "scclip"
 
     def to_json(self) -> dict[str, object]:
         return {
             "dataset": self.preset.name,
+            "protocol": self.protocol,
             "preset": self.preset.settings(),
             "model": self.model_name,
             "weights": self.weights,
@@ -119,6 +122,7 @@ class EvalResult:
         lines = [
             f"{settings.preset.name}: {settings.preset.title}",
             f"model {settings.model_name} ({settings.weights}), method {settings.method}, "
+            f"protocol {settings.protocol}, PAMR steps {settings.preset.pamr_steps}, "
             f"stages off: {', '.join(n for n in Stages.names() if not getattr(settings.stages, n)) or 'none'}",
             f"{self.images} images, {rate}",
             *(f"note: {notice}" for notice in self.notices),
@@ -246,6 +250,7 @@ def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = 
         logit_scale=preset.logit_scale,
         max_input_side=None,
         templates=templates,
+        pamr_steps=preset.pamr_steps,
     )
     return Segmenter(model, config, text_cache=_TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache()))
 
@@ -274,6 +279,7 @@ def evaluate(
     stages: Stages | None = None,
     params: CalibrationParams | None = None,
     templates: str = "openai",
+    protocol: str = "scclip",
     out: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     resume: bool = True,
@@ -284,12 +290,15 @@ def evaluate(
     Under `torchrun` each process takes every world_size-th remaining image and the confusion matrices are
     summed over processes; every process returns the same result. With `out`, per-image records and
     `results.json` go to `<out>/<run name>/`, and images recorded there before are not run again
-    (`resume=False` deletes those records first). A dataset name selects its preset for this model.
+    (`resume=False` deletes those records first). A dataset name selects its preset for this model, method
+    and `protocol` (`scclip` or `own`, see `get_preset`); a DatasetPreset is used as given.
     """
     if isinstance(preset, str):
-        preset = get_preset(preset, model.name)
+        preset = get_preset(preset, model.name, method=method, protocol=protocol)
+    preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
     settings = RunSettings(preset=preset, model_name=model.name, weights=model.weights, method=method,
-                           stages=stages or Stages(), params=params or CalibrationParams(), templates=templates)
+                           stages=stages or Stages(), params=params or CalibrationParams(), templates=templates,
+                           protocol=protocol)
     process = distributed.start(str(model.device))
     try:
         return _evaluate_in_group(settings, root, model, process, out, limit, resume, show_progress)
@@ -433,6 +442,7 @@ def run_benchmark(
     params: CalibrationParams | None = None,
     overrides: dict[str, object] | None = None,
     templates: str = "openai",
+    protocol: str = "scclip",
     out: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     resume: bool = True,
@@ -440,15 +450,20 @@ def run_benchmark(
     precision: str | None = None,
     show_progress: bool = True,
 ) -> EvalResult:
-    """Load the model and evaluate it on a named benchmark with its preset (plus `overrides`)."""
-    preset = get_preset(dataset, model_name).with_overrides(**(overrides or {}))
+    """Load the model and evaluate it on a named benchmark with its preset under `protocol` (plus `overrides`).
+
+    On CUDA the model runs at the preset's precision unless `precision` says otherwise; on the CPU in fp32.
+    """
+    preset = get_preset(dataset, model_name, method=method, protocol=protocol).with_overrides(**(overrides or {}))
     stages = Stages.without(*disable)
     list_samples(LAYOUTS[preset.layout], root, limit)  # a wrong root fails now, not after loading weights
     process = distributed.start(device)
     try:
         torch.manual_seed(0)  # weights="random" must give every process the same model
+        if precision is None and process.device.startswith("cuda"):
+            precision = preset.precision
         model = load_model(model_name, weights, device=process.device, precision=precision)
         return evaluate(preset, root, model, method=method, stages=stages, params=params, templates=templates,
-                        out=out, limit=limit, resume=resume, show_progress=show_progress)
+                        protocol=protocol, out=out, limit=limit, resume=resume, show_progress=show_progress)
     finally:
         distributed.stop(process)
