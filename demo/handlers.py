@@ -74,10 +74,10 @@ class Handlers:
         return lambda fraction, message: progress(fraction, desc=message)
 
     def _settings(self, method: Any, stage_names: Any, detector: Any, beta: Any, background_words: Any,
-                  prob_threshold: Any, area_threshold: Any, templates: Any) -> RunSettings:
+                  prob_threshold: Any, area_threshold: Any, templates: Any, refine_edges: Any = False) -> RunSettings:
         return parse_settings(
             method, stage_names, detector, beta, background_words, prob_threshold, area_threshold, templates,
-            default_prob_threshold=self.host.default_prob_threshold,
+            refine_edges, default_prob_threshold=self.host.default_prob_threshold,
         )
 
     def _run(
@@ -119,6 +119,7 @@ class Handlers:
         beta: float = 0.4,
         area_threshold: float = 0.0,
         templates: str = "openai",
+        refine_edges: bool = False,
         request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, dict[str, Any]]:
@@ -134,13 +135,14 @@ class Handlers:
             stage_names: SC-CLIP stages to keep on (a list or one comma-separated string); default all.
             detector: lof or l2norm. beta: affinity threshold in [0, 1]. area_threshold: in [0, 1].
             templates: openai (80 templates) or simple (7).
+            refine_edges: refine the class maps with PAMR (10 steps, dilations 8 and 16): sharper edges, slower.
 
         Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
         a JSON summary (classes, shares, timings, notices, legend colours, what ran).
         """
         try:
             settings = self._settings(method, stage_names, detector, beta, background_words, prob_threshold,
-                                      area_threshold, templates)
+                                      area_threshold, templates, refine_edges)
             previous = self.store.get(session_id(request))
             result = self._run(image, classes_text, settings, previous, trace=True, progress=progress)
         except Exception as error:
@@ -184,7 +186,7 @@ class Handlers:
             timings_html(segmentation, reused_image_side=session.reused_image_side),
             session.summary_path,
             gr.update(choices=hideable, value=[]),
-            f"**Done: {describe_run(segmentation.method, segmentation.stages)}.** Drag the opacity or threshold, "
+            f"**Done: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.** Drag the opacity or threshold, "
             "hide classes, or click the overlay to pick a patch for the inside views.",
             None,
         )
@@ -347,6 +349,7 @@ class Handlers:
         beta: float = 0.4,
         templates: str = "openai",
         comparisons: Sequence[str] | str | None = None,
+        refine_edges: bool = False,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
         """Full SC-CLIP, each stage removed in turn, vanilla CLIP and the chosen comparison methods, side by side,
@@ -356,7 +359,8 @@ class Handlers:
         shared pass's seconds once, then each configuration's own seconds and agreement.
         """
         try:
-            base = self._settings("sc-clip", None, detector, beta, background_words, prob_threshold, 0.0, templates)
+            base = self._settings("sc-clip", None, detector, beta, background_words, prob_threshold, 0.0, templates,
+                                  refine_edges)
             chosen = [comparisons] if isinstance(comparisons, str) else list(
                 COMPARISON_METHODS if comparisons is None else comparisons)
             unknown = sorted(set(chosen) - set(COMPARISON_METHODS))

@@ -209,7 +209,7 @@ def run_segment(
     with host.turns.turn():
         segmentation = segmenter.predict(
             vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
-            area_threshold=settings.area_threshold,
+            area_threshold=settings.area_threshold, pamr_steps=settings.pamr_steps,
         )
     if notice:
         segmentation.notices.append(notice)
@@ -244,7 +244,7 @@ def run_ablation(
             started = time.perf_counter()
             segmentation = segmenter.predict(
                 vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
-                area_threshold=settings.area_threshold,
+                area_threshold=settings.area_threshold, pamr_steps=settings.pamr_steps,
             )
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:

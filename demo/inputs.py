@@ -20,6 +20,7 @@ TEMPLATE_LABELS: dict[str, str] = {
 }
 DEFAULT_BETA = CalibrationParams().beta
 TRAINED_PROB_THRESHOLD = 0.15
+PAMR_STEPS = 10
 MAX_IMAGE_PIXELS = 80_000_000
 EXIF_ORIENTATION = 0x0112
 TIFF_WIDTH, TIFF_HEIGHT = 256, 257
@@ -74,6 +75,7 @@ class RunSettings:
     prob_threshold: float
     area_threshold: float | None
     templates: str
+    pamr_steps: int = 0
 
 
 def number(value: Any, name: str, low: float, high: float, default: float) -> float:
@@ -120,6 +122,7 @@ def parse_settings(
     prob_threshold: Any,
     area_threshold: Any,
     templates: str | None,
+    refine_edges: Any = False,
     *,
     default_prob_threshold: float = TRAINED_PROB_THRESHOLD,
 ) -> RunSettings:
@@ -136,6 +139,8 @@ def parse_settings(
     area = number(area_threshold, "the area threshold", 0.0, 1.0, 0.0)
     if background_words is not None and not isinstance(background_words, str):
         raise InputError(f"background words must be text, not {type(background_words).__name__}")
+    if refine_edges not in (None, True, False):
+        raise InputError(f"refine_edges must be true or false, not {refine_edges!r}")
     return RunSettings(
         method=method,
         stages=Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages(),
@@ -144,6 +149,7 @@ def parse_settings(
         prob_threshold=threshold,
         area_threshold=area or None,
         templates=templates,
+        pamr_steps=PAMR_STEPS if refine_edges else 0,
     )
 
 

@@ -42,17 +42,19 @@ THUMBNAIL_SIDE = 480
 Box = tuple[int, int, int, int]
 
 
-def describe_run(method: str, stages: Stages) -> str:
-    """What ran, in words: "SC-CLIP, all five stages", "SC-CLIP without anomaly resolution", "NACLIP"."""
+def describe_run(method: str, stages: Stages, pamr_steps: int = 0) -> str:
+    """What ran, in words: "SC-CLIP, all five stages", "SC-CLIP without anomaly resolution", "NACLIP", with
+    ", edges refined by PAMR (10 steps)" when PAMR ran."""
+    refined = f", edges refined by PAMR ({pamr_steps} steps)" if pamr_steps else ""
     label = METHOD_LABELS.get(method, method)
     if method != "sc-clip":
-        return label
+        return label + refined
     off = [STAGE_LABELS[name] for name in Stages.names() if not getattr(stages, name)]
     if not off:
-        return f"{label}, all five stages"
+        return f"{label}, all five stages{refined}"
     if len(off) == len(STAGE_LABELS):
-        return f"{label} with every stage off"
-    return f"{label} without {', '.join(off)}"
+        return f"{label} with every stage off{refined}"
+    return f"{label} without {', '.join(off)}{refined}"
 
 
 def output_dir() -> Path:
@@ -86,7 +88,7 @@ def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> d
         {"index": index, "name": name, "colour": colours[index], "share": shares.get(name, 0.0)}
         for index, name in enumerate(segmentation.class_names)
     ]
-    data["description"] = describe_run(segmentation.method, segmentation.stages)
+    data["description"] = describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)
     data["reused_image_side"] = reused_image_side
     data["untrained_weights"] = segmentation.is_random_weights
     if segmentation.is_random_weights:
@@ -174,7 +176,7 @@ def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
     notice_html = "".join(f"<li>{html.escape(notice)}</li>" for notice in notices)
     return (
         f"<div id='timings-table' style='font-size:0.9em'><b id='run-description'>"
-        f"{html.escape(describe_run(segmentation.method, segmentation.stages))}</b> on "
+        f"{html.escape(describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps))}</b> on "
         f"{html.escape(segmentation.model_name)}, {segmentation.image.shape[1]}x{segmentation.image.shape[0]} px, "
         f"{len(segmentation.windows)} window(s)<div style='margin-top:4px'>{steps}</div>"
         f"{'<ul style=margin-top:4px>' + notice_html + '</ul>' if notice_html else ''}</div>"

@@ -271,3 +271,14 @@ def test_without_cached_weights_the_app_starts_at_once_with_the_exact_fix(
     banner = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status-banner")
     assert "hf download timm/vit_base_patch16_clip_224.openai open_clip_model.safetensors" in banner.value
     assert str(tmp_path / "empty-cache") in banner.value
+
+
+def test_refine_edges_runs_pamr_on_the_kept_image_side(photo: Path) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    _, plain = handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
+    _, refined = handlers.segment(str(photo), "red; blue", "", 0.0, refine_edges=True, progress=None)
+    assert plain["pamr_steps"] == 0 and refined["pamr_steps"] == 10
+    assert refined["reused_image_side"] is True
+    assert refined["description"] == "SC-CLIP, all five stages, edges refined by PAMR (10 steps)"
+    with pytest.raises(gr.Error, match="refine_edges must be true or false"):
+        handlers.segment(str(photo), "red; blue", refine_edges="maybe", progress=None)
