@@ -7,11 +7,11 @@
 """
 
 from .backbones import LoadedModel, available_models, load_model
-from .encoder import CropTrace, DenseOutput, encode_dense
+from .encoder import CropTrace, DenseOutput, DenseVariants, encode_dense, encode_dense_variants
 from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailableError
 from .images import to_rgb_array
 from .pamr import PAMR_DILATIONS, pamr_refine
-from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages
+from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages, Variant, ablation_variants
 from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig, assign_labels
 from .text import (
     DEFAULT_BACKGROUND_WORDS,
@@ -28,6 +28,7 @@ __all__ = [
     "CropTrace",
     "DEFAULT_BACKGROUND_WORDS",
     "DenseOutput",
+    "DenseVariants",
     "ImageEmbedding",
     "InputError",
     "LAYER_PRESETS",
@@ -44,11 +45,14 @@ __all__ = [
     "TextEmbeddingCache",
     "TextEncoder",
     "UnknownModelError",
+    "Variant",
     "Vocabulary",
     "WeightsUnavailableError",
+    "ablation_variants",
     "assign_labels",
     "available_models",
     "encode_dense",
+    "encode_dense_variants",
     "load_model",
     "pamr_refine",
     "parse_classes",

@@ -1,19 +1,24 @@
 """Dense patch embeddings from a CLIP vision transformer: SC-CLIP and the methods it is compared with.
 
-`encode_dense` runs the frozen stem and blocks 1..L-1 once, keeping only the block outputs the method needs,
-then replaces the last block: by SC-CLIP's calibrated attention-only block (each stage under a flag) or by a
-comparison method's variant. Crops are processed as one batch; anomaly detection is per crop.
+`encode_dense_variants` runs the frozen stem and blocks 1..L-1 once, keeping only the block outputs the variants
+need, then replaces the last block once per variant: by SC-CLIP's calibrated attention-only block (each stage under
+a flag) or by a comparison method's variant. What several variants derive from the frozen pass (anomaly scores,
+affinities, calibrated tokens, projections, attentions) is computed once. `encode_dense` is the one-variant case.
+Crops are processed as one batch; anomaly detection is per crop.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import calibration as cal
-from .presets import METHODS, CalibrationParams, LayerPreset, Stages, resolve_layers
+from .presets import CalibrationParams, LayerPreset, Stages, Variant, resolve_layers
 
 
 @dataclass
@@ -37,10 +42,26 @@ class CropTrace:
 
 @dataclass
 class DenseOutput:
-    """`patch_embeddings` is (B, H/p, W/p, E): after `ln_post` and `proj`, not normalised."""
+    """`patch_embeddings` is (B, H/p, W/p, E): after `ln_post` and `proj`, not normalised.
+
+    `seconds` is this variant's own cost: its last block and projection, without the shared frozen pass.
+    """
 
     patch_embeddings: Tensor
     trace: list[CropTrace] | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class DenseVariants:
+    """Several variants encoded from one frozen pass, in the order asked.
+
+    `shared_seconds` was spent once for all of them: the stem, blocks 1..L-1 and whatever more than one variant
+    used; each output's `seconds` is the rest, so the two add up to the whole call.
+    """
+
+    outputs: list[DenseOutput]
+    shared_seconds: float
 
 
 @dataclass
@@ -132,11 +153,14 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
 
 
-def _qkv(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The last block's q, k, v for `ln_1(x)`, split into heads: each (B, heads, T, d)."""
+def _in_projection(block: nn.Module, normed: Tensor, part: str) -> Tensor:
+    """The last block's `part` ("q", "k" or "v") of already `ln_1`-normalised tokens, split into heads: (B, heads, T, d)."""
     attn = block.attn
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    return tuple(_split_heads(t, attn.num_heads) for t in (q, k, v))
+    width = normed.shape[-1]
+    start = "qkv".index(part) * width
+    rows = slice(start, start + width)
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[rows]
+    return _split_heads(F.linear(normed, attn.in_proj_weight[rows], bias), attn.num_heads)
 
 
 def _softmax_attention(query: Tensor, key: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -159,6 +183,12 @@ def _out_proj(block: nn.Module, heads: Tensor) -> Tensor:
     return block.attn.out_proj(_merge_heads(heads))
 
 
+def _residual_block(block: nn.Module, x: Tensor, heads: Tensor) -> Tensor:
+    """The rest of a standard block after attention: residual, then MLP with its residual."""
+    x = x + block.ls_1(_out_proj(block, heads))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 def _project(visual: nn.Module, tokens: Tensor) -> Tensor:
     return visual.ln_post(tokens) @ visual.proj
 
@@ -171,98 +201,301 @@ def _detect_anomalies(patches: Tensor, params: CalibrationParams) -> tuple[Tenso
     return patches.norm(dim=2), cal.outliers_by_norm(patches, params.contamination)
 
 
-def _scclip_last_block(
-    block: nn.Module,
-    features: _BlockFeatures,
-    grid: tuple[int, int],
-    layers: LayerPreset,
-    stages: Stages,
-    params: CalibrationParams,
-    want_maps: bool,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """SC-CLIP's steps 3-9 up to (but not including) `ln_post`; returns (B, N, D) and traced pieces."""
-    dtype = features.penultimate.dtype
-    patches = features.penultimate[:, 1:].float()
-    cls = features.penultimate[:, 0].float()
-    mid = features.mid[:, 1:].float()
+_Value = TypeVar("_Value")
 
-    scores, outliers = _detect_anomalies(patches, params)
-    if stages.anomaly:
-        patches = cal.resolve_anomalies(patches, outliers, grid)
-        mid = cal.resolve_anomalies(mid, outliers, grid)
+# Where the last block's input tokens come from: all tokens of block L-1 (the comparison methods), SC-CLIP's
+# calibrated penultimate patches (keyed by whether anomalies are resolved and whether they are pre-aggregated),
+# or the patch rows of the multi-level sum (SC-CLIP's second pass).
+_Source = tuple
+_PENULTIMATE: _Source = ("penultimate",)
+_MULTI_LEVEL: _Source = ("multi_level",)
 
-    mid_similarity = cal.cosine_affinity(mid)
-    if stages.pre_aggregation:
-        patches = cal.aggregate(cal.aggregation_weights(mid_similarity, params.beta), patches)
-    prior = cal.attention_prior(mid_similarity, params.prior_temperature) if stages.attention_prior else None
 
-    passes = [patches]
-    cls_terms = [cls]
+def _calibrated_source(resolved: bool, pre_aggregated: bool) -> _Source:
+    return ("calibrated", resolved, pre_aggregated)
+
+
+class _SharedValues:
+    """Values several variants derive from one frozen pass, each computed at most once, with honest accounting.
+
+    For every value it records the seconds spent computing it (without the values it asked for in turn) and which
+    variants used it, directly or through another value. Time spent on a value that more than one variant used
+    belongs to the shared pass; the rest belongs to the variant that spent it.
+    """
+
+    def __init__(self) -> None:
+        self.variant = 0
+        self._values: dict[Hashable, object] = {}
+        self._parts: dict[Hashable, set[Hashable]] = {}
+        self._users: dict[Hashable, set[int]] = {}
+        self._seconds: dict[Hashable, float] = {}
+        self._computed_by: dict[Hashable, int] = {}
+        self._open: list[tuple[Hashable, list[float]]] = []
+
+    def get(self, key: Hashable, compute: Callable[[], _Value]) -> _Value:
+        if self._open:
+            self._parts[self._open[-1][0]].add(key)
+        if key not in self._values:
+            self._parts[key], self._users[key] = set(), set()
+            nested = [0.0]
+            self._open.append((key, nested))
+            start = time.perf_counter()
+            self._values[key] = compute()
+            elapsed = time.perf_counter() - start
+            self._open.pop()
+            self._seconds[key] = elapsed - nested[0]
+            self._computed_by[key] = self.variant
+            if self._open:
+                self._open[-1][1][0] += elapsed
+        self._mark_used(key)
+        return self._values[key]  # type: ignore[return-value]
+
+    def _mark_used(self, key: Hashable) -> None:
+        if self.variant not in self._users[key]:
+            self._users[key].add(self.variant)
+            for part in self._parts[key]:
+                self._mark_used(part)
+
+    def shared_seconds(self, computed_by: int | None = None) -> float:
+        """Seconds spent on values that several variants used: all of them, or those computed while running
+        variant `computed_by`."""
+        return sum(
+            seconds
+            for key, seconds in self._seconds.items()
+            if len(self._users[key]) > 1 and computed_by in (None, self._computed_by[key])
+        )
+
+
+class _SharedPass:
+    """One batch after blocks 1..L-1, and everything the last-block variants derive from it, computed lazily: only
+    what some variant (or the trace) asks for runs, and only once."""
+
+    def __init__(
+        self,
+        visual: nn.Module,
+        features: _BlockFeatures,
+        grid: tuple[int, int],
+        layers: LayerPreset,
+        params: CalibrationParams,
+        trace: bool,
+    ) -> None:
+        self.visual = visual
+        self.block = visual.transformer.resblocks[-1]
+        self.features = features
+        self.grid = grid
+        self.layers = layers
+        self.params = params
+        self.trace = trace
+        self.dtype = features.penultimate.dtype
+        self.values = _SharedValues()
+
+    def anomalies(self) -> tuple[Tensor, Tensor]:
+        """Anomaly scores and outlier mask of the penultimate patch tokens, (B, N) each."""
+        return self.values.get("anomalies", lambda: _detect_anomalies(self.features.penultimate[:, 1:].float(), self.params))
+
+    def _maybe_resolved(self, patches: Tensor, resolved: bool) -> Tensor:
+        return cal.resolve_anomalies(patches, self.anomalies()[1], self.grid) if resolved else patches
+
+    def mid_similarity(self, resolved: bool) -> Tensor:
+        """Cosine affinity of the mid-layer patch tokens, after anomaly resolution if `resolved`."""
+        return self.values.get(
+            ("mid_similarity", resolved),
+            lambda: cal.cosine_affinity(self._maybe_resolved(self.features.mid[:, 1:].float(), resolved)),
+        )
+
+    def shallow_similarity(self) -> Tensor:
+        return self.values.get("shallow_similarity", lambda: cal.cosine_affinity(self.features.shallow[:, 1:].float()))
+
+    def post_weights(self) -> Tensor:
+        """The post-aggregation weights from the shallow-layer affinity."""
+        return self.values.get("post_weights", lambda: cal.aggregation_weights(self.shallow_similarity(), self.params.beta))
+
+    def prior(self, resolved: bool) -> Tensor:
+        """The attention prior from the mid-layer affinity, (B, N, N)."""
+        return self.values.get(
+            ("prior", resolved), lambda: cal.attention_prior(self.mid_similarity(resolved), self.params.prior_temperature)
+        )
+
+    def tokens(self, source: _Source) -> Tensor:
+        """The last block's input tokens from `source`, in the backbone dtype."""
+        if source == _PENULTIMATE:
+            return self.features.penultimate
+        if source == _MULTI_LEVEL:
+            return self.values.get(source, lambda: self.features.multi_level_sum[:, 1:].to(self.dtype))
+        _, resolved, pre_aggregated = source
+
+        def calibrate() -> Tensor:
+            patches = self._maybe_resolved(self.features.penultimate[:, 1:].float(), resolved)
+            if pre_aggregated:
+                weights = cal.aggregation_weights(self.mid_similarity(resolved), self.params.beta)
+                patches = cal.aggregate(weights, patches)
+            return patches.to(self.dtype)
+
+        return self.values.get(source, calibrate)
+
+    def projection(self, source: _Source, part: str) -> Tensor:
+        """The last block's q, k or v of the tokens from `source`, split into heads."""
+
+        def normed() -> Tensor:
+            return self.values.get(("ln_1", source), lambda: self.block.ln_1(self.tokens(source)))
+
+        return self.values.get((part, source), lambda: _in_projection(self.block, normed(), part))
+
+    def key_attention(self, source: _Source) -> tuple[Tensor, Tensor | None]:
+        """SC-CLIP's key-key attention on `source` (heads unmerged); its map too when tracing the first pass."""
+        want_map = self.trace and source != _MULTI_LEVEL
+
+        def compute() -> tuple[Tensor, Tensor | None]:
+            key, value = self.projection(source, "k"), self.projection(source, "v")
+            return _attend(key, key, value, None, want_map)
+
+        return self.values.get(("key_attention", source), compute)
+
+    def attention_only(self, source: _Source, prior_from: bool | None) -> Tensor:
+        """SC-CLIP's attention-only last block on `source`, before the CLS add-back, (B, N, D) float32.
+
+        The key-key attention is mixed with the prior of the resolved (`prior_from=True`) or raw mid-layer tokens,
+        or used alone when `prior_from` is None.
+        """
+
+        def compute() -> Tensor:
+            mixed, _ = self.key_attention(source)
+            if prior_from is not None:
+                value = self.projection(source, "v")
+                prior = self.prior(prior_from).unsqueeze(1).to(value.dtype)
+                mixed = self.params.prior_mix * (prior @ value) + (1 - self.params.prior_mix) * mixed
+            return _out_proj(self.block, mixed).float()
+
+        return self.values.get(("attention_only", source, prior_from), compute)
+
+    def vanilla(self) -> tuple[Tensor, Tensor | None]:
+        """CLIP's own last block on all tokens, (B, 1+N, D), and its attention map when tracing."""
+
+        def compute() -> tuple[Tensor, Tensor | None]:
+            query, key, value = (self.projection(_PENULTIMATE, part) for part in "qkv")
+            heads, weights = _attend(query, key, value, None, self.trace)
+            return _residual_block(self.block, self.features.penultimate, heads), weights
+
+        return self.values.get("vanilla", compute)
+
+    def vanilla_views(self) -> tuple[Tensor, Tensor, Tensor]:
+        """For traces: CLIP's own last-block attention between patches (heads averaged), the cosine affinity of its
+        output patches, and the patch-token norms after every block."""
+
+        def compute() -> tuple[Tensor, Tensor, Tensor]:
+            tokens, weights = self.vanilla()
+            patches = tokens[:, 1:].float()
+            norms = torch.cat([self.features.token_norms, patches.norm(dim=2).unsqueeze(1)], dim=1)
+            return weights.float().mean(dim=1)[:, 1:, 1:], cal.cosine_affinity(patches), norms
+
+        return self.values.get("vanilla_views", compute)
+
+
+def _scclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """SC-CLIP's steps 3-9 up to (not including) `ln_post`: (B, N, D) in the backbone dtype, and the calibrated
+    attention (heads averaged) when tracing."""
+    first = _calibrated_source(stages.anomaly, stages.pre_aggregation)
+    prior_from = stages.anomaly if stages.attention_prior else None
+    passes = [(first, shared.features.penultimate[:, 0])]
     if stages.multi_level:
-        passes.append(features.multi_level_sum[:, 1:])
-        cls_terms.append(features.multi_level_sum[:, 0])
-    stacked = torch.cat(passes).to(dtype)
-    q, k, v = _qkv(block, stacked)
-    key_attention, key_map = _attend(k, k, v, None, want_maps)
-    if prior is None:
-        mixed = key_attention
-    else:
-        prior_heads = prior.repeat(len(passes), 1, 1).unsqueeze(1)
-        mixed = params.prior_mix * (prior_heads.to(v.dtype) @ v) + (1 - params.prior_mix) * key_attention
-    outputs = _out_proj(block, mixed).float()
-    outputs = outputs + layers.res_cls * torch.cat(cls_terms).unsqueeze(1)
-
-    shallow_similarity = cal.cosine_affinity(features.shallow[:, 1:].float())
-    per_pass = outputs.chunk(len(passes))
-    if stages.post_aggregation:
-        post_weights = cal.aggregation_weights(shallow_similarity, params.beta)
-        per_pass = [cal.aggregate(post_weights, out) for out in per_pass]
-    result = torch.stack(per_pass).sum(dim=0)
-
-    traced: dict[str, Tensor] = {}
-    if want_maps:
-        batch = patches.shape[0]
-        key_mean = key_map[:batch].float().mean(dim=1)
-        calibrated = key_mean if prior is None else params.prior_mix * prior + (1 - params.prior_mix) * key_mean
-        traced = {
-            "outliers": outliers,
-            "scores": scores,
-            "mid_similarity": mid_similarity,
-            "shallow_similarity": shallow_similarity,
-            "attention_calibrated": calibrated,
-        }
-    return result.to(dtype), traced
+        passes.append((_MULTI_LEVEL, shared.features.multi_level_sum[:, 0]))
+    outputs = []
+    for source, cls in passes:
+        output = shared.attention_only(source, prior_from) + shared.layers.res_cls * cls.float().unsqueeze(1)
+        if stages.post_aggregation:
+            output = cal.aggregate(shared.post_weights(), output)
+        outputs.append(output)
+    result = torch.stack(outputs).sum(dim=0).to(shared.dtype)
+    if not shared.trace:
+        return result, None
+    key_mean = shared.key_attention(first)[1].float().mean(dim=1)
+    if prior_from is None:
+        return result, key_mean
+    mix = shared.params.prior_mix
+    return result, mix * shared.prior(prior_from) + (1 - mix) * key_mean
 
 
-def _baseline_last_block(
-    method: str, block: nn.Module, x: Tensor, grid: tuple[int, int], params: CalibrationParams, want_maps: bool
-) -> tuple[Tensor, Tensor | None]:
+def _comparison_last_block(shared: _SharedPass, method: str) -> tuple[Tensor, Tensor | None]:
     """The comparison methods' last blocks on all tokens (CLS included); returns (B, 1+N, D) and attention."""
-    q, k, v = _qkv(block, x)
-    if method == "maskclip":
-        out = _out_proj(block, v)
-        weights = torch.eye(x.shape[1], device=x.device).expand(x.shape[0], 1, -1, -1) if want_maps else None
-        return out, weights
     if method == "clip":
-        heads, weights = _attend(q, k, v, None, want_maps)
-        x = x + block.ls_1(_out_proj(block, heads))
-        return x + block.ls_2(block.mlp(block.ln_2(x))), weights
+        return shared.vanilla()
+    block, x, want_map = shared.block, shared.features.penultimate, shared.trace
+
+    def part(name: str) -> Tensor:
+        return shared.projection(_PENULTIMATE, name)
+
+    if method == "maskclip":
+        weights = torch.eye(x.shape[1], device=x.device).expand(x.shape[0], 1, -1, -1) if want_map else None
+        return _out_proj(block, part("v")), weights
     if method == "sclip":
-        query_out, query_map = _attend(q, q, v, None, want_maps)
-        key_out, key_map = _attend(k, k, v, None, want_maps)
-        x = x + block.ls_1(_out_proj(block, query_out + key_out))
-        weights = query_map + key_map if want_maps else None
-        return x + block.ls_2(block.mlp(block.ln_2(x))), weights
+        query_out, query_map = _attend(part("q"), part("q"), part("v"), None, want_map)
+        key_out, key_map = _attend(part("k"), part("k"), part("v"), None, want_map)
+        return _residual_block(block, x, query_out + key_out), (query_map + key_map if want_map else None)
     if method == "clearclip":
-        heads, weights = _attend(q, q, v, None, want_maps)
+        heads, weights = _attend(part("q"), part("q"), part("v"), None, want_map)
         return _out_proj(block, heads), weights
     if method == "naclip":
         num_tokens = x.shape[1]
         bias = torch.zeros(num_tokens, num_tokens, device=x.device)
-        bias[1:, 1:] = cal.gaussian_neighbourhood(grid, params.naclip_sigma, x.device)
-        heads, weights = _attend(k, k, v, bias, want_maps)
+        bias[1:, 1:] = cal.gaussian_neighbourhood(shared.grid, shared.params.naclip_sigma, x.device)
+        heads, weights = _attend(part("k"), part("k"), part("v"), bias, want_map)
         return _out_proj(block, heads), weights
-    raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    raise ValueError(f"unknown comparison method {method!r}")
+
+
+def _encode_variant(shared: _SharedPass, variant: Variant) -> DenseOutput:
+    """One variant's last block, projection and (when tracing) per-crop traces."""
+    if variant.method == "sc-clip":
+        patches, attention = _scclip_last_block(shared, variant.stages)
+    else:
+        tokens, weights = _comparison_last_block(shared, variant.method)
+        patches = tokens[:, 1:]
+        attention = weights.float().mean(dim=1)[:, 1:, 1:] if shared.trace else None
+    embeddings = _project(shared.visual, patches)
+    dense = embeddings.reshape(patches.shape[0], *shared.grid, -1)
+    traces = _crop_traces(shared, variant, attention, embeddings) if shared.trace else None
+    return DenseOutput(patch_embeddings=dense, trace=traces)
+
+
+def encode_dense_variants(
+    visual: nn.Module,
+    images: Tensor,
+    variants: Sequence[Variant],
+    *,
+    layers: str | LayerPreset = "ViT-B/16",
+    params: CalibrationParams | None = None,
+    trace: bool = False,
+) -> DenseVariants:
+    """Dense patch embeddings of a normalised batch `images` (B, 3, H, W) under each of `variants`, in order.
+
+    The stem and blocks 1..L-1 run once; so does anything several variants derive from them (anomaly detection
+    runs only if a variant resolves anomalies or `trace` is on). `layers` is a preset name or a LayerPreset;
+    `params` holds the hyperparameters the official code hard-codes. With `trace=True` each output also carries one
+    CropTrace per image; without it none of that is computed.
+    """
+    if not variants:
+        raise ValueError("give at least one variant")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    _check_supported(visual)
+    params = params or CalibrationParams()
+    preset = resolve_layers(layers, len(visual.transformer.resblocks))
+    keep_multi_level = any(variant.method == "sc-clip" and variant.stages.multi_level for variant in variants)
+    outputs, seconds = [], []
+    with torch.inference_mode():
+        start = time.perf_counter()
+        tokens, grid = _stem(visual, images)
+        features = _run_frozen_blocks(visual, tokens, preset, keep_multi_level, trace)
+        frozen_seconds = time.perf_counter() - start
+        shared = _SharedPass(visual, features, grid, preset, params, trace)
+        for index, variant in enumerate(variants):
+            shared.values.variant = index
+            start = time.perf_counter()
+            outputs.append(_encode_variant(shared, variant))
+            seconds.append(time.perf_counter() - start)
+    for index, output in enumerate(outputs):
+        output.seconds = seconds[index] - shared.values.shared_seconds(computed_by=index)
+    return DenseVariants(outputs=outputs, shared_seconds=frozen_seconds + shared.values.shared_seconds())
 
 
 def encode_dense(
@@ -277,76 +510,35 @@ def encode_dense(
 ) -> DenseOutput:
     """Dense patch embeddings of a normalised batch `images` (B, 3, H, W) under `method`.
 
-    `layers` is a preset name or a LayerPreset; `stages` switches SC-CLIP's calibration steps (all on by
-    default); `params` holds the hyperparameters the official code hard-codes. With `trace=True` the output also
-    carries one CropTrace per image; without it none of that is computed.
+    `stages` switches SC-CLIP's calibration steps (all on by default); the rest is as in `encode_dense_variants`,
+    of which this is the one-variant case.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    _check_supported(visual)
-    stages = stages or Stages()
-    params = params or CalibrationParams()
-    blocks = visual.transformer.resblocks
-    preset = resolve_layers(layers, len(blocks))
-    last_block = blocks[-1]
-
-    with torch.inference_mode():
-        tokens, grid = _stem(visual, images)
-        keep_multi = method == "sc-clip" and stages.multi_level
-        features = _run_frozen_blocks(visual, tokens, preset, keep_multi, trace)
-        if method == "sc-clip":
-            patches, traced = _scclip_last_block(last_block, features, grid, preset, stages, params, trace)
-        else:
-            output, weights = _baseline_last_block(method, last_block, features.penultimate, grid, params, trace)
-            patches = output[:, 1:]
-            traced = {"attention_calibrated": weights.float().mean(dim=1)[:, 1:, 1:]} if trace else {}
-        embeddings = _project(visual, patches)
-        batch = images.shape[0]
-        dense = embeddings.reshape(batch, grid[0], grid[1], -1)
-        crop_traces = _build_traces(visual, features, grid, params, stages, method, traced, embeddings) if trace else None
-    return DenseOutput(patch_embeddings=dense, trace=crop_traces)
+    variant = Variant(method, stages or Stages())
+    return encode_dense_variants(visual, images, [variant], layers=layers, params=params, trace=trace).outputs[0]
 
 
-def _build_traces(
-    visual: nn.Module,
-    features: _BlockFeatures,
-    grid: tuple[int, int],
-    params: CalibrationParams,
-    stages: Stages,
-    method: str,
-    traced: dict[str, Tensor],
-    embeddings: Tensor,
-) -> list[CropTrace]:
-    """Per-crop diagnostics; the method-independent parts are computed here when the method did not."""
-    last_block = visual.transformer.resblocks[-1]
-    penultimate = features.penultimate
-    patches = penultimate[:, 1:].float()
-    if "scores" not in traced:
-        traced["scores"], traced["outliers"] = _detect_anomalies(patches, params)
-        traced["mid_similarity"] = cal.cosine_affinity(features.mid[:, 1:].float())
-        traced["shallow_similarity"] = cal.cosine_affinity(features.shallow[:, 1:].float())
-    vanilla_tokens, vanilla_weights = _baseline_last_block("clip", last_block, penultimate, grid, params, True)
-    vanilla_attention = vanilla_weights.float().mean(dim=1)[:, 1:, 1:]
-    last_similarity = cal.cosine_affinity(vanilla_tokens[:, 1:].float())
+def _crop_traces(shared: _SharedPass, variant: Variant, attention_calibrated: Tensor, embeddings: Tensor) -> list[CropTrace]:
+    """Per-crop diagnostics of one variant; the parts that do not depend on the variant are shared."""
+    scores, outliers = shared.anomalies()
+    resolved = variant.method == "sc-clip" and variant.stages.anomaly
+    mid_similarity = shared.mid_similarity(resolved)
+    shallow_similarity = shared.shallow_similarity()
+    vanilla_attention, last_similarity, token_norms = shared.vanilla_views()
     calibrated_similarity = cal.cosine_affinity(embeddings.float())
-    last_norms = vanilla_tokens[:, 1:].float().norm(dim=2).unsqueeze(1)
-    token_norms = torch.cat([features.token_norms, last_norms], dim=1)
     return [
         CropTrace(
-            grid=grid,
-            anomaly_indices=traced["outliers"][i].nonzero().flatten().cpu(),
-            lof_scores=traced["scores"][i].cpu(),
-            anomalies_resolved=method == "sc-clip" and stages.anomaly,
-            mid_similarity=traced["mid_similarity"][i].cpu(),
-            shallow_similarity=traced["shallow_similarity"][i].cpu(),
+            grid=shared.grid,
+            anomaly_indices=outliers[i].nonzero().flatten().cpu(),
+            lof_scores=scores[i].cpu(),
+            anomalies_resolved=resolved,
+            mid_similarity=mid_similarity[i].cpu(),
+            shallow_similarity=shallow_similarity[i].cpu(),
             last_similarity=last_similarity[i].cpu(),
             calibrated_similarity=calibrated_similarity[i].cpu(),
             attention_uncalibrated=vanilla_attention[i].cpu(),
-            attention_calibrated=traced["attention_calibrated"][i].float().cpu(),
+            attention_calibrated=attention_calibrated[i].float().cpu(),
             token_norms=token_norms[i].cpu(),
-            beta=params.beta,
+            beta=shared.params.beta,
         )
-        for i in range(penultimate.shape[0])
+        for i in range(embeddings.shape[0])
     ]

@@ -108,6 +108,30 @@ class Stages:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One way to run the last block: a method and, for SC-CLIP, which calibration stages are on.
+
+    Every variant reads the same frozen blocks 1..L-1, so several of them can share one pass over those blocks.
+    """
+
+    method: Method = "sc-clip"
+    stages: Stages = Stages()
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+
+
+def ablation_variants() -> tuple[Variant, ...]:
+    """Full SC-CLIP, SC-CLIP with each stage off in turn, then every comparison method (11 variants)."""
+    return (
+        Variant(),
+        *(Variant(stages=Stages.without(name)) for name in Stages.names()),
+        *(Variant(method) for method in METHODS if method != "sc-clip"),
+    )
+
+
+@dataclass(frozen=True)
 class CalibrationParams:
     """The hyperparameters the official code hard-codes, settable here."""
 

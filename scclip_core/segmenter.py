@@ -18,17 +18,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backbones import LoadedModel
-from .encoder import CropTrace, encode_dense
+from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, to_rgb_array
 from .pamr import PAMR_DILATIONS, check_pamr_settings, pamr_refine
-from .presets import METHODS, CalibrationParams, Stages
+from .presets import METHODS, CalibrationParams, Stages, Variant
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
 Progress = Callable[[float, str], None]
 Window = tuple[int, int, int, int]
 _BAND_ELEMENTS = 1 << 24
 MAX_WHOLE_IMAGE_TOKENS = 6400
+SHARED_VARIANT_TIMINGS = ("preprocess", "backbone_shared")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,11 @@ class SegmenterConfig:
 
 @dataclass
 class ImageEmbedding:
-    """The image side of a segmentation: everything `predict` needs that does not depend on the classes."""
+    """The image side of a segmentation: everything `predict` needs that does not depend on the classes.
+
+    `shared_timings` names the `timings` entries spent once for a group of embeddings (`set_image_variants`):
+    whoever adds up the group counts them once.
+    """
 
     image: np.ndarray
     resized_size: tuple[int, int]
@@ -79,6 +84,7 @@ class ImageEmbedding:
     trace: list[CropTrace] | None = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    shared_timings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -257,6 +263,58 @@ class Segmenter:
         padded = (max(height, crop), max(width, crop))
         return padded, sliding_windows(*padded, crop, self.config.stride)
 
+    def _windows(self, rgb: np.ndarray) -> tuple[tuple[int, int], list[Window], Tensor]:
+        """The resized size, the windows over the padded canvas and the normalised crops (one batch)."""
+        resized = resized_shape(*rgb.shape[:2], self.config.short_side, self.config.max_long_side)
+        padded, windows = self._layout(*resized)
+        with torch.inference_mode():
+            canvas = F.pad(self._normalised(rgb, resized), (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
+            crops = torch.cat([canvas[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
+        return resized, windows, crops
+
+    def _notices(self, cap_notice: str | None) -> list[str]:
+        notices = [cap_notice] if cap_notice else []
+        if self.model.is_random:
+            notices.append("weights are random (untrained): the segmentation is meaningless")
+        return notices
+
+    def _encode_windows(
+        self,
+        crops: Tensor,
+        windows: list[Window],
+        variants: Sequence[Variant],
+        params: CalibrationParams,
+        trace: bool,
+        progress: Progress | None,
+    ) -> tuple[list[Tensor], list[list[CropTrace]], float, list[float]]:
+        """Every variant's normalised window embeddings and traces, from one frozen pass per batch of windows;
+        then the seconds of the shared passes and each variant's own seconds."""
+        embeddings: list[list[Tensor]] = [[] for _ in variants]
+        traces: list[list[CropTrace]] = [[] for _ in variants]
+        shared_seconds, own_seconds = 0.0, [0.0] * len(variants)
+        for first in range(0, len(windows), self.config.batch_size):
+            if progress:
+                progress(first / len(windows), f"encoding windows {first + 1}-{min(first + self.config.batch_size, len(windows))} of {len(windows)}")
+            result = encode_dense_variants(
+                self.model.visual,
+                crops[first : first + self.config.batch_size],
+                variants,
+                layers=self.model.preset,
+                params=params,
+                trace=trace,
+            )
+            shared_seconds += result.shared_seconds
+            for index, output in enumerate(result.outputs):
+                embeddings[index].append(F.normalize(output.patch_embeddings.float(), dim=-1))
+                traces[index].extend(output.trace or [])
+                own_seconds[index] += output.seconds
+        for variant_traces in traces:
+            for crop_trace, window in zip(variant_traces, windows):
+                crop_trace.window = window
+        if progress:
+            progress(1.0, "windows encoded")
+        return [torch.cat(parts) for parts in embeddings], traces, shared_seconds, own_seconds
+
     def set_image(
         self,
         image: object,
@@ -282,50 +340,67 @@ class Segmenter:
             and (last.trace is not None or not trace)
         ):
             return last
-        notices = [notice] if notice else []
-        if self.model.is_random:
-            notices.append("weights are random (untrained): the segmentation is meaningless")
-        resized = resized_shape(*rgb.shape[:2], self.config.short_side, self.config.max_long_side)
-        padded, windows = self._layout(*resized)
-        with torch.inference_mode():
-            canvas = F.pad(self._normalised(rgb, resized), (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
-            crops = torch.cat([canvas[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
+        resized, windows, crops = self._windows(rgb)
         preprocess = time.perf_counter()
-        embeddings, traces = [], []
-        for first in range(0, len(windows), self.config.batch_size):
-            if progress:
-                progress(first / len(windows), f"encoding windows {first + 1}-{min(first + self.config.batch_size, len(windows))} of {len(windows)}")
-            output = encode_dense(
-                self.model.visual,
-                crops[first : first + self.config.batch_size],
-                layers=self.model.preset,
-                stages=stages,
-                method=method,
-                params=params,
-                trace=trace,
-            )
-            embeddings.append(F.normalize(output.patch_embeddings.float(), dim=-1))
-            traces.extend(output.trace or [])
-        for crop_trace, window in zip(traces, windows):
-            crop_trace.window = window
-        if progress:
-            progress(1.0, "windows encoded")
+        embeddings, traces, _, _ = self._encode_windows(crops, windows, [Variant(method, stages)], params, trace, progress)
         done = time.perf_counter()
         self._last = ImageEmbedding(
             image=rgb,
             resized_size=resized,
             windows=windows,
-            embeddings=torch.cat(embeddings),
+            embeddings=embeddings[0],
             method=method,
             stages=stages,
             params=params,
             model_key=self.model.key,
             fingerprint=fingerprint,
-            trace=traces if trace else None,
-            notices=notices,
+            trace=traces[0] if trace else None,
+            notices=self._notices(notice),
             timings={"preprocess": preprocess - start, "backbone": done - preprocess},
         )
         return self._last
+
+    def set_image_variants(
+        self,
+        image: object,
+        variants: Sequence[Variant],
+        *,
+        params: CalibrationParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[ImageEmbedding]:
+        """One image embedding per variant, for `predict(..., embedding=...)`, from one shared frozen pass.
+
+        Preprocessing, windowing and blocks 1..L-1 run once for all variants. Each embedding's timings hold
+        `preprocess` and `backbone_shared` (the same seconds in every embedding, spent once for all of them; they
+        are listed in `shared_timings`) and `last_block`, that variant's own cost. The embedding `set_image`
+        remembers is left as it was.
+        """
+        if not variants:
+            raise InputError("give at least one variant")
+        params = params or CalibrationParams()
+        start = time.perf_counter()
+        rgb, notice = cap_size(to_rgb_array(image), self.config.max_input_side)
+        fingerprint = _fingerprint(rgb)
+        resized, windows, crops = self._windows(rgb)
+        preprocess = time.perf_counter() - start
+        embeddings, _, shared_seconds, own_seconds = self._encode_windows(crops, windows, variants, params, False, progress)
+        return [
+            ImageEmbedding(
+                image=rgb,
+                resized_size=resized,
+                windows=windows,
+                embeddings=variant_embeddings,
+                method=variant.method,
+                stages=variant.stages,
+                params=params,
+                model_key=self.model.key,
+                fingerprint=fingerprint,
+                notices=self._notices(notice),
+                timings={"preprocess": preprocess, "backbone_shared": shared_seconds, "last_block": seconds},
+                shared_timings=SHARED_VARIANT_TIMINGS,
+            )
+            for variant, variant_embeddings, seconds in zip(variants, embeddings, own_seconds)
+        ]
 
     def _stitch(self, embedding: ImageEmbedding, text: Tensor) -> Tensor:
         """Window logits upsampled to their window, averaged where windows overlap, cropped to the image."""

@@ -95,8 +95,8 @@ def test_new_classes_and_thresholds_reuse_the_image_side(segmenter, monkeypatch)
     image = _photo(seed=3)
     first = segmenter.segment(image, "cat; dog", background=None)
     calls = []
-    original = segmenter_module.encode_dense
-    monkeypatch.setattr(segmenter_module, "encode_dense", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = segmenter_module.encode_dense_variants
+    monkeypatch.setattr(segmenter_module, "encode_dense_variants", lambda *a, **k: calls.append(1) or original(*a, **k))
     second = segmenter.segment(image, "bird; tree; car", prob_threshold=0.4)
     assert not calls
     assert second.class_names == ["bird", "tree", "car", "background"]

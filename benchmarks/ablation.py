@@ -1,0 +1,128 @@
+"""The ablation's cost against one segmentation (random ViT-B/16 weights: timings do not depend on the values).
+
+    python -m benchmarks.ablation                  # from the repository root
+    python -m benchmarks.ablation --repeats 5 --threads 2 --separate
+
+A 1024x768 synthetic photo (resized to 336x448: 6 windows) and 5 classes whose text embeddings are already cached.
+"One segmentation" is `set_image` + `predict` on a new image; "the ablation" is `set_image_variants` with the 11
+ablation variants (full SC-CLIP, each stage off, vanilla CLIP and four comparison methods) + 11 `predict` calls.
+The two alternate on fresh images, and medians over the repeats are printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from scclip_core import Segmenter, ablation_variants, load_model
+
+CLASSES = "person; dog; grass; sky, cloud; car"
+
+
+def synthetic_photo(seed: int, height: int = 768, width: int = 1024) -> np.ndarray:
+    """A smooth sky-to-ground gradient with a few flat rectangles and mild noise, as uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0.0, 1.0, height)[:, None, None]
+    image = (1 - rows) * np.array([110, 160, 230]) + rows * np.array([70, 120, 40])
+    image = np.broadcast_to(image, (height, width, 3)).copy()
+    for _ in range(4):
+        top, left = rng.integers(0, height - 200), rng.integers(0, width - 200)
+        image[top : top + rng.integers(80, 200), left : left + rng.integers(80, 200)] = rng.integers(0, 256, 3)
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def one_segmentation(segmenter: Segmenter, image: np.ndarray) -> float:
+    start = time.perf_counter()
+    segmenter.set_image(image)
+    segmenter.predict(CLASSES)
+    return time.perf_counter() - start
+
+
+def ablation(segmenter: Segmenter, image: np.ndarray) -> dict[str, object]:
+    """Seconds of the whole ablation and its split: shared pass once, then each variant's last block and predict."""
+    start = time.perf_counter()
+    embeddings = segmenter.set_image_variants(image, ablation_variants())
+    predict_seconds = []
+    for embedding in embeddings:
+        predict_start = time.perf_counter()
+        segmenter.predict(CLASSES, embedding=embedding)
+        predict_seconds.append(time.perf_counter() - predict_start)
+    total = time.perf_counter() - start
+    timings = embeddings[0].timings
+    return {
+        "total": total,
+        "preprocess": timings["preprocess"],
+        "shared": timings["backbone_shared"],
+        "last_blocks": [embedding.timings["last_block"] for embedding in embeddings],
+        "predicts": predict_seconds,
+    }
+
+
+def separate_ablation(segmenter: Segmenter, image: np.ndarray) -> float:
+    """The ablation as it was: one full segmentation per variant."""
+    start = time.perf_counter()
+    for variant in ablation_variants():
+        segmenter.segment(image, CLASSES, method=variant.method, stages=variant.stages)
+    return time.perf_counter() - start
+
+
+def _variant_name(index: int) -> str:
+    variant = ablation_variants()[index]
+    if variant.method != "sc-clip":
+        return variant.method
+    off = [name for name in variant.stages.names() if not getattr(variant.stages, name)]
+    return f"sc-clip without {off[0]}" if off else "sc-clip (full)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--separate", action="store_true", help="also time the 11 configurations run separately")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model("ViT-B/16", weights="random", device=args.device)
+    segmenter = Segmenter(model)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {model.device.type}\n")
+    segmenter.segment(synthetic_photo(0), CLASSES)
+    singles, runs, separate = [], [], []
+    for repeat in range(args.repeats):
+        singles.append(one_segmentation(segmenter, synthetic_photo(2 * repeat + 1)))
+        runs.append(ablation(segmenter, synthetic_photo(2 * repeat + 2)))
+        if args.separate:
+            separate.append(separate_ablation(segmenter, synthetic_photo(1000 + repeat)))
+    single = statistics.median(singles)
+    total = statistics.median(run["total"] for run in runs)
+    count = len(ablation_variants())
+    rows = [
+        ("one segmentation (set_image + predict, new image, text cached)", f"{single:.2f} s"),
+        (f"{count} configurations, shared pass (set_image_variants + {count} predicts)", f"{total:.2f} s"),
+        ("ratio (goal: at most 2)", f"{total / single:.2f}"),
+        ("ratio, median of per-repeat ratios", f"{statistics.median(r['total'] / s for r, s in zip(runs, singles)):.2f}"),
+        ("  preprocess, once", f"{statistics.median(run['preprocess'] for run in runs):.2f} s"),
+        ("  shared frozen pass (stem, blocks 1..L-1, shared values), once", f"{statistics.median(run['shared'] for run in runs):.2f} s"),
+        (f"  last blocks, sum over the {count} variants", f"{statistics.median(sum(run['last_blocks']) for run in runs):.2f} s"),
+        (f"  predict, sum over the {count} variants", f"{statistics.median(sum(run['predicts']) for run in runs):.2f} s"),
+    ]
+    if separate:
+        rows.append((f"{count} configurations run separately (before)", f"{statistics.median(separate):.2f} s"))
+    print("| measurement | value |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    print("\n| variant | own last block | predict |\n|---|---|---|")
+    for index in range(count):
+        last_block = statistics.median(run["last_blocks"][index] for run in runs)
+        predict = statistics.median(run["predicts"][index] for run in runs)
+        print(f"| {_variant_name(index)} | {last_block * 1000:.0f} ms | {predict * 1000:.0f} ms |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Several last-block variants from one shared frozen pass: equal to separate runs, honest timings, no wasted work."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+from scclip_core import (
+    CalibrationParams,
+    LayerPreset,
+    Segmenter,
+    SegmenterConfig,
+    Stages,
+    Variant,
+    ablation_variants,
+    encode_dense,
+    encode_dense_variants,
+)
+from scclip_core import calibration
+from scclip_core import encoder as encoder_module
+from scclip_core.encoder import _SharedValues
+
+ABLATION = ablation_variants()
+# Stage combinations the ablation does not contain, so that every shared value is reached by several keys.
+EXTRA = (
+    Variant(stages=Stages(anomaly=False, pre_aggregation=False)),
+    Variant(stages=Stages.without("anomaly", "attention_prior")),
+    Variant(stages=Stages(**{name: False for name in Stages.names()})),
+)
+
+
+@pytest.fixture(scope="module")
+def parity_tower(parity_fixture):
+    visual = _build_vision_tower(
+        parity_fixture["embed_dim"], CLIPVisionCfg(**parity_fixture["vision_cfg"]), quick_gelu=parity_fixture["quick_gelu"]
+    )
+    visual.load_state_dict(parity_fixture["visual_state_dict"], strict=True)
+    return visual.eval()
+
+
+def _assert_same_output(shared, alone):
+    assert shared.patch_embeddings.shape == alone.patch_embeddings.shape
+    assert (shared.patch_embeddings - alone.patch_embeddings).abs().max() <= 1e-5
+    if alone.trace is None:
+        assert shared.trace is None
+        return
+    for shared_crop, alone_crop in zip(shared.trace, alone.trace, strict=True):
+        assert shared_crop.anomaly_indices.tolist() == alone_crop.anomaly_indices.tolist()
+        assert shared_crop.anomalies_resolved == alone_crop.anomalies_resolved
+        for name in ("lof_scores", "mid_similarity", "shallow_similarity", "last_similarity", "calibrated_similarity",
+                     "attention_uncalibrated", "attention_calibrated", "token_norms"):
+            assert torch.allclose(getattr(shared_crop, name), getattr(alone_crop, name), atol=1e-5), name
+
+
+@pytest.mark.parametrize("trace", [False, True])
+@pytest.mark.parametrize("size", [(224, 224), (160, 288)])
+def test_each_variant_from_the_shared_pass_equals_its_own_call(tiny_model, size, trace):
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, *size)
+    variants = (*ABLATION, *EXTRA)
+    result = encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.preset, trace=trace)
+    assert len(result.outputs) == len(variants)
+    for variant, output in zip(variants, result.outputs):
+        alone = encode_dense(
+            tiny_model.visual, images, layers=tiny_model.preset, method=variant.method, stages=variant.stages, trace=trace
+        )
+        _assert_same_output(output, alone)
+
+
+def test_shared_pass_on_the_parity_tower_matches_separate_calls_and_the_official_output(parity_tower, parity_fixture):
+    layers = LayerPreset(**parity_fixture["scclip_layers"])
+    images = parity_fixture["images"]
+    reversed_order = ABLATION[::-1]
+    result = encode_dense_variants(parity_tower, images, reversed_order, layers=layers)
+    for variant, output in zip(reversed_order, result.outputs):
+        alone = encode_dense(parity_tower, images, layers=layers, method=variant.method, stages=variant.stages)
+        _assert_same_output(output, alone)
+    full = result.outputs[reversed_order.index(Variant())].patch_embeddings
+    expected = parity_fixture["expected_patch_embeddings"]
+    assert (full.reshape(expected.shape) - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_hyperparameters_reach_every_variant(tiny_model):
+    images = torch.randn(2, 3, 224, 224)
+    params = CalibrationParams(beta=0.2, detector="l2norm", prior_temperature=1.5, naclip_sigma=2.0)
+    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset, params=params)
+    for variant, output in zip(ABLATION, result.outputs):
+        alone = encode_dense(
+            tiny_model.visual, images, layers=tiny_model.preset, method=variant.method, stages=variant.stages, params=params
+        )
+        _assert_same_output(output, alone)
+
+
+@pytest.fixture
+def lof_calls(monkeypatch):
+    calls = []
+    original = calibration.lof_scores
+    monkeypatch.setattr(calibration, "lof_scores", lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def test_anomaly_detection_runs_once_and_only_when_a_variant_or_the_trace_needs_it(tiny_model, lof_calls):
+    images = torch.randn(2, 3, 224, 224)
+
+    def run(variants, trace=False):
+        lof_calls.clear()
+        encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.preset, trace=trace)
+        return len(lof_calls)
+
+    no_anomaly_stage = [Variant(stages=Stages.without("anomaly")), *(v for v in ABLATION if v.method != "sc-clip")]
+    assert run(no_anomaly_stage) == 0
+    assert run(no_anomaly_stage, trace=True) == 1
+    assert run(ABLATION) == 1
+    assert run([Variant()]) == 1
+
+
+def test_shared_values_account_for_time_spent_once(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(encoder_module.time, "perf_counter", lambda: clock[0])
+    values = _SharedValues()
+
+    def costing(seconds, value, then=None):
+        def compute():
+            clock[0] += seconds
+            if then:
+                then()
+            return value
+        return compute
+
+    values.variant = 0
+    assert values.get("parent", costing(1.0, "p", lambda: values.get("child", costing(2.0, "c")))) == "p"
+    values.get("alone", costing(8.0, "a"))
+    values.variant = 1
+    assert values.get("parent", costing(100.0, "never")) == "p"
+    values.get("own", costing(4.0, "o"))
+    assert values.shared_seconds() == 3.0
+    assert values.shared_seconds(computed_by=0) == 3.0
+    assert values.shared_seconds(computed_by=1) == 0.0
+
+
+def test_timings_split_the_call_into_shared_and_own_seconds(tiny_model):
+    images = torch.randn(4, 3, 224, 224)
+    start = time.perf_counter()
+    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset)
+    wall = time.perf_counter() - start
+    assert 0 < result.shared_seconds + sum(output.seconds for output in result.outputs) <= wall
+    assert all(output.seconds > 0 for output in result.outputs)
+    single = encode_dense_variants(tiny_model.visual, images, [Variant()], layers=tiny_model.preset)
+    assert single.outputs[0].seconds > 0 and single.shared_seconds > 0
+
+
+def test_bad_variants_are_rejected(tiny_model):
+    with pytest.raises(ValueError, match="unknown method"):
+        Variant("nope")
+    with pytest.raises(ValueError, match="at least one variant"):
+        encode_dense_variants(tiny_model.visual, torch.randn(1, 3, 224, 224), [], layers=tiny_model.preset)
+
+
+def test_ablation_lists_full_each_stage_off_and_every_comparison_method():
+    assert len(ABLATION) == 11 and len(set(ABLATION)) == 11
+    assert ABLATION[0] == Variant()
+    assert [v.stages for v in ABLATION[1:6]] == [Stages.without(name) for name in Stages.names()]
+    assert [v.method for v in ABLATION[6:]] == ["clip", "maskclip", "sclip", "clearclip", "naclip"]
+
+
+def test_segmenter_variants_give_the_labels_and_probs_of_separate_segmentations(tiny_model):
+    segmenter = Segmenter(tiny_model, SegmenterConfig(short_side=224, templates="simple", batch_size=2))
+    image = np.random.default_rng(5).integers(0, 256, (200, 400, 3), dtype=np.uint8)
+    embeddings = segmenter.set_image_variants(image, ABLATION)
+    assert len(embeddings) == len(ABLATION) and len(embeddings[0].windows) == 3
+    shared = {name: embeddings[0].timings[name] for name in embeddings[0].shared_timings}
+    assert set(shared) == {"preprocess", "backbone_shared"}
+    for variant, embedding in zip(ABLATION, embeddings):
+        assert (embedding.method, embedding.stages) == (variant.method, variant.stages)
+        assert set(embedding.timings) == {"preprocess", "backbone_shared", "last_block"}
+        assert {name: embedding.timings[name] for name in embedding.shared_timings} == shared
+        assert embedding.timings["last_block"] > 0
+        from_variants = segmenter.predict("cat; dog; sky", embedding=embedding, prob_threshold=0.3)
+        alone = segmenter.segment(image, "cat; dog; sky", method=variant.method, stages=variant.stages, prob_threshold=0.3)
+        assert np.abs(from_variants.probs - alone.probs).max() <= 1e-5
+        assert np.array_equal(from_variants.labels, alone.labels)
+        assert from_variants.class_names == alone.class_names
+
+
+def test_segmenter_variants_leave_the_set_image_cache_alone(tiny_model):
+    segmenter = Segmenter(tiny_model, SegmenterConfig(templates="simple"))
+    first = np.random.default_rng(6).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    second = np.random.default_rng(7).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    remembered = segmenter.set_image(first)
+    segmenter.set_image_variants(second, [Variant(), Variant("clip")])
+    assert segmenter.set_image(first) is remembered
+    assert np.array_equal(segmenter.predict("cat; dog").image, first)
