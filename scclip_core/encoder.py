@@ -154,7 +154,7 @@ def _merge_heads(x: Tensor) -> Tensor:
 
 
 def _in_projection(block: nn.Module, normed: Tensor, part: str) -> Tensor:
-    """The last block's `part` ("q", "k" or "v") of already `ln_1`-normalised tokens, split into heads: (B, heads, T, d)."""
+    """The last block's q, k or v (`part`) of `ln_1`-normalised tokens, split into heads: (B, heads, T, d)."""
     attn = block.attn
     width = normed.shape[-1]
     start = "qkv".index(part) * width

@@ -119,7 +119,7 @@ class Variant:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+            raise InputError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
 
 
 def ablation_variants() -> tuple[Variant, ...]:
