@@ -3,7 +3,8 @@
     model = load_model("ViT-B/16")                       # or weights="path/to/ViT-B-16.pt" / "random"
     segmenter = Segmenter(model)
     result = segmenter.segment("photo.jpg", "sky, cloud; grass; person")
-    result.labels, result.probs, result.class_names
+    result.labels, result.class_names                   # labels at the input size, any number of classes
+    result.probs                                         # class probabilities, computed when first read
 """
 
 from .backbones import LoadedModel, available_models, load_model
@@ -11,10 +12,10 @@ from .encoder import CropTrace, DenseOutput, encode_dense
 from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailableError
 from .images import to_rgb_array
 from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages
-from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig, assign_labels
+from .scores import PixelScores, assign_labels, label_dtype
+from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig
 from .text import (
     DEFAULT_BACKGROUND_WORDS,
-    MAX_CLASSES,
     TextEmbeddingCache,
     TextEncoder,
     Vocabulary,
@@ -32,8 +33,8 @@ __all__ = [
     "LAYER_PRESETS",
     "LayerPreset",
     "LoadedModel",
-    "MAX_CLASSES",
     "METHODS",
+    "PixelScores",
     "ScclipError",
     "Segmentation",
     "Segmenter",
@@ -47,6 +48,7 @@ __all__ = [
     "assign_labels",
     "available_models",
     "encode_dense",
+    "label_dtype",
     "load_model",
     "parse_classes",
     "parse_words",

@@ -1,7 +1,12 @@
 """Per-benchmark evaluation settings (spec §2b): class lists, resize, logit scale and thresholds.
 
-The class lists live in `classes/<name>.txt`, one class per line with comma-separated synonyms; they are
-byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, so the text queries match the paper's.
+The class lists live in `classes/<name>.txt`, one class per line with comma-separated synonyms. The eight
+standard ones are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, so the text queries match
+the paper's. The two large-vocabulary ones follow the open-vocabulary segmentation literature as CAT-Seg's
+and SAN's dataset scripts prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order
+(CAT-Seg `datasets/ade847.json`, the same names as SAN's `register_ade20k_full.py`), `context459.txt` is PASCAL
+Context's 459 names in label order (CAT-Seg `datasets/pc459.json`). SC-CLIP reports neither, so they use
+the default protocol (short side 336, 224/112 windows, logit scale 40, no background rules).
 """
 
 from __future__ import annotations
@@ -177,6 +182,24 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=True,
         ),
+        DatasetPreset(
+            name="ade847",
+            title="ADE20K-Full val, 847 classes (CAT-Seg / SAN preparation)",
+            layout="ade20k_full",
+            classes_file="ade847.txt",
+            background_index=None,
+            reduce_zero_label=False,
+            ignore_index=65535,
+        ),
+        DatasetPreset(
+            name="context459",
+            title="PASCAL Context val, 459 classes (CAT-Seg / SAN preparation)",
+            layout="pascal_context_459",
+            classes_file="context459.txt",
+            background_index=None,
+            reduce_zero_label=False,
+            ignore_index=459,
+        ),
     )
 }
 
@@ -186,7 +209,10 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
     "coco_object": {"logit_scale": 40.0, "prob_threshold": 0.25},
 }
 
-ALIASES = {"coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes"}
+ALIASES = {
+    "coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes",
+    "ade20k_full": "ade847", "ade_847": "ade847", "pc459": "context459", "pascal_context_459": "context459",
+}
 
 
 def dataset_names() -> list[str]:
