@@ -116,7 +116,9 @@ def test_odd_images_are_segmented_at_their_own_size(client: Client, images: dict
     "image_key, classes, message",
     [
         ("rgb", "", "no classes"),
-        ("rgb", ";".join(f"class {index}" for index in range(300)), "256"),
+        pytest.param("rgb", ";".join(f"class {index}" for index in range(300)), "256", marks=pytest.mark.xfail(
+            strict=True, reason="the engine has no class limit any more (issue 9); the app's own per-request "
+            "limit comes with the demo rewrite")),
         ("not_image", "cat", "could not read the file as an image"),
         ("huge", "cat", "megapixels"),
     ],
