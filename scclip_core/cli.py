@@ -11,7 +11,7 @@ import glob
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from .scores import DEFAULT_PROBS_BUDGET
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+    from .text import Vocabulary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -232,7 +236,7 @@ def _read_text(path: Path) -> str:
         raise InputError(f"could not read classes from {path}: {error}") from error
 
 
-def _segment_one(segmenter, path: Path, vocabulary, args: argparse.Namespace, stages: Stages,
+def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args: argparse.Namespace, stages: Stages,
                  params: CalibrationParams, several: bool) -> dict:
     """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
     from .cache import atomic_path

@@ -202,7 +202,10 @@ def _fingerprint(rgb: np.ndarray) -> str:
 
 
 class Segmenter:
-    """Owns the inference protocol for one model: windows, text, stitching and post-processing."""
+    """Owns the inference protocol for one model: windows, text, stitching and post-processing.
+
+    Without `text_cache`, text embeddings go to the shared on-disk cache (`TextEmbeddingCache.default()`).
+    """
 
     def __init__(
         self, model: LoadedModel, config: SegmenterConfig | None = None, *, text_cache: TextEmbeddingCache | None = None
