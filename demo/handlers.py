@@ -19,8 +19,8 @@ from PIL import Image
 from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render
 
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
-from demo.inputs import RunSettings, image_path, number, parse_settings, parse_vocabulary, probe_image
-from demo.sessions import RUN_AGAIN, ImageSideKey, SessionResult, SessionStore, compact, compact_labels, file_digest
+from demo.inputs import RunSettings, image_path, load_image, number, parse_settings, parse_vocabulary, probe_image
+from demo.sessions import RUN_AGAIN, ImageSideKey, SessionResult, SessionStore, compact, file_digest
 from demo.views import (
     COMPARISON_METHODS,
     METHOD_LABELS,
@@ -97,15 +97,23 @@ class Handlers:
         self.host.segmenter(settings.templates)
         key = ImageSideKey(file_digest(path), settings.method, settings.stages, settings.params)
         reusable = previous is not None and previous.key == key and (previous.embedding.trace is not None or not trace)
+        rgb = previous.embedding.image if reusable else load_image(path, self.host.config.max_input_side)
         embedding, segmentation = run_segment(
-            self.host, path, previous.embedding if reusable else None, vocabulary, settings, trace=trace,
+            self.host, rgb, previous.embedding if reusable else None, vocabulary, settings, trace=trace,
             progress=self._progress(progress),
         )
-        embedding, segmentation = compact(embedding, segmentation)
+        if (rgb.shape[1], rgb.shape[0]) != input_size:
+            segmentation.notices.append(
+                f"processed at {rgb.shape[1]}x{rgb.shape[0]} (this demo's size cap of "
+                f"{self.host.config.max_input_side} px); the label PNG is scaled back to the input size "
+                f"{input_size[0]}x{input_size[1]}"
+            )
+        embedding, segmentation, relabeller = compact(embedding, segmentation)
         data = summary(segmentation, reused_image_side=reusable)
         label_path, summary_path = write_outputs(segmentation, data, input_size)
-        return SessionResult(key=key, embedding=embedding, segmentation=segmentation, reused_image_side=reusable,
-                             input_size=input_size, summary=data, label_path=label_path, summary_path=summary_path)
+        return SessionResult(key=key, embedding=embedding, segmentation=segmentation, relabeller=relabeller,
+                             reused_image_side=reusable, input_size=input_size, summary=data, label_path=label_path,
+                             summary_path=summary_path)
 
     def segment(
         self,
@@ -208,14 +216,22 @@ class Handlers:
                 legend_html(session.segmentation, hidden), gr.skip())
 
     def _relabel(self, session: SessionResult, prob_threshold: Any, area_threshold: Any) -> SessionResult:
-        segmentation = session.segmentation.with_thresholds(
-            number(prob_threshold, "the background threshold", 0.0, 1.0, self.host.default_prob_threshold),
-            number(area_threshold, "the area threshold", 0.0, 1.0, 0.0) or None,
+        """The kept result under new thresholds (a query-less background class is added when a threshold needs
+        one), with fresh downloads; no model."""
+        prob = number(prob_threshold, "the background threshold", 0.0, 1.0, self.host.default_prob_threshold)
+        area = number(area_threshold, "the area threshold", 0.0, 1.0, 0.0) or None
+        segmentation, relabeller = session.segmentation, session.relabeller
+        names, background = segmentation.class_names, segmentation.background_index
+        if background is None and (prob > 0 or area):
+            names, background = [*names, "background"], len(names)
+            relabeller = relabeller.with_empty_class()
+        relabelled = replace(
+            segmentation, labels=relabeller.labels(background, prob, area), class_names=names,
+            background_index=background, prob_threshold=prob, area_threshold=area,
         )
-        segmentation = replace(segmentation, labels=compact_labels(segmentation.labels, len(segmentation.class_names)))
-        data = summary(segmentation, reused_image_side=session.reused_image_side)
-        label_path, summary_path = write_outputs(segmentation, data, session.input_size)
-        return replace(session, segmentation=segmentation, summary=data, label_path=label_path,
+        data = summary(relabelled, reused_image_side=session.reused_image_side)
+        label_path, summary_path = write_outputs(relabelled, data, session.input_size)
+        return replace(session, segmentation=relabelled, relabeller=relabeller, summary=data, label_path=label_path,
                        summary_path=summary_path)
 
     def rethreshold(
@@ -261,7 +277,7 @@ class Handlers:
         if session is None:
             return gr.skip()
         segmentation = session.segmentation
-        pictures = render.class_heatmaps(segmentation.image, segmentation.probs, segmentation.class_names)
+        pictures = render.class_heatmaps(segmentation.image, session.relabeller.probs, segmentation.class_names)
         if segmentation.is_random_weights:
             pictures = [(render.stamp(picture, "UNTRAINED"), caption) for picture, caption in pictures]
         return pictures
@@ -374,7 +390,8 @@ class Handlers:
             path = image_path(image)
             probe_image(path)
             vocabulary = parse_vocabulary(classes_text, base, self.host.limits)
-            shared, runs = run_ablation(self.host, path, vocabulary, base, configurations,
+            rgb = load_image(path, self.host.config.max_input_side)
+            shared, runs = run_ablation(self.host, rgb, vocabulary, base, configurations,
                                         progress=self._progress(progress))
         except Exception as error:
             raise user_error(error) from error

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
     ImageEmbedding,
@@ -32,11 +34,14 @@ from scclip_core import (
     load_model,
 )
 
+from scclip_core.images import cap_size
+
 from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RunSettings
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
 TURN_PROMPTS = 160
+PREVIEW_SIDE = 480
 Progress = Callable[[float, str], None]
 ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 
@@ -104,7 +109,7 @@ class ModelHost:
         self.load_error: str | None = None
         try:
             self.model = load_model(model_name, weights=weights)
-            text_cache = TextEmbeddingCache()
+            text_cache = TextEmbeddingCache.default()
             self._segmenters = {
                 templates: Segmenter(self.model, replace(self.config, templates=templates), text_cache=text_cache)
                 for templates in TEMPLATE_LABELS
@@ -189,7 +194,7 @@ class ModelHost:
 @_gpu(duration=120)
 def run_segment(
     host: ModelHost,
-    image: str,
+    image: np.ndarray,
     embedding: ImageEmbedding | None,
     vocabulary: Vocabulary,
     settings: RunSettings,
@@ -219,22 +224,29 @@ def run_segment(
 @_gpu(duration=180)
 def run_ablation(
     host: ModelHost,
-    image: str,
+    image: np.ndarray,
     vocabulary: Vocabulary,
     settings: RunSettings,
     configurations: Sequence[tuple[str, Variant]],
     *,
+    preview_side: int = PREVIEW_SIDE,
     progress: Progress | None,
 ) -> tuple[float, list[AblationRun]]:
     """Every configuration from one shared pass of the frozen blocks: returns the shared seconds (preprocessing
     and blocks 1..L-1, paid once) and each configuration's run with the seconds that were its own (its last
-    block, its prediction)."""
+    block, its prediction).
+
+    The image side is exactly `/segment`'s; the labels are predicted at preview size (long side at most
+    `preview_side`), which is all the side-by-side gallery and the pixel agreement need.
+    """
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
     with host.turns.turn():
         embeddings = segmenter.set_image_variants(
             image, [variant for _, variant in configurations], params=settings.params, progress=progress
         )
-    shared = embeddings[0].timings["preprocess"] + embeddings[0].timings["backbone_shared"]
+    preview, _ = cap_size(image, preview_side)
+    embeddings = [replace(embedding, image=preview) for embedding in embeddings]
+    shared = sum(embeddings[0].timings[name] for name in embeddings[0].shared_timings)
     host.embed_text(segmenter, vocabulary.queries)
     runs = []
     for index, ((name, variant), embedding) in enumerate(zip(configurations, embeddings)):

@@ -12,7 +12,19 @@ from typing import Any
 
 from PIL import Image, TiffImagePlugin
 
-from scclip_core import METHODS, CalibrationParams, InputError, Stages, Vocabulary, parse_classes, parse_words
+import numpy as np
+
+from scclip_core import (
+    METHODS,
+    CalibrationParams,
+    InputError,
+    Stages,
+    Vocabulary,
+    parse_classes,
+    parse_words,
+    to_rgb_array,
+)
+from scclip_core.images import cap_size
 
 TEMPLATE_LABELS: dict[str, str] = {
     "openai": "80 OpenAI templates (as in the paper)",
@@ -224,3 +236,12 @@ def probe_image(path: str | None) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise InputError(f"the image has no pixels ({width}x{height})")
     return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
+
+
+def load_image(path: str, max_side: int | None) -> np.ndarray:
+    """The image as the demo processes and shows it: upright RGB with its long side at most `max_side`.
+
+    The label PNG is scaled back to the input size; everything a session keeps stays this small.
+    """
+    rgb, _ = cap_size(to_rgb_array(path), max_side)
+    return rgb

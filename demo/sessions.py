@@ -3,15 +3,17 @@
 A visitor's latest result lives in one server-side store keyed by Gradio's session id, not in `gr.State`: the
 store holds every session's result under one byte budget, drops the least recently used first, and forgets a
 result `SESSION_TTL_S` after its last use or when the browser tab closes. A result is kept compact: what
-re-rendering needs (the image as processed, uint8 labels, float16 probabilities, float16 inside-view matrices)
-and the image side for new classes on the same image.
+re-rendering needs (the image as processed, its labels, a `Relabeller` whose size does not grow with the
+number of classes, float16 inside-view matrices) and the image side for new classes on the same image.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import hashlib
+import math
 import os
 import threading
 import time
@@ -23,17 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from scclip_core import CalibrationParams, CropTrace, ImageEmbedding, Segmentation, Stages
+from scclip_core import CalibrationParams, ImageEmbedding, PixelScores, Segmentation, Stages, label_dtype
+from scclip_core.scores import small_classes
 
 SESSION_TTL_S = 20 * 60
-DEFAULT_BUDGET_MB = 256
+DEFAULT_BUDGET_MB = 192
+KEPT_PROBS_BYTES = 2 << 20
 RUN_AGAIN = (
     "Your previous result is no longer kept on the server (results are kept for {minutes} minutes after their last "
     "use, and the oldest go first when many people use the demo). Press **Segment** to run again."
 ).format(minutes=SESSION_TTL_S // 60)
-_TRACE_MATRICES = (
-    "mid_similarity", "shallow_similarity", "last_similarity", "calibrated_similarity",
-    "attention_uncalibrated", "attention_calibrated",
+_DRAWN_MATRICES = (
+    "mid_similarity", "last_similarity", "calibrated_similarity", "attention_uncalibrated", "attention_calibrated",
 )
 
 
@@ -44,6 +47,68 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Relabeller:
+    """What relabelling under new thresholds needs, in memory that does not grow with the number of classes.
+
+    `best_class` and `best_prob` are the unthresholded argmax and its probability at the output size, which
+    makes the probability rule exact; `probs` holds every class's probability at a reduced size (at most
+    KEPT_PROBS_BYTES in float16), for the second choices of pixels whose class the area rule drops, and for
+    the heatmaps.
+    """
+
+    best_class: np.ndarray
+    best_prob: np.ndarray
+    probs: np.ndarray
+
+    @classmethod
+    def from_scores(
+        cls, scores: PixelScores, size: tuple[int, int], probs_bytes: int = KEPT_PROBS_BYTES
+    ) -> "Relabeller":
+        """Built from a segmentation's pixel scores band by band: never C x H x W at the output size."""
+        band = scores.band_probabilities(size)
+        best_class = np.empty(size, dtype=label_dtype(scores.num_classes))
+        best_prob = np.empty(size, dtype=np.float32)
+        step = scores.band_rows(size[1])
+        with torch.inference_mode():
+            for top in range(0, size[0], step):
+                best, index = band(top, min(top + step, size[0])).max(dim=0)
+                best_prob[top : top + step] = best.cpu().numpy()
+                best_class[top : top + step] = index.cpu().numpy()
+        scale = min(1.0, math.sqrt(probs_bytes / (2 * scores.num_classes * size[0] * size[1])))
+        small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+        return cls(best_class, best_prob, scores.probabilities(small).astype(np.float16))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[0])
+
+    def with_empty_class(self) -> "Relabeller":
+        """One more class that no pixel prefers (a query-less background that only takes rejected pixels)."""
+        empty = np.zeros((1, *self.probs.shape[1:]), dtype=self.probs.dtype)
+        return replace(self, probs=np.concatenate([self.probs, empty]))
+
+    def labels(self, background_index: int, prob_threshold: float, area_threshold: float | None) -> np.ndarray:
+        """Labels under the background rules, as the engine's `label_map` assigns them (see there)."""
+        labels = self.best_class.copy()
+        best = self.best_prob
+        if area_threshold:
+            areas = np.bincount(self.best_class.ravel(), minlength=self.num_classes)
+            small = small_classes(areas, background_index, area_threshold)
+            rows, columns = np.nonzero(small[self.best_class])
+            if rows.size:
+                height, width = labels.shape
+                candidates = self.probs[:, rows * self.probs.shape[1] // height, columns * self.probs.shape[2] // width]
+                candidates = candidates.astype(np.float32)
+                candidates[small] = 0.0
+                labels[rows, columns] = candidates.argmax(axis=0)
+                best = best.copy()
+                best[rows, columns] = candidates.max(axis=0)
+        if prob_threshold > 0:
+            labels[best < prob_threshold] = background_index
+        return labels
 
 
 @dataclass(frozen=True)
@@ -64,6 +129,7 @@ class SessionResult:
     key: ImageSideKey
     embedding: ImageEmbedding
     segmentation: Segmentation
+    relabeller: Relabeller
     reused_image_side: bool
     input_size: tuple[int, int]  # (width, height) of the upright input, which the label PNG keeps
     summary: dict[str, Any]
@@ -72,7 +138,7 @@ class SessionResult:
 
     def nbytes(self) -> int:
         """Bytes held by the arrays and tensors of this result, each counted once."""
-        return _nbytes(self.embedding, self.segmentation)
+        return _nbytes(self.embedding, self.segmentation, self.relabeller)
 
 
 def _buffers(value: Any) -> Iterable[np.ndarray | torch.Tensor]:
@@ -81,7 +147,7 @@ def _buffers(value: Any) -> Iterable[np.ndarray | torch.Tensor]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _buffers(item)
-    elif isinstance(value, (ImageEmbedding, Segmentation, CropTrace)):
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in fields(value):
             yield from _buffers(getattr(value, field.name))
 
@@ -94,29 +160,29 @@ def _nbytes(*values: Any) -> int:
     return sum(seen.values())
 
 
-def compact_trace(trace: list[CropTrace] | None) -> list[CropTrace] | None:
-    """The inside-view matrices in float16: they are only ever drawn."""
+def compact_trace(trace: list | None) -> list | None:
+    """The inside-view matrices in float16, as they are only ever drawn; the ones never drawn are dropped."""
     if trace is None:
         return None
-    return [replace(crop, **{name: getattr(crop, name).half() for name in _TRACE_MATRICES}) for crop in trace]
+    empty = torch.empty(0, dtype=torch.float16)
+    return [
+        replace(crop, shallow_similarity=empty, **{name: getattr(crop, name).half() for name in _DRAWN_MATRICES})
+        for crop in trace
+    ]
 
 
-def compact_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return labels.astype(np.uint8 if num_classes <= 256 else np.uint16)
-
-
-def compact(embedding: ImageEmbedding, segmentation: Segmentation) -> tuple[ImageEmbedding, Segmentation]:
-    """The parts of a run that a session keeps, in compact dtypes; the trace is shared by both."""
+def compact(
+    embedding: ImageEmbedding, segmentation: Segmentation
+) -> tuple[ImageEmbedding, Segmentation, Relabeller]:
+    """The parts of a run that a session keeps: the trace in float16 (shared by embedding and segmentation),
+    and the segmentation's working-size scores replaced by a `Relabeller`."""
     trace = compact_trace(embedding.trace)
-    kept_embedding = replace(embedding, trace=trace)
-    kept_segmentation = replace(
-        segmentation,
-        image=embedding.image,
-        labels=compact_labels(segmentation.labels, len(segmentation.class_names)),
-        probs=segmentation.probs.astype(np.float16),
-        trace=trace,
+    relabeller = Relabeller.from_scores(segmentation.pixel_scores, segmentation.input_size)
+    return (
+        replace(embedding, trace=trace),
+        replace(segmentation, pixel_scores=None, trace=trace),
+        relabeller,
     )
-    return kept_embedding, kept_segmentation
 
 
 def _release_freed_memory() -> Callable[[], None]:

@@ -38,7 +38,6 @@ METHOD_LABELS: dict[str, str] = {
 }
 COMPARISON_METHODS: tuple[str, ...] = tuple(method for method in METHODS if method not in ("sc-clip", "clip"))
 UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
-THUMBNAIL_SIDE = 480
 Box = tuple[int, int, int, int]
 
 
@@ -238,9 +237,7 @@ def ablation_views(
     gallery, rows = [], [["shared pass (blocks 1 to L-1), once", round(shared_seconds, 3), None]]
     for run in runs:
         same = 100 * agreement(run.segmentation.labels, reference)
-        thumbnail = overlay_picture(run.segmentation, 0.6, ())
-        thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        gallery.append((thumbnail, f"{run.name} · {same:.0f}%"))
+        gallery.append((overlay_picture(run.segmentation, 0.6, ()), f"{run.name} · {same:.0f}%"))
         rows.append([run.name, round(run.own_seconds, 3), round(same, 2)])
     table = {"headers": ["configuration", "own time (s)", "agrees with full SC-CLIP (%)"], "data": rows}
     return gallery, table

@@ -3,7 +3,8 @@
     model = load_model("ViT-B/16")                       # or weights="path/to/ViT-B-16.pt" / "random"
     segmenter = Segmenter(model)
     result = segmenter.segment("photo.jpg", "sky, cloud; grass; person")
-    result.labels, result.probs, result.class_names
+    result.labels, result.class_names                   # labels at the input size, any number of classes
+    result.probs                                         # class probabilities, computed when first read
 """
 
 from .backbones import LoadedModel, available_models, load_model
@@ -12,10 +13,10 @@ from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailab
 from .images import to_rgb_array
 from .pamr import PAMR_DILATIONS, pamr_refine
 from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages, Variant, ablation_variants
-from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig, assign_labels
+from .scores import PixelScores, assign_labels, label_dtype
+from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig
 from .text import (
     DEFAULT_BACKGROUND_WORDS,
-    MAX_CLASSES,
     TextEmbeddingCache,
     TextEncoder,
     Vocabulary,
@@ -34,9 +35,9 @@ __all__ = [
     "LAYER_PRESETS",
     "LayerPreset",
     "LoadedModel",
-    "MAX_CLASSES",
     "METHODS",
     "PAMR_DILATIONS",
+    "PixelScores",
     "ScclipError",
     "Segmentation",
     "Segmenter",
@@ -53,6 +54,7 @@ __all__ = [
     "available_models",
     "encode_dense",
     "encode_dense_variants",
+    "label_dtype",
     "load_model",
     "pamr_refine",
     "parse_classes",

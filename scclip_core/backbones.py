@@ -7,7 +7,6 @@ pretrained tag read through the Hugging Face cache, a local checkpoint file, or 
 from __future__ import annotations
 
 import logging
-import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import open_clip
 import torch
 from torch import nn
 
+from .cache import default_cache_dir, file_fingerprint, tensor_fingerprint
 from .errors import UnknownModelError, WeightsUnavailableError
 from .presets import LAYER_PRESETS, LayerPreset, preset_for_depth
 
@@ -47,7 +47,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 
 @dataclass
 class LoadedModel:
-    """A CLIP model ready for inference, with what it is and where its weights came from."""
+    """A CLIP model ready for inference, with what it is and where its weights came from.
+
+    `key` names the weights by content (architecture, fingerprint of the file or tensor values, dtype), so
+    cached text embeddings are shared exactly when the weights are the same.
+    """
 
     clip: nn.Module
     tokenizer: object
@@ -62,17 +66,11 @@ class LoadedModel:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    key: str
 
     @property
     def visual(self) -> nn.Module:
         return self.clip.visual
-
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.key:
-            unique = f"|{uuid.uuid4().hex}" if self.is_random else ""
-            self.key = f"{self.arch}|{self.weights}{unique}"
 
 
 def _register_configs() -> None:
@@ -189,9 +187,15 @@ def _create(arch: str, pretrained: str | None, cache_dir: str | None, *, force_q
         logging.getLogger().removeFilter(notice_filter)
 
 
-def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple[nn.Module, str, bool]:
+def _weights_fingerprint(path: str | Path) -> str:
+    return file_fingerprint(Path(path), default_cache_dir() / "weights-fingerprints")
+
+
+def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple[nn.Module, str, bool, str]:
+    """The model, a description of its weights, whether they are random, and a fingerprint of their content."""
     if weights == RANDOM_WEIGHTS:
-        return _create(spec.arch, None, cache_dir), "random (untrained) weights", True
+        model = _create(spec.arch, None, cache_dir)
+        return model, "random (untrained) weights", True, tensor_fingerprint(model)
     if _looks_like_path(weights):
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -201,7 +205,7 @@ def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple
             )
         model = _create(spec.arch, None, cache_dir)
         _load_state(model, read_checkpoint(path), str(path), spec)
-        return model, f"file {path}", False
+        return model, f"file {path}", False, _weights_fingerprint(path)
     tags = open_clip.list_pretrained_tags_by_model(spec.arch)
     if weights not in tags:
         raise WeightsUnavailableError(
@@ -211,13 +215,15 @@ def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple
     pretrained = open_clip.get_pretrained_cfg(spec.arch, weights)
     repo = pretrained.get("hf_hub", "").rstrip("/")
     if not repo:
-        return _create_pretrained(spec, weights, cache_dir), f"open_clip pretrained '{weights}'", False
+        model = _create_pretrained(spec, weights, cache_dir)
+        resolved = open_clip.pretrained.download_pretrained(pretrained, cache_dir=cache_dir)
+        return model, f"open_clip pretrained '{weights}'", False, _weights_fingerprint(resolved)
     path = hub_weights_file(spec, weights, repo, cache_dir)
     model = _create(spec.arch, None, cache_dir, force_quick_gelu=bool(pretrained.get("quick_gelu")))
     _load_state(model, read_checkpoint(path), str(path), spec)
     model.visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
     model.visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
-    return model, f"open_clip pretrained '{weights}'", False
+    return model, f"open_clip pretrained '{weights}'", False, _weights_fingerprint(path)
 
 
 def _create_pretrained(spec: ModelSpec, weights: str, cache_dir: str | None) -> nn.Module:
@@ -274,7 +280,7 @@ def load_model(
     """
     spec = resolve_model(name)
     weights = weights or spec.default_weights
-    model, description, is_random = _load_weights(spec, weights, cache_dir)
+    model, description, is_random, fingerprint = _load_weights(spec, weights, cache_dir)
     torch_device = torch.device(device) if device is not None else default_device()
     dtype = _resolve_dtype(torch_device, precision)
     model = model.to(device=torch_device, dtype=dtype).eval()
@@ -298,4 +304,5 @@ def load_model(
         image_size=image_size,
         mean=tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
         std=tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+        key=f"{spec.arch}|{fingerprint}|{dtype}",
     )

@@ -1,18 +1,32 @@
-"""`python -m scclip_core segment IMAGE ... --classes "sky, cloud; grass; person"`."""
+"""`python -m scclip_core segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT`.
+
+`torchrun --nproc_per_node=N -m scclip_core segment ...` shares the images out over N processes (gloo on CPU,
+NCCL on CUDA) with the evaluation's process-group helpers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import ScclipError
+from .cache import atomic_write
+from .errors import InputError, ScclipError
 from .pamr import PAMR_DILATIONS
 from .presets import METHODS, CalibrationParams, Stages
+from .scores import DEFAULT_PROBS_BUDGET
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+SUMMARY_NAME = "summary.jsonl"
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+    from .text import Vocabulary
 
 
 def _dilations(text: str) -> tuple[int, ...]:
@@ -25,9 +39,16 @@ def _dilations(text: str) -> tuple[int, ...]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scclip_core", description="SC-CLIP open-vocabulary segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
-    segment = commands.add_parser("segment", help="segment images into free-text classes")
-    segment.add_argument("images", nargs="+", metavar="IMAGE")
-    segment.add_argument("--classes", required=True, help="';' or new line between classes, ',' between synonyms")
+    segment = commands.add_parser(
+        "segment", help="segment images into free-text classes",
+        description="Segment images into free-text classes. Under `torchrun --nproc_per_node=N` the images are "
+        "shared out over N processes. With several images (or a folder or pattern), images whose outputs already "
+        "exist are skipped, so a rerun resumes, and OUT/summary.jsonl gets one line per image.",
+    )
+    segment.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    classes = segment.add_mutually_exclusive_group(required=True)
+    classes.add_argument("--classes", help="';' or new line between classes, ',' between synonyms")
+    classes.add_argument("--classes-file", metavar="PATH", help="the same, read from a text file (one class a line)")
     model = segment.add_argument_group("model")
     model.add_argument("--model", default="ViT-B/16", help="ViT-B/16 (default), ViT-L/14 or an open_clip architecture")
     model.add_argument("--weights", default=None, help="pretrained tag (default: openai), checkpoint path, or 'random'")
@@ -48,18 +69,48 @@ def _parser() -> argparse.ArgumentParser:
     protocol.add_argument("--pamr-dilations", type=_dilations, default=PAMR_DILATIONS, metavar="D,D",
                           help="PAMR neighbour distances in pixels (default 8,16)")
     protocol.add_argument("--templates", choices=("openai", "simple"), default="openai")
-    protocol.add_argument("--max-side", type=int, default=2048, help="downscale larger inputs first (0: never)")
-    protocol.add_argument("--text-cache", default=None, metavar="DIR", help="keep text embeddings on disk here")
+    protocol.add_argument("--max-side", type=int, default=2048,
+                          help="downscale larger inputs for the image side (0: never); labels stay at the input size")
+    cache = protocol.add_mutually_exclusive_group()
+    cache.add_argument("--text-cache", default=None, metavar="DIR",
+                       help="text-embedding cache folder (default: $SCCLIP_CACHE/text-embeddings, ~/.cache/scclip/...)")
+    cache.add_argument("--no-text-cache", action="store_true", help="keep text embeddings in memory only")
     background = protocol.add_mutually_exclusive_group()
     background.add_argument("--background", default=None, metavar="WORDS", help="background words, comma separated")
     background.add_argument("--no-background", action="store_true", help="no background class")
     protocol.add_argument("--prob-threshold", type=float, default=0.0)
     protocol.add_argument("--area-threshold", type=float, default=None)
     output = segment.add_argument_group("output")
-    output.add_argument("--out", default=None, metavar="PATH", help="palette PNG label map (a folder for several images)")
-    output.add_argument("--save-probs", default=None, metavar="PATH", help="float32 (C, H, W) .npy (a folder for several images)")
+    output.add_argument("--out", default=None, metavar="PATH",
+                        help="label map at the input size: palette PNG up to 256 classes, 16-bit grey PNG above "
+                        "(a folder for several images, with a summary.jsonl)")
+    output.add_argument("--save-probs", default=None, metavar="PATH",
+                        help="float32 (C, H, W) .npy (a folder for several images); at the working size when the "
+                        "input size would exceed --probs-budget")
+    output.add_argument("--probs-budget", type=float, default=DEFAULT_PROBS_BUDGET / 2**30, metavar="GIB",
+                        help="largest probability array kept at the input size (default %(default)g GiB)")
     output.add_argument("--json", action="store_true", help="print one JSON summary line per image")
     return parser
+
+
+def expand_images(items: Sequence[str]) -> list[Path]:
+    """Image paths from files, folders (their image files, sorted) and glob patterns, each path once."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths += found
+        elif glob.has_magic(item):
+            found = sorted(Path(match) for match in glob.glob(item, recursive=True) if Path(match).is_file())
+            if not found:
+                raise InputError(f"no files match {item!r}")
+            paths += found
+        else:
+            paths.append(path)
+    return list(dict.fromkeys(paths))
 
 
 def _output_path(option: str | None, image: Path, suffix: str, several: bool) -> Path | None:
@@ -68,21 +119,65 @@ def _output_path(option: str | None, image: Path, suffix: str, several: bool) ->
         return None
     target = Path(option)
     if several or target.is_dir() or not target.suffix:
-        target.mkdir(parents=True, exist_ok=True)
         return target / f"{image.stem}{suffix}"
-    target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 
+def _check_distinct_outputs(paths: list[Path], option: str | None, suffix: str, several: bool) -> None:
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        target = _output_path(option, path, suffix, several)
+        if target is not None and target in seen:
+            raise InputError(f"{seen[target]} and {path} would both be written to {target}; rename one of them")
+        seen[target] = path
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The JSON lines of `path` (none if it is missing); a torn last line is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def merge_summaries(folder: Path, paths: list[Path], skipped: set[Path]) -> Path:
+    """One `summary.jsonl` in input order from the previous summary and every rank's lines of this run."""
+    summary = folder / SUMMARY_NAME
+    rank_files = sorted(folder.glob(f"{SUMMARY_NAME}.rank*"))
+    latest = {record["image"]: record for source in (summary, *rank_files) for record in _read_records(source)}
+    lines = []
+    for path in paths:
+        record = latest.get(str(path))
+        if record is None and path in skipped:
+            record = {"image": str(path), "status": "skipped", "reason": "outputs exist"}
+        if record is not None:
+            lines.append(json.dumps(record) + "\n")
+    atomic_write(summary, "".join(lines).encode())
+    for rank_file in rank_files:
+        rank_file.unlink(missing_ok=True)
+    return summary
+
+
 def _segment(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
     from . import load_model
-    from .render import label_map_image
+    from .eval import distributed
     from .segmenter import Segmenter, SegmenterConfig, check_thresholds
     from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
 
     background = () if args.no_background else (parse_words(args.background) if args.background is not None else DEFAULT_BACKGROUND_WORDS)
-    vocabulary = parse_classes(args.classes, background=background)
+    class_text = args.classes if args.classes is not None else _read_text(Path(args.classes_file))
+    vocabulary = parse_classes(class_text, background=background)
     check_thresholds(args.prob_threshold, args.area_threshold)
+    if args.probs_budget <= 0:
+        raise InputError(f"--probs-budget must be positive, not {args.probs_budget}")
     stages = Stages.without(*args.disable)
     params = CalibrationParams(detector=args.detector, beta=args.beta)
     config = SegmenterConfig(
@@ -94,38 +189,102 @@ def _segment(args: argparse.Namespace) -> int:
         templates=args.templates,
         pamr_steps=args.pamr_steps,
         pamr_dilations=args.pamr_dilations,
+        probs_budget_bytes=int(args.probs_budget * 2**30),
     )
-    model = load_model(args.model, args.weights, device=args.device, precision=args.precision)
-    if model.is_random:
-        print("warning: random (untrained) weights: results are meaningless", file=sys.stderr)
-    segmenter = Segmenter(model, config, text_cache=TextEmbeddingCache(args.text_cache) if args.text_cache else None)
-    paths = [Path(image) for image in args.images]
-    several = len(paths) > 1
-    failures = 0
-    from tqdm import tqdm
-
-    for path in tqdm(paths, desc="segmenting", unit="image", disable=not several, file=sys.stderr):
+    paths = expand_images(args.images)
+    several = len(paths) > 1 or any(Path(item).is_dir() or glob.has_magic(item) for item in args.images)
+    _check_distinct_outputs(paths, args.out, ".png", several)
+    _check_distinct_outputs(paths, args.save_probs, ".npy", several)
+    process = distributed.start(args.device)
+    try:
+        outputs = [(args.out, ".png"), (args.save_probs, ".npy")]
+        requested = [(option, suffix) for option, suffix in outputs if option is not None]
+        done = {
+            path for path in paths
+            if several and requested and all(_output_path(o, path, s, several).is_file() for o, s in requested)
+        }
+        done = distributed.broadcast_from_main(done)
+        mine = process.shard([path for path in paths if path not in done])
+        summary_folder = Path(args.out) if several and args.out is not None else None
+        torch.manual_seed(0)  # weights="random" must be the same model in every process and every run
+        model = load_model(args.model, args.weights, device=process.device, precision=args.precision)
+        if model.is_random and process.is_main:
+            print("warning: random (untrained) weights: results are meaningless", file=sys.stderr)
+        if args.no_text_cache:
+            text_cache = TextEmbeddingCache()
+        else:
+            text_cache = TextEmbeddingCache(args.text_cache) if args.text_cache else TextEmbeddingCache.default()
+        segmenter = Segmenter(model, config, text_cache=text_cache)
+        records = None
+        if summary_folder is not None:
+            summary_folder.mkdir(parents=True, exist_ok=True)
+            records = (summary_folder / f"{SUMMARY_NAME}.rank{process.rank}").open("a", encoding="utf-8")
+        failures = 0
         try:
-            result = segmenter.segment(
-                path, vocabulary, method=args.method, stages=stages, params=params,
-                prob_threshold=args.prob_threshold, area_threshold=args.area_threshold,
-            )
-        except ScclipError as error:
-            print(f"error: {path}: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        label_path = _output_path(args.out, path, ".png", several)
-        if label_path:
-            label_map_image(result.labels, len(result.class_names), result.background_index).save(label_path)
+            show = several and process.is_main
+            for path in tqdm(mine, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
+                record = _segment_one(segmenter, path, vocabulary, args, stages, params, several)
+                failures += record["status"] == "error"
+                if records is not None:
+                    records.write(json.dumps({**record, "rank": process.rank}) + "\n")
+                    records.flush()
+        finally:
+            if records is not None:
+                records.close()
+        failures = int(distributed.sum_across(np.array([failures], dtype=np.int64))[0])
+        distributed.barrier()
+        if summary_folder is not None and process.is_main:
+            merge_summaries(summary_folder, paths, done)
+        if done and process.is_main:
+            print(f"skipped {len(done)} image(s) whose outputs exist", file=sys.stderr)
+        return 1 if failures else 0
+    finally:
+        distributed.stop(process)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"could not read classes from {path}: {error}") from error
+
+
+def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args: argparse.Namespace, stages: Stages,
+                 params: CalibrationParams, several: bool) -> dict:
+    """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
+    from .cache import atomic_path
+    from .render import label_map_image
+
+    try:
+        result = segmenter.segment(
+            path, vocabulary, method=args.method, stages=stages, params=params,
+            prob_threshold=args.prob_threshold, area_threshold=args.area_threshold,
+        )
+        written = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
         if probs_path:
-            np.save(probs_path, result.probs.astype(np.float32))
-        if args.json:
-            print(json.dumps({"image": str(path), **result.to_json()}), flush=True)
-        else:
-            shares = ", ".join(f"{name} {share:.1%}" for name, share in result.shares().items() if share > 0)
-            print(f"{path}: {shares} ({result.timings['total']:.2f} s)", flush=True)
-    return 1 if failures else 0
+            with atomic_path(probs_path) as temporary:
+                with temporary.open("wb") as stream:
+                    np.save(stream, result.probs)
+            written["probs"] = str(probs_path)
+            written["probs_size"] = [result.probs_size[1], result.probs_size[0]]
+            if result.probs_note:
+                print(f"note: {path}: {result.probs_note}", file=sys.stderr)
+        label_path = _output_path(args.out, path, ".png", several)
+        if label_path:
+            with atomic_path(label_path) as temporary:
+                label_map_image(result.labels, len(result.class_names), result.background_index).save(temporary, format="PNG")
+            written["labels"] = str(label_path)
+    except ScclipError as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return {"image": str(path), "status": "error", "error": str(error)}
+    summary = {"image": str(path), **result.to_json(), "outputs": written}
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in result.shares().items() if share > 0)
+        print(f"{path}: {shares} ({result.timings['total']:.2f} s)", flush=True)
+    return {**summary, "status": "done"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

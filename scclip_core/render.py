@@ -44,11 +44,17 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def label_map_image(labels: np.ndarray, num_classes: int, background_index: int | None = None) -> Image.Image:
-    """A palette ('P' mode) PNG-ready image whose pixel values are the class indices."""
+    """A PNG-ready image whose pixel values are the class indices.
+
+    Up to 256 classes: an 8-bit palette ('P') image in the classes' colours. Above: 16-bit grayscale ('I;16'),
+    which holds up to 65536 classes but no colours.
+    """
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    if num_classes > 65536:
+        raise ValueError(f"a 16-bit label image holds at most 65536 classes, not {num_classes}")
     if num_classes > 256:
-        raise ValueError("a palette image holds at most 256 classes")
+        return Image.fromarray(labels.astype(np.uint16))
     colours = palette(num_classes)
     if background_index is not None:
         colours[background_index] = BACKGROUND_COLOUR

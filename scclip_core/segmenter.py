@@ -10,6 +10,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,11 +24,12 @@ from .errors import InputError
 from .images import cap_size, to_rgb_array
 from .pamr import PAMR_DILATIONS, check_pamr_settings, pamr_refine
 from .presets import METHODS, CalibrationParams, Stages, Variant
+from .scores import DEFAULT_PROBS_BUDGET, PixelScores, check_thresholds, probs_size
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
 Progress = Callable[[float, str], None]
 Window = tuple[int, int, int, int]
-_BAND_ELEMENTS = 1 << 24
+_STITCH_ELEMENTS = 1 << 24
 MAX_WHOLE_IMAGE_TOKENS = 6400
 SHARED_VARIANT_TIMINGS = ("preprocess", "backbone_shared")
 
@@ -37,8 +39,10 @@ class SegmenterConfig:
     """Inference protocol. Defaults are the paper's: short side 336, 224 windows with stride 112, scale 40.
 
     `stride=None` runs the whole resized image as one window; `short_side=None` keeps the image size;
-    `max_input_side` downscales larger inputs first (None: never). `pamr_steps` > 0 refines the logits with
-    PAMR at those `pamr_dilations` (off by default, as in the paper; NACLIP uses 10 steps at 8 and 16).
+    `max_input_side` downscales larger inputs for the image side first (None: never); labels are always at the
+    input size. `probs_budget_bytes` bounds `Segmentation.probs` (float32 C x H x W): above it they are kept at
+    the working size instead of the input size. `pamr_steps` > 0 refines the logits with PAMR at those
+    `pamr_dilations` (off by default, as in the paper; NACLIP uses 10 steps at 8 and 16).
     """
 
     short_side: int | None = 336
@@ -51,6 +55,7 @@ class SegmenterConfig:
     templates: str = "openai"
     pamr_steps: int = 0
     pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
+    probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.short_side < 1:
@@ -68,6 +73,7 @@ class SegmenterConfig:
 class ImageEmbedding:
     """The image side of a segmentation: everything `predict` needs that does not depend on the classes.
 
+    `image` is the input as given (labels come out at its size); the windows ran on it resized to `resized_size`.
     `shared_timings` names the `timings` entries spent once for a group of embeddings (`set_image_variants`):
     whoever adds up the group counts them once.
     """
@@ -89,11 +95,15 @@ class ImageEmbedding:
 
 @dataclass
 class Segmentation:
-    """Per-pixel labels and probabilities at the input resolution, with what produced them."""
+    """Per-pixel labels at the input resolution, with what produced them; class probabilities on request.
+
+    `probs` is computed when first read, from the working-size logits in `pixel_scores`: (C, H, W) float32 at
+    the input size when that fits `probs_budget_bytes`, otherwise at the working size `resized_size`;
+    `probs_size` says which before anything is computed and `probs_note` explains a reduced size.
+    """
 
     image: np.ndarray
     labels: np.ndarray
-    probs: np.ndarray
     class_names: list[str]
     background_index: int | None
     prob_threshold: float
@@ -107,8 +117,37 @@ class Segmentation:
     weights: str
     windows: list[Window]
     resized_size: tuple[int, int]
+    pixel_scores: PixelScores
     trace: list[CropTrace] | None = None
     pamr_steps: int = 0
+    probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.labels.shape[0]), int(self.labels.shape[1])
+
+    @property
+    def probs_size(self) -> tuple[int, int]:
+        """(H, W) of `probs`; raises InputError when probabilities would not fit the budget at any size."""
+        return probs_size(self.pixel_scores, self.input_size, self.probs_budget_bytes)
+
+    @property
+    def probs_note(self) -> str | None:
+        """Why `probs` is smaller than the input, or None when it is at the input size."""
+        size = self.probs_size
+        if size == self.input_size:
+            return None
+        return (
+            f"probabilities are at the working size {size[1]}x{size[0]}, not the input size "
+            f"{self.input_size[1]}x{self.input_size[0]}: {len(self.class_names)} classes at the input size would "
+            f"take {self.pixel_scores.probs_bytes(self.input_size) / 2**30:.2f} GiB, over the budget of "
+            f"{self.probs_budget_bytes / 2**30:.2f} GiB"
+        )
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        """Class probabilities (C, H, W) float32 at `probs_size`, computed on first use."""
+        return self.pixel_scores.probabilities(self.probs_size)
 
     def shares(self) -> dict[str, float]:
         """Fraction of the pixels given to each class."""
@@ -116,14 +155,14 @@ class Segmentation:
         return {name: float(count) / self.labels.size for name, count in zip(self.class_names, counts)}
 
     def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> "Segmentation":
-        """The same probabilities relabelled under other thresholds; no model involved."""
-        probs, names, background = self.probs, self.class_names, self.background_index
+        """The same scores relabelled under other thresholds (in bands, at the input size); no model involved."""
+        scores, names, background = self.pixel_scores, self.class_names, self.background_index
         if background is None and (prob_threshold > 0 or area_threshold):
-            probs = np.concatenate([probs, np.zeros((1, *probs.shape[1:]), dtype=probs.dtype)])
             names, background = [*names, "background"], len(names)
-        labels = assign_labels(torch.from_numpy(probs), background, prob_threshold, area_threshold).numpy()
+            scores = scores.with_num_classes(len(names))
+        labels = scores.labels(self.input_size, background, prob_threshold, area_threshold)
         return replace(
-            self, probs=probs, labels=labels, class_names=names, background_index=background,
+            self, pixel_scores=scores, labels=labels, class_names=names, background_index=background,
             prob_threshold=prob_threshold, area_threshold=area_threshold,
         )
 
@@ -167,61 +206,6 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Win
     return [(y, x, y + crop, x + crop) for y in starts(height) for x in starts(width)]
 
 
-def bilinear_matrix(out_size: int, in_size: int) -> Tensor:
-    """The (out, in) matrix of 1-D bilinear resampling with align_corners=False (as F.interpolate)."""
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
-    low = source.floor().long().clamp_max(in_size - 1)
-    high = (low + 1).clamp_max(in_size - 1)
-    weight_high = source - low
-    matrix = torch.zeros(out_size, in_size)
-    rows = torch.arange(out_size)
-    matrix.index_put_((rows, low), 1 - weight_high, accumulate=True)
-    matrix.index_put_((rows, high), weight_high, accumulate=True)
-    return matrix
-
-
-def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int, logit_scale: float) -> Tensor:
-    """Softmax over all queries at `logit_scale`, then the max over each class's synonyms, (Q, ...) -> (C, ...)."""
-    query_probs = (logit_scale * logits).softmax(dim=0)
-    index = query_classes.view(-1, *([1] * (logits.ndim - 1))).expand_as(query_probs)
-    probs = torch.zeros((num_classes, *logits.shape[1:]), dtype=query_probs.dtype, device=logits.device)
-    return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
-
-
-def check_thresholds(prob_threshold: float, area_threshold: float | None) -> None:
-    """Raise InputError unless both thresholds are fractions."""
-    if not 0.0 <= prob_threshold <= 1.0:
-        raise InputError(f"prob_threshold must be in [0, 1], not {prob_threshold}")
-    if area_threshold is not None and not 0.0 <= area_threshold <= 1.0:
-        raise InputError(f"area_threshold must be in [0, 1], not {area_threshold}")
-
-
-def assign_labels(
-    probs: Tensor, background_index: int | None, prob_threshold: float = 0.0, area_threshold: float | None = None
-) -> Tensor:
-    """Argmax labels after the spec's background rules.
-
-    Area rule: a non-background class whose predicted area is at most `area_threshold` times the whole
-    non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
-    (remaining) highest probability is below `prob_threshold` go to the background class.
-    """
-    check_thresholds(prob_threshold, area_threshold)
-    if background_index is None and (prob_threshold > 0 or area_threshold):
-        raise InputError("thresholds need a background class to assign rejected pixels to")
-    if area_threshold:
-        areas = torch.bincount(probs.argmax(dim=0).flatten(), minlength=probs.shape[0]).double()
-        areas[background_index] = 0
-        small = areas <= area_threshold * areas.sum()
-        small[background_index] = False
-        if bool(small.any()):
-            probs = probs.masked_fill(small.view(-1, *([1] * (probs.ndim - 1))), 0.0)
-    best, labels = probs.max(dim=0)
-    if prob_threshold > 0:
-        labels = labels.masked_fill(best < prob_threshold, background_index)
-    return labels
-
-
 def _fingerprint(rgb: np.ndarray) -> str:
     digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
     digest.update(str(rgb.shape).encode())
@@ -229,7 +213,10 @@ def _fingerprint(rgb: np.ndarray) -> str:
 
 
 class Segmenter:
-    """Owns the inference protocol for one model: windows, text, stitching and post-processing."""
+    """Owns the inference protocol for one model: windows, text, stitching and post-processing.
+
+    Without `text_cache`, text embeddings go to the shared on-disk cache (`TextEmbeddingCache.default()`).
+    """
 
     def __init__(
         self, model: LoadedModel, config: SegmenterConfig | None = None, *, text_cache: TextEmbeddingCache | None = None
@@ -272,8 +259,14 @@ class Segmenter:
             crops = torch.cat([canvas[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in windows])
         return resized, windows, crops
 
-    def _notices(self, cap_notice: str | None) -> list[str]:
-        notices = [cap_notice] if cap_notice else []
+    def _notices(self, original: np.ndarray, rgb: np.ndarray) -> list[str]:
+        """What the result should say about how it was made: a downscaled image side, untrained weights."""
+        notices = []
+        if rgb.shape != original.shape:
+            notices.append(
+                f"image downscaled to {rgb.shape[1]}x{rgb.shape[0]} for the image side (size cap "
+                f"{self.config.max_input_side} px); labels are at the input size {original.shape[1]}x{original.shape[0]}"
+            )
         if self.model.is_random:
             notices.append("weights are random (untrained): the segmentation is meaningless")
         return notices
@@ -330,8 +323,9 @@ class Segmenter:
             raise InputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
         stages, params = stages or Stages(), params or CalibrationParams()
         start = time.perf_counter()
-        rgb, notice = cap_size(to_rgb_array(image), self.config.max_input_side)
-        fingerprint = _fingerprint(rgb)
+        original = to_rgb_array(image)
+        rgb, _ = cap_size(original, self.config.max_input_side)
+        fingerprint = _fingerprint(original)
         last = self._last
         if (
             last is not None
@@ -345,7 +339,7 @@ class Segmenter:
         embeddings, traces, _, _ = self._encode_windows(crops, windows, [Variant(method, stages)], params, trace, progress)
         done = time.perf_counter()
         self._last = ImageEmbedding(
-            image=rgb,
+            image=original,
             resized_size=resized,
             windows=windows,
             embeddings=embeddings[0],
@@ -355,7 +349,7 @@ class Segmenter:
             model_key=self.model.key,
             fingerprint=fingerprint,
             trace=traces[0] if trace else None,
-            notices=self._notices(notice),
+            notices=self._notices(original, rgb),
             timings={"preprocess": preprocess - start, "backbone": done - preprocess},
         )
         return self._last
@@ -379,14 +373,15 @@ class Segmenter:
             raise InputError("give at least one variant")
         params = params or CalibrationParams()
         start = time.perf_counter()
-        rgb, notice = cap_size(to_rgb_array(image), self.config.max_input_side)
-        fingerprint = _fingerprint(rgb)
+        original = to_rgb_array(image)
+        rgb, _ = cap_size(original, self.config.max_input_side)
+        fingerprint = _fingerprint(original)
         resized, windows, crops = self._windows(rgb)
         preprocess = time.perf_counter() - start
         embeddings, _, shared_seconds, own_seconds = self._encode_windows(crops, windows, variants, params, False, progress)
         return [
             ImageEmbedding(
-                image=rgb,
+                image=original,
                 resized_size=resized,
                 windows=windows,
                 embeddings=variant_embeddings,
@@ -395,7 +390,7 @@ class Segmenter:
                 params=params,
                 model_key=self.model.key,
                 fingerprint=fingerprint,
-                notices=self._notices(notice),
+                notices=self._notices(original, rgb),
                 timings={"preprocess": preprocess, "backbone_shared": shared_seconds, "last_block": seconds},
                 shared_timings=SHARED_VARIANT_TIMINGS,
             )
@@ -403,18 +398,27 @@ class Segmenter:
         ]
 
     def _stitch(self, embedding: ImageEmbedding, text: Tensor) -> Tensor:
-        """Window logits upsampled to their window, averaged where windows overlap, cropped to the image."""
+        """Window logits upsampled to their window, averaged where windows overlap, cropped to the image.
+
+        Queries go through in chunks, so the upsampled windows never hold every query at once.
+        """
         first = embedding.windows[0]
+        crop = (first[2] - first[0], first[3] - first[1])
         padded = (max(w[2] for w in embedding.windows), max(w[3] for w in embedding.windows))
-        canvas = torch.zeros(text.shape[0], *padded, device=text.device)
-        counts = torch.zeros(1, *padded, device=text.device)
-        window_logits = torch.einsum("nhwe,qe->nqhw", embedding.embeddings, text)
-        window_logits = F.interpolate(window_logits, size=(first[2] - first[0], first[3] - first[1]), mode="bilinear", align_corners=False)
-        for logits, (y0, x0, y1, x1) in zip(window_logits, embedding.windows):
-            canvas[:, y0:y1, x0:x1] += logits
-            counts[:, y0:y1, x0:x1] += 1
         height, width = embedding.resized_size
-        return (canvas / counts)[:, :height, :width]
+        counts = torch.zeros(1, *padded, device=text.device)
+        for y0, x0, y1, x1 in embedding.windows:
+            counts[:, y0:y1, x0:x1] += 1
+        logits = torch.empty(text.shape[0], height, width, device=text.device)
+        chunk = max(1, _STITCH_ELEMENTS // (len(embedding.windows) * crop[0] * crop[1]))
+        for start in range(0, text.shape[0], chunk):
+            window_logits = torch.einsum("nhwe,qe->nqhw", embedding.embeddings, text[start : start + chunk])
+            window_logits = F.interpolate(window_logits, size=crop, mode="bilinear", align_corners=False)
+            canvas = torch.zeros(window_logits.shape[1], *padded, device=text.device)
+            for window, (y0, x0, y1, x1) in zip(window_logits, embedding.windows):
+                canvas[:, y0:y1, x0:x1] += window
+            logits[start : start + chunk] = (canvas / counts)[:, :height, :width]
+        return logits
 
     def _refine(self, logits: Tensor, embedding: ImageEmbedding, steps: int) -> Tensor:
         """PAMR on the stitched cosine logits resized to the output size, guided by the normalised network input
@@ -424,22 +428,6 @@ class Segmenter:
         network_input = self._normalised(embedding.image, embedding.resized_size)
         guide = F.interpolate(network_input, size=out_size, mode="bilinear", align_corners=False)[0]
         return pamr_refine(resized, guide, steps, self.config.pamr_dilations)
-
-    def _probabilities(self, logits: Tensor, out_size: tuple[int, int], vocabulary: Vocabulary, logit_scale: float) -> Tensor:
-        """Resize logits to `out_size` in row bands (never holding Q x H x W at once), then class probabilities."""
-        num_queries, in_height, in_width = logits.shape
-        query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
-        num_classes = len(vocabulary.classes)
-        if (in_height, in_width) == out_size:
-            return class_probabilities(logits, query_classes, num_classes, logit_scale)
-        rows = bilinear_matrix(out_size[0], in_height).to(logits.device)
-        columns = bilinear_matrix(out_size[1], in_width).to(logits.device).T
-        probs = torch.empty(num_classes, *out_size, device=logits.device)
-        band = max(1, _BAND_ELEMENTS // (num_queries * out_size[1]))
-        for top in range(0, out_size[0], band):
-            band_logits = (rows[top : top + band] @ logits) @ columns
-            probs[:, top : top + band] = class_probabilities(band_logits, query_classes, num_classes, logit_scale)
-        return probs
 
     def predict(
         self,
@@ -478,18 +466,17 @@ class Segmenter:
             logits = self._stitch(embedding, text)
             if pamr_steps:
                 logits = self._refine(logits, embedding, pamr_steps)
-            probs = self._probabilities(logits, embedding.image.shape[:2], vocabulary, logit_scale)
+            query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
+            scores = PixelScores(logits, query_classes, len(vocabulary.classes), logit_scale)
             logits_done = time.perf_counter()
-            labels = assign_labels(probs, vocabulary.background_index, prob_threshold, area_threshold)
-            probs_np, labels_np = probs.cpu().numpy(), labels.cpu().numpy()
+            labels = scores.labels(embedding.image.shape[:2], vocabulary.background_index, prob_threshold, area_threshold)
         end = time.perf_counter()
         timings = dict(embedding.timings)
         timings.update(text=text_done - start, logits=logits_done - text_done, postprocess=end - logits_done)
         timings["total"] = sum(timings.values())
         return Segmentation(
             image=embedding.image,
-            labels=labels_np,
-            probs=probs_np,
+            labels=labels,
             class_names=vocabulary.names,
             background_index=vocabulary.background_index,
             prob_threshold=prob_threshold,
@@ -503,8 +490,10 @@ class Segmenter:
             weights=self.model.weights,
             windows=embedding.windows,
             resized_size=embedding.resized_size,
+            pixel_scores=scores,
             trace=embedding.trace,
             pamr_steps=pamr_steps,
+            probs_budget_bytes=self.config.probs_budget_bytes,
         )
 
     def segment(

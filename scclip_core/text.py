@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import re
 import warnings
 from collections import OrderedDict
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
@@ -17,6 +20,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGE
 from torch import Tensor
 
 from .backbones import LoadedModel
+from .cache import atomic_write, default_cache_dir
 from .errors import InputError
 
 BACKGROUND_NAME = "background"
@@ -25,11 +29,11 @@ DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
     "cloud", "lamp", "door", "window", "wardrobe", "ceiling", "shelf", "curtain", "stair", "floor", "hill", "rail",
     "fence",
 )
-MAX_CLASSES = 256
 MAX_NAME_CHARS = 200
 TEMPLATE_SETS = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
 _CLASS_SEPARATOR = re.compile(r"[;\n\r]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PRUNE_EVERY = 512
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,6 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if not self.classes:
             raise InputError("no classes given: type at least one class name")
-        if len(self.classes) > MAX_CLASSES:
-            raise InputError(f"{len(self.classes)} classes given; at most {MAX_CLASSES} are supported")
         if self.background_index is not None and not 0 <= self.background_index < len(self.classes):
             raise InputError(f"background_index {self.background_index} is not a class index")
         for index, synonyms in enumerate(self.classes):
@@ -108,15 +110,11 @@ def parse_classes(text: str, *, background: Sequence[str] | None = DEFAULT_BACKG
         classes.append(synonyms)
     if not classes:
         raise InputError("no classes given: type class names separated by ';' or new lines, synonyms by ','")
-    if len(classes) > MAX_CLASSES:
-        raise InputError(f"{len(classes)} classes given; at most {MAX_CLASSES} are supported")
     if BACKGROUND_NAME in seen:
         return Vocabulary(tuple(classes), seen[BACKGROUND_NAME])
     if background:
         typed = {name.lower() for synonyms in classes for name in synonyms}
         words = tuple(dict.fromkeys(w for w in (_clean(word) for word in background) if w and w.lower() not in typed))
-        if len(classes) + 1 > MAX_CLASSES:
-            raise InputError(f"{len(classes)} classes plus background exceed the limit of {MAX_CLASSES}")
         return Vocabulary(tuple(classes) + (words,), len(classes))
     return Vocabulary(tuple(classes))
 
@@ -127,41 +125,97 @@ def parse_words(text: str) -> tuple[str, ...]:
 
 
 class TextEmbeddingCache:
-    """Normalised text embeddings per (model weights, template set, name), in memory and optionally on disk."""
+    """Normalised text embeddings per (model key, template set, name): in memory, and on disk given a folder.
 
-    def __init__(self, directory: str | Path | None = None, max_entries: int = 20000) -> None:
-        self.directory = Path(directory) if directory else None
+    The model key fingerprints the weights' content, so entries are valid across runs and processes. Disk
+    entries are small `.npy` files named by a hash of the key and written atomically, so processes can share
+    the folder. The folder is kept under `max_bytes` by deleting the least recently used entries (a read
+    refreshes an entry). A folder that cannot be written turns the disk side off with one warning.
+    """
+
+    def __init__(
+        self, directory: str | Path | None = None, *, max_entries: int = 20000, max_bytes: int = 256 * 2**20
+    ) -> None:
+        self.directory = Path(directory).expanduser() if directory else None
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._memory: OrderedDict[tuple[str, str, str], Tensor] = OrderedDict()
+        self._writes_since_prune = _PRUNE_EVERY - 1  # the first write checks the folder's size
         if self.directory:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                self._disable_disk(error)
+
+    @classmethod
+    def default(cls) -> "TextEmbeddingCache":
+        """The shared on-disk cache: `$SCCLIP_CACHE/text-embeddings` (default `~/.cache/scclip/...`)."""
+        return cls(default_cache_dir() / "text-embeddings")
 
     def __len__(self) -> int:
         return len(self._memory)
 
+    def _disable_disk(self, error: OSError) -> None:
+        warnings.warn(f"text-embedding cache folder {self.directory} is not usable ({error}); caching in memory only")
+        self.directory = None
+
     def _file(self, key: tuple[str, str, str]) -> Path:
         digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:32]
-        return self.directory / f"{digest}.pt"
+        return self.directory / digest[:2] / f"{digest}.npy"
 
     def get(self, key: tuple[str, str, str]) -> Tensor | None:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        if self.directory and self._file(key).is_file():
-            try:
-                value = torch.load(self._file(key), map_location="cpu", weights_only=True)
-            except Exception:
-                return None
-            self._remember(key, value)
-            return value
-        return None
+        if self.directory is None:
+            return None
+        path = self._file(key)
+        try:
+            array = np.load(path, allow_pickle=False)
+            os.utime(path)
+        except (OSError, ValueError):
+            return None
+        if array.ndim != 1 or array.dtype != np.float32:
+            return None
+        value = torch.from_numpy(array)
+        self._remember(key, value)
+        return value
 
     def put(self, key: tuple[str, str, str], value: Tensor) -> None:
         self._remember(key, value)
-        if self.directory:
-            temporary = self._file(key).with_suffix(".tmp")
-            torch.save(value, temporary)
-            temporary.replace(self._file(key))
+        if self.directory is None:
+            return
+        buffer = io.BytesIO()
+        np.save(buffer, value.detach().cpu().float().numpy(), allow_pickle=False)
+        try:
+            atomic_write(self._file(key), buffer.getvalue())
+        except OSError as error:
+            self._disable_disk(error)
+            return
+        self._writes_since_prune += 1
+        if self._writes_since_prune >= _PRUNE_EVERY:
+            self.prune()
+
+    def prune(self) -> None:
+        """Delete the least recently used disk entries until the folder is under 80 % of `max_bytes`."""
+        self._writes_since_prune = 0
+        if self.directory is None:
+            return
+        entries = []
+        for path in self.directory.glob("*/*.npy"):
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            entries.append((status.st_mtime_ns, status.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(entries):
+            if total <= 0.8 * self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
 
     def _remember(self, key: tuple[str, str, str], value: Tensor) -> None:
         self._memory[key] = value
@@ -206,7 +260,7 @@ class TextEncoder:
         self.model = model
         self.template_set = templates
         self.templates = TEMPLATE_SETS[templates]
-        self.cache = cache if cache is not None else TextEmbeddingCache()
+        self.cache = cache if cache is not None else TextEmbeddingCache.default()
         self.batch_size = batch_size
 
     def _warn_if_truncated(self, name: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,19 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["SCCLIP_CACHE"] = tempfile.mkdtemp(prefix="scclip-test-cache-")  # never the real home cache
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 FIXTURE = FIXTURES / "scclip_parity_tiny.pt"
 FIXTURE_448 = FIXTURES / "scclip_parity_tiny_448.pt"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own SCCLIP_CACHE, so no test sees text embeddings another one wrote."""
+    folder = tmp_path_factory.mktemp("scclip-cache")
+    monkeypatch.setenv("SCCLIP_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

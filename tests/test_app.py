@@ -185,7 +185,8 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
     handlers.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
     host._segmenters.clear()  # from here on, any model call would fail
     kept = handlers.store.get(LOCAL_SESSION)
-    assert kept.segmentation.probs.dtype == np.float16 and kept.segmentation.labels.dtype == np.uint8
+    assert kept.segmentation.pixel_scores is None and kept.segmentation.labels.dtype == np.uint8
+    assert kept.relabeller.probs.dtype == np.float16
     assert kept.segmentation.trace[0].mid_similarity.dtype == torch.float16
 
     overlay, legend, _, summary_path, hidden_update, status, point = handlers.show_result(0.5)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scclip_core import DEFAULT_BACKGROUND_WORDS, TextEncoder
 from scclip_core.cli import main
 
 from .weights import FORMATS, save_checkpoint
@@ -120,3 +121,98 @@ def test_module_entry_point_runs_as_a_program(photos):
     assert json.loads(completed.stdout)["classes"] == ["cat", "dog", "background"]
     bad = subprocess.run([sys.executable, "-m", "scclip_core", "segment"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "required" in bad.stderr
+
+
+TINY = ["--model", "tiny-test", "--weights", "random", "--templates", "simple"]
+
+
+def test_second_run_reads_every_text_embedding_from_the_disk_cache(photos, private_cache, capsys, monkeypatch):
+    arguments = ["segment", str(photos[1]), *TINY, "--classes", "cat; dog", "--json"]
+    assert main(arguments) == 0
+    first = json.loads(capsys.readouterr().out)
+    written = list(private_cache.glob("text-embeddings/*/*.npy"))
+    assert len(written) == 2 + len(DEFAULT_BACKGROUND_WORDS)
+    monkeypatch.setattr(TextEncoder, "_encode_names", lambda self, names: pytest.fail(f"re-encoded {names}"))
+    assert main(arguments) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["shares"] == first["shares"]
+
+
+def test_no_text_cache_writes_nothing(photos, private_cache):
+    assert main(["segment", str(photos[1]), *TINY, "--classes", "cat", "--no-text-cache"]) == 0
+    assert not list(private_cache.glob("text-embeddings/*/*.npy"))
+
+
+def test_labels_are_at_the_input_size_whatever_the_working_size(photos, tmp_path, capsys):
+    out, probs = tmp_path / "labels.png", tmp_path / "probs.npy"
+    code = main(["segment", str(photos[0]), *TINY, "--classes", "cat; dog", "--max-side", "40", "--short-side", "45", "--out", str(out),
+                 "--save-probs", str(probs), "--probs-budget", str(3 * 90 * 160 * 4 / 2**30 / 2), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(captured.out)
+    assert Image.open(out).size == (160, 90) and summary["image_size"] == [160, 90]
+    assert any("downscaled to 40x22" in notice for notice in summary["notices"])
+    working = summary["resized_size"]
+    assert np.load(probs).shape == (3, working[1], working[0]) and summary["outputs"]["probs_size"] == working
+    assert "probabilities are at the working size" in captured.err
+
+
+def test_more_than_256_classes_give_a_16_bit_label_map(photos, tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("".join(f"thing {index}, item {index}\n" for index in range(300)))
+    out = tmp_path / "labels.png"
+    code = main(["segment", str(photos[1]), *TINY, "--classes-file", str(classes), "--no-background",
+                 "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    labels = Image.open(out)
+    assert labels.mode == "I;16" and labels.size == (48, 64) and len(summary["classes"]) == 300
+    values = np.asarray(labels)
+    shares = np.bincount(values.ravel(), minlength=300) / values.size
+    assert np.allclose(shares, [summary["shares"][name] for name in summary["classes"]])
+
+
+def test_a_folder_run_resumes_and_keeps_one_summary(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    arguments = ["segment", str(photos[0].parent), *TINY, "--classes", "cat; dog", "--out", str(out)]
+    assert main(arguments) == 0
+    summary = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert [(Path(r["image"]).name, r["status"]) for r in summary] == [("gray.png", "done"), ("wide.jpg", "done")]
+    assert summary[0]["outputs"]["labels"] == str(out / "gray.png")
+    (out / "wide.png").unlink()
+    capsys.readouterr()
+    assert main([*arguments, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [Path(json.loads(line)["image"]).name for line in captured.out.splitlines()] == ["wide.jpg"]
+    assert "skipped 1 image" in captured.err
+    again = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert [Path(r["image"]).name for r in again] == ["gray.png", "wide.jpg"] and again[0] == summary[0]
+    assert sorted(path.name for path in out.iterdir()) == ["gray.png", "summary.jsonl", "wide.png"]
+
+
+def test_two_processes_with_gloo_write_what_one_process_writes(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(5)
+    for index, size in enumerate([(40, 56), (64, 30), (33, 33)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"photo{index}.png")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    arguments = ["segment", str(images / "*.png"), *TINY, "--classes", "cat; dog, puppy", "--short-side", "112",
+                 "--crop", "112", "--stride", "56", "--device", "cpu"]
+    launchers = {"one": [sys.executable], "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc_per_node=2"]}
+    for folder, launcher in launchers.items():
+        command = [*launcher, "-m", "scclip_core", *arguments, "--out", str(tmp_path / folder)]
+        completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    for index in range(3):
+        one = np.asarray(Image.open(tmp_path / "one" / f"photo{index}.png"))
+        two = np.asarray(Image.open(tmp_path / "two" / f"photo{index}.png"))
+        assert np.array_equal(one, two)
+    summaries = {}
+    for folder in ("one", "two"):
+        lines = [json.loads(line) for line in (tmp_path / folder / "summary.jsonl").read_text().splitlines()]
+        summaries[folder] = lines
+        assert [Path(line["image"]).name for line in lines] == ["photo0.png", "photo1.png", "photo2.png"]
+    assert {line["rank"] for line in summaries["two"]} == {0, 1}
+    assert [line["shares"] for line in summaries["one"]] == [line["shares"] for line in summaries["two"]]

@@ -48,6 +48,8 @@ SAMPLE_IDS = {
     "cityscapes": ["frankfurt/frankfurt_000000_000294", "frankfurt/frankfurt_000000_000576",
                    "lindau/lindau_000000_000019"],
     "ade20k": ["ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"],
+    "ade20k_full": ["ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"],
+    "pascal_context_459": ["2008_000002", "2008_000003", "2008_000007"],
 }
 SIZES = [(41, 57), (64, 48), (50, 50)]
 
@@ -63,10 +65,14 @@ def write_sample(root: Path, layout_name: str, sample_id: str, image: np.ndarray
 
 
 def write_label(root: Path, layout_name: str, sample_id: str, label: np.ndarray) -> None:
-    """A grey PNG of label values, or a palette PNG for VOC/Context as in the real datasets."""
+    """A grey PNG of label values, a palette PNG for VOC/Context, or a 16-bit TIFF for the large vocabularies,
+    as in the real datasets."""
     layout = LAYOUTS[layout_name]
     label_path = root / layout.label_dir / f"{sample_id}{layout.label_suffix}"
     label_path.parent.mkdir(parents=True, exist_ok=True)
+    if layout.label_suffix == ".tif":
+        Image.fromarray(label.astype(np.uint16)).save(label_path)
+        return
     label_image = Image.fromarray(label.astype(np.uint8), mode="L")
     if layout_name in ("voc2012", "pascal_context"):
         label_image = label_image.convert("P")
@@ -81,11 +87,12 @@ def write_split(root: Path, layout_name: str, ids: list[str]) -> None:
         (root / layout.split_file).write_text("".join(f"{sample_id}\n" for sample_id in ids))
 
 
-def raw_labels(rng: np.random.Generator, shape: tuple[int, int], num_classes: int, reduce_zero: bool) -> np.ndarray:
-    """Label values as stored on disk: 0..C-1 (or 0..C with reduce_zero_label) plus some 255 pixels."""
+def raw_labels(rng: np.random.Generator, shape: tuple[int, int], num_classes: int, reduce_zero: bool,
+               ignore_index: int = 255) -> np.ndarray:
+    """Label values as stored on disk: 0..C-1 (or 0..C with reduce_zero_label) plus some ignored pixels."""
     top = num_classes + 1 if reduce_zero else num_classes
     labels = rng.integers(0, top, size=shape)
-    labels[rng.random(shape) < 0.1] = 255
+    labels[rng.random(shape) < 0.1] = ignore_index
     labels[0, 0] = 0
     return labels
 
@@ -98,7 +105,7 @@ def test_layout_is_read_with_the_right_labels_and_ignore_index(tmp_path: Path, d
     stored = {}
     for sample_id, shape in zip(ids, SIZES):
         image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
-        stored[sample_id] = raw_labels(rng, shape, preset.num_classes, preset.reduce_zero_label)
+        stored[sample_id] = raw_labels(rng, shape, preset.num_classes, preset.reduce_zero_label, preset.ignore_index)
         write_sample(tmp_path, preset.layout, sample_id, image, stored[sample_id])
     split = [ids[2], ids[0]]  # a split file decides both membership and order
     write_split(tmp_path, preset.layout, split)
@@ -114,7 +121,7 @@ def test_layout_is_read_with_the_right_labels_and_ignore_index(tmp_path: Path, d
         else:
             expected = raw
         np.testing.assert_array_equal(labels, expected)
-        assert labels.max() <= 255 and set(np.unique(labels)) - {255} <= set(range(preset.num_classes))
+        assert set(np.unique(labels)) - {preset.ignore_index} <= set(range(preset.num_classes))
         assert read_image(sample.image_path).shape == (*raw.shape, 3)
     assert [s.id for s in list_samples(LAYOUTS[preset.layout], tmp_path, limit=1)] == expected_ids[:1]
 
@@ -262,7 +269,8 @@ def write_predictions_as_ground_truth(root: Path, preset: DatasetPreset, model) 
     write_split(root, preset.layout, ids)
 
 
-@pytest.mark.parametrize("dataset", ["voc21", "voc20"])  # background + thresholds; reduce_zero_label
+# background + thresholds; reduce_zero_label; 847 classes in 16-bit label maps
+@pytest.mark.parametrize("dataset", ["voc21", "voc20", "ade847"])
 def test_ground_truth_equal_to_the_prediction_scores_100(tmp_path: Path, tiny_model, dataset: str) -> None:
     preset = get_preset(dataset).with_overrides(short_side=112, crop=112, stride=112)  # few small windows
     write_predictions_as_ground_truth(tmp_path, preset, tiny_model)

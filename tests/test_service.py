@@ -282,3 +282,37 @@ def test_refine_edges_runs_pamr_on_the_kept_image_side(photo: Path) -> None:
     assert refined["description"] == "SC-CLIP, all five stages, edges refined by PAMR (10 steps)"
     with pytest.raises(gr.Error, match="refine_edges must be true or false"):
         handlers.segment(str(photo), "red; blue", refine_edges="maybe", progress=None)
+
+
+@pytest.fixture(scope="module")
+def scored(photo: Path):
+    """A segmentation of the photo into four classes with a background class, on the tiny model."""
+    import torch
+
+    from scclip_core import Segmenter, load_model
+
+    torch.manual_seed(3)
+    segmenter = Segmenter(load_model("tiny-test", "random", device="cpu"), FAST_CONFIG)
+    return segmenter.segment(str(photo), "red; blue; green; grey", background=["sky", "wall"])
+
+
+@pytest.mark.parametrize("prob_threshold", [0.0, 0.2, 0.26, 0.3, 1.0])
+def test_the_relabeller_applies_the_probability_rule_exactly(scored, prob_threshold: float) -> None:
+    from demo.sessions import Relabeller
+
+    relabeller = Relabeller.from_scores(scored.pixel_scores, scored.input_size)
+    expected = scored.with_thresholds(prob_threshold).labels
+    assert np.array_equal(relabeller.labels(scored.background_index, prob_threshold, None), expected)
+
+
+@pytest.mark.parametrize("area_threshold", [0.05, 0.3, 0.6])
+def test_the_relabeller_applies_the_area_rule_like_the_engine(scored, area_threshold: float) -> None:
+    from demo.sessions import Relabeller
+
+    exact = Relabeller.from_scores(scored.pixel_scores, scored.input_size, probs_bytes=1 << 30)
+    expected = scored.with_thresholds(0.2, area_threshold).labels
+    assert np.array_equal(exact.labels(scored.background_index, 0.2, area_threshold), expected)
+    small = Relabeller.from_scores(scored.pixel_scores, scored.input_size, probs_bytes=2000)
+    assert small.probs.nbytes <= 2000
+    assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, \
+        "with reduced probabilities only the pixels of dropped classes can differ"

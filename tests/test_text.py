@@ -1,11 +1,25 @@
 """Class parsing, prompt encoding with a shortened context, and the text-embedding cache."""
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, MAX_CLASSES, InputError, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
+from scclip_core import (
+    DEFAULT_BACKGROUND_WORDS,
+    InputError,
+    TextEmbeddingCache,
+    TextEncoder,
+    Vocabulary,
+    load_model,
+    parse_classes,
+)
+from scclip_core.cache import file_fingerprint
 from scclip_core.text import encode_prompts, parse_words
+
+from .weights import save_checkpoint
 
 
 def test_classes_synonyms_and_background_last():
@@ -29,19 +43,17 @@ def test_no_background_and_user_background_class():
 
 @pytest.mark.parametrize(
     "text, message",
-    [("", "no classes"), (" ;\n ; ,, ", "no classes"), ("cat; Cat", "listed twice"), ("x" * 300, "characters long"),
-     (";".join(f"c{i}" for i in range(300)), "at most")],
+    [("", "no classes"), (" ;\n ; ,, ", "no classes"), ("cat; Cat", "listed twice"), ("x" * 300, "characters long")],
 )
 def test_bad_class_text_gets_a_clear_message(text, message):
     with pytest.raises(InputError, match=message):
         parse_classes(text)
 
 
-def test_class_limit_counts_the_background():
-    names = ";".join(f"c{i}" for i in range(MAX_CLASSES))
-    assert len(parse_classes(names, background=None).classes) == MAX_CLASSES
-    with pytest.raises(InputError):
-        parse_classes(names)
+def test_vocabularies_of_any_size_are_accepted():
+    vocabulary = parse_classes("\n".join(f"c{i}, synonym {i}" for i in range(1000)))
+    assert len(vocabulary.classes) == 1001 and vocabulary.background_index == 1000
+    assert len(vocabulary.queries) == 2000 + len(DEFAULT_BACKGROUND_WORDS)
 
 
 def test_control_characters_and_spaces_are_cleaned():
@@ -96,3 +108,70 @@ def test_overlong_names_are_truncated_with_a_warning(tiny_model):
     with pytest.warns(UserWarning, match="truncated"):
         embedding = encoder.embed([" ".join(["word"] * 90)], notices)
     assert torch.isfinite(embedding).all() and notices
+
+
+def test_default_cache_lives_under_scclip_cache(private_cache):
+    cache = TextEmbeddingCache.default()
+    assert cache.directory == private_cache / "text-embeddings"
+    cache.put(("model", "simple", "cat"), torch.ones(4))
+    assert len(list(private_cache.glob("text-embeddings/*/*.npy"))) == 1
+
+
+def test_cache_key_is_the_content_of_the_weights(tmp_path):
+    torch.manual_seed(0)
+    first = load_model("tiny-test", weights="random", device="cpu")
+    torch.manual_seed(0)
+    same_values = load_model("tiny-test", weights="random", device="cpu")
+    torch.manual_seed(1)
+    other_values = load_model("tiny-test", weights="random", device="cpu")
+    assert first.key == same_values.key != other_values.key
+    path = save_checkpoint(first.clip, tmp_path / "tiny.bin", "open_clip")
+    copy = tmp_path / "copy" / "tiny.bin"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    from_file, from_copy = load_model("tiny-test", weights=str(path)), load_model("tiny-test", weights=str(copy))
+    assert from_file.key == from_copy.key and from_file.key != first.key
+    torch.save({"other": torch.zeros(1)}, path)
+    assert file_fingerprint(path) != file_fingerprint(copy)
+
+
+def test_second_encoder_reads_every_name_from_disk(tiny_model, tmp_path, monkeypatch):
+    names = ["cat", "dog", "traffic light"]
+    first = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(tmp_path)).embed(names)
+    second = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(tmp_path))
+    monkeypatch.setattr(second, "_encode_names", lambda names: pytest.fail(f"re-encoded {names}"))
+    assert torch.equal(second.embed(names), first)
+
+
+def test_concurrent_writers_leave_whole_files_and_no_temporaries(tmp_path):
+    caches = [TextEmbeddingCache(tmp_path) for _ in range(8)]
+    values = [torch.full((512,), float(index)) for index in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda pair: [pair[0].put(("m", "t", f"name{k}"), pair[1]) for k in range(20)],
+                      zip(caches, values)))
+    assert not list(tmp_path.rglob("*.tmp"))
+    reader = TextEmbeddingCache(tmp_path)
+    for k in range(20):
+        value = reader.get(("m", "t", f"name{k}"))
+        assert value.shape == (512,) and bool((value == value[0]).all())
+
+
+def test_disk_cache_stays_under_its_size_bound_dropping_the_oldest(tmp_path):
+    cache = TextEmbeddingCache(tmp_path, max_bytes=40_000)
+    for index in range(60):
+        cache.put(("m", "t", f"name{index}"), torch.randn(512))
+        os.utime(cache._file(("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
+    cache.prune()
+    sizes = [path.stat().st_size for path in tmp_path.glob("*/*.npy")]
+    assert 0 < sum(sizes) <= 40_000
+    fresh = TextEmbeddingCache(tmp_path)
+    assert fresh.get(("m", "t", "name59")) is not None and fresh.get(("m", "t", "name0")) is None
+
+
+def test_unwritable_cache_folder_falls_back_to_memory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="memory only"):
+        cache = TextEmbeddingCache(blocker / "cache")
+    cache.put(("m", "t", "cat"), torch.ones(3))
+    assert cache.directory is None and torch.equal(cache.get(("m", "t", "cat")), torch.ones(3))

@@ -49,6 +49,12 @@ LAYOUTS: dict[str, Layout] = {
         Layout("cityscapes", "cityscapes", "leftImg8bit/val", "gtFine/val", "_leftImg8bit.png",
                "_gtFine_labelTrainIds.png"),
         Layout("ade20k", "ade/ADEChallengeData2016", "images/validation", "annotations/validation", ".jpg", ".png"),
+        # The two large vocabularies as CAT-Seg's and SAN's preparation scripts leave them: 16-bit TIFF label
+        # maps holding class indices directly (ADE20K-Full: 65535 unlabelled; Context-459: LabelMap - 1).
+        Layout("ade20k_full", "ADE20K_2021_17_01", "images_detectron2/validation",
+               "annotations_detectron2/validation", ".jpg", ".tif"),
+        Layout("pascal_context_459", "VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".jpg",
+               ".tif", "pascalcontext_val.txt"),
     )
 }
 

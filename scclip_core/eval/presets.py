@@ -3,8 +3,12 @@
 Two protocols. `scclip` (the default) evaluates every method with SC-CLIP's official per-dataset settings;
 `own` evaluates each comparison method with the settings of its own official configs (`OWN_PROTOCOLS`), so that
 its published numbers can be reproduced. The class lists live in `classes/<name>.txt`, one class per line with
-comma-separated synonyms; they are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, and both
-protocols use them.
+comma-separated synonyms; the eight standard ones are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate
+with, and both protocols use them. The two large-vocabulary ones follow the open-vocabulary segmentation literature as CAT-Seg's
+and SAN's dataset scripts prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order
+(CAT-Seg `datasets/ade847.json`, the same names as SAN's `register_ade20k_full.py`), `context459.txt` is PASCAL
+Context's 459 names in label order (CAT-Seg `datasets/pc459.json`). SC-CLIP reports neither, so they use
+the default protocol (short side 336, 224/112 windows, logit scale 40, no background rules).
 """
 
 from __future__ import annotations
@@ -191,6 +195,24 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=True,
         ),
+        DatasetPreset(
+            name="ade847",
+            title="ADE20K-Full val, 847 classes (CAT-Seg / SAN preparation)",
+            layout="ade20k_full",
+            classes_file="ade847.txt",
+            background_index=None,
+            reduce_zero_label=False,
+            ignore_index=65535,
+        ),
+        DatasetPreset(
+            name="context459",
+            title="PASCAL Context val, 459 classes (CAT-Seg / SAN preparation)",
+            layout="pascal_context_459",
+            classes_file="context459.txt",
+            background_index=None,
+            reduce_zero_label=False,
+            ignore_index=459,
+        ),
     )
 }
 
@@ -270,7 +292,10 @@ OWN_PROTOCOLS: dict[str, MethodProtocol] = {
     "naclip": _NACLIP,
 }
 
-ALIASES = {"coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes"}
+ALIASES = {
+    "coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes",
+    "ade20k_full": "ade847", "ade_847": "ade847", "pc459": "context459", "pascal_context_459": "context459",
+}
 
 
 def dataset_names() -> list[str]:

@@ -239,8 +239,8 @@ _TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = w
 def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = "openai") -> Segmenter:
     """A segmenter with the evaluation protocol (spec §3): keep-ratio resize, sliding windows, no input cap.
 
-    Segmenters of the same model share text embeddings, so sweeps over stages or thresholds embed each
-    class list once (keyed by the model object: two random-weight models never share).
+    Segmenters of the same model share text embeddings in memory, so sweeps over stages or thresholds embed
+    each class list once; the on-disk cache (keyed by the weights' content) carries them across runs.
     """
     config = SegmenterConfig(
         short_side=preset.short_side,
@@ -252,7 +252,7 @@ def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = 
         templates=templates,
         pamr_steps=preset.pamr_steps,
     )
-    return Segmenter(model, config, text_cache=_TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache()))
+    return Segmenter(model, config, text_cache=_TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache.default()))
 
 
 def predict_labels(
