@@ -17,6 +17,7 @@ import gradio as gr
 from scclip_core import SegmenterConfig
 
 from demo.host import ModelHost
+from demo.memory import tune_allocator
 from demo.sessions import DEFAULT_BUDGET_MB, SessionStore
 from demo.ui import build_interface, launch_options
 
@@ -35,6 +36,7 @@ def build_demo(
 
     `config` overrides the paper's inference protocol (tests use a smaller one to stay fast).
     """
+    tune_allocator()
     model_name = model_name or os.environ.get("SCCLIP_MODEL", DEFAULT_MODEL)
     weights = weights or os.environ.get("SCCLIP_WEIGHTS", DEFAULT_WEIGHTS)
     budget = session_budget_mb or int(os.environ.get("SCCLIP_SESSION_BUDGET_MB", DEFAULT_BUDGET_MB))

@@ -20,6 +20,7 @@ from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stage
 
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
 from demo.inputs import RunSettings, image_path, load_image, number, parse_settings, parse_vocabulary, probe_image
+from demo.memory import release_freed_memory
 from demo.sessions import RUN_AGAIN, ImageSideKey, SessionResult, SessionStore, compact, file_digest
 from demo.views import (
     COMPARISON_METHODS,
@@ -155,6 +156,8 @@ class Handlers:
             result = self._run(image, classes_text, settings, previous, trace=True, progress=progress)
         except Exception as error:
             raise user_error(error) from error
+        finally:
+            release_freed_memory()
         self.store.put(session_id(request), result)
         return result.label_path, result.summary
 
@@ -393,6 +396,8 @@ class Handlers:
             rgb = load_image(path, self.host.config.max_input_side)
             shared, runs = run_ablation(self.host, rgb, vocabulary, base, configurations,
                                         progress=self._progress(progress))
+            return ablation_views(shared, runs)
         except Exception as error:
             raise user_error(error) from error
-        return ablation_views(shared, runs)
+        finally:
+            release_freed_memory()

@@ -9,12 +9,9 @@ number of classes, float16 inside-view matrices) and the image side for new clas
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import hashlib
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +24,8 @@ import torch
 
 from scclip_core import CalibrationParams, ImageEmbedding, PixelScores, Segmentation, Stages, label_dtype
 from scclip_core.scores import small_classes
+
+from demo.memory import release_freed_memory
 
 SESSION_TTL_S = 20 * 60
 DEFAULT_BUDGET_MB = 192
@@ -185,18 +184,6 @@ def compact(
     )
 
 
-def _release_freed_memory() -> Callable[[], None]:
-    """glibc's malloc_trim, which hands freed heap pages back to the system; a no-op elsewhere."""
-    library = ctypes.util.find_library("c") if os.name == "posix" else None
-    try:
-        trim = ctypes.CDLL(library).malloc_trim if library else None
-    except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return lambda: None
-    return lambda: trim(0)
-
-
 class SessionStore:
     """Every visitor's latest result under one byte budget: least recently used first out, and nothing kept
     longer than `ttl_s` after its last use. Thread-safe."""
@@ -213,7 +200,6 @@ class SessionStore:
         self._entries: OrderedDict[str, tuple[SessionResult, int, float]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._release = _release_freed_memory()
 
     def __len__(self) -> int:
         with self._lock:
@@ -236,7 +222,7 @@ class SessionStore:
                 self._pop(next(iter(self._entries)))
                 freed = True
         if freed:
-            self._release()
+            release_freed_memory()
 
     def get(self, session_id: str) -> SessionResult | None:
         """The session's latest result, or None when it never ran, expired or was evicted."""
@@ -247,7 +233,7 @@ class SessionStore:
                 self._entries[session_id] = (entry[0], entry[1], self._clock())
                 self._entries.move_to_end(session_id)
         if freed:
-            self._release()
+            release_freed_memory()
         return None if entry is None else entry[0]
 
     def discard(self, session_id: str) -> None:
@@ -255,7 +241,7 @@ class SessionStore:
         with self._lock:
             freed = self._pop(session_id)
         if freed:
-            self._release()
+            release_freed_memory()
 
     def _pop(self, session_id: str) -> bool:
         entry = self._entries.pop(session_id, None)
