@@ -1,7 +1,7 @@
 """Time and peak memory of PAMR refinement on one large image (synthetic maps and guide).
 
-    python benchmarks/pamr.py                              # 2048x2048, 56 queries, 10 steps, dilations 8 and 16
-    python benchmarks/pamr.py --size 1024 --queries 21 --steps 10 --device cuda
+    python -m benchmarks.pamr                              # 2048x2048, 56 queries, 10 steps, dilations 8 and 16
+    python -m benchmarks.pamr --size 1024 --queries 21 --steps 10 --device cuda
 
 Prints one JSON line: seconds, peak resident memory of the process, the inputs' own size, and the size of the
 8 x dilations x C x H x W neighbour stack that the banded implementation never builds.
@@ -18,9 +18,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scclip_core import pamr_refine  # noqa: E402
+from scclip_core import pamr_refine
 
 
 def main() -> None:

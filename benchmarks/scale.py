@@ -1,8 +1,8 @@
 """Scale figures for the README: the on-disk text cache, 847 classes, a 9000x6000 photo, torchrun sharding.
 
-    python benchmarks/scale.py                      # everything, ViT-B/16 with random weights, on the CPU
-    python benchmarks/scale.py --only text-cache huge
-    python benchmarks/scale.py --only 847-classes --cold-847   # embed the 847 classes' text for real too
+    python -m benchmarks.scale                      # everything, ViT-B/16 with random weights, on the CPU
+    python -m benchmarks.scale --only text-cache huge
+    python -m benchmarks.scale --only 847-classes --cold-847   # embed the 847 classes' text for real too
 
 Every figure comes from running the CLI (`python -m scclip_core segment ...`) in a child process, with a fresh
 SCCLIP_CACHE folder for the whole benchmark: peak RSS is that child's (os.wait4), text time is the JSON
@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CLASSES = "person; dog; grass; sky, cloud; car"
 MODEL = ["--model", "ViT-B/16", "--weights", "random", "--device", "cpu"]
 

@@ -1,4 +1,5 @@
-"""`python -m scclip_core segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT`.
+"""`scclip segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT` (or `python -m scclip_core`);
+`scclip eval ...` is `python -m scclip_core.eval ...`.
 
 `torchrun --nproc_per_node=N -m scclip_core segment ...` shares the images out over N processes (gloo on CPU,
 NCCL on CUDA) with the evaluation's process-group helpers.
@@ -17,9 +18,8 @@ import numpy as np
 
 from .cache import atomic_write
 from .errors import InputError, ScclipError
-from .pamr import PAMR_DILATIONS
-from .presets import METHODS, CalibrationParams, Stages
-from .scores import DEFAULT_PROBS_BUDGET
+from .eval import cli as eval_cli
+from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
@@ -36,9 +36,12 @@ def _dilations(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 8,16, not {text!r}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scclip_core", description="SC-CLIP open-vocabulary segmentation")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="SC-CLIP open-vocabulary segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
+    evaluation = commands.add_parser("eval", help="benchmark mIoU on a dataset", description=eval_cli.DESCRIPTION)
+    eval_cli.add_arguments(evaluation)
+    evaluation.set_defaults(command_parser=evaluation)
     segment = commands.add_parser(
         "segment", help="segment images into free-text classes",
         description="Segment images into free-text classes. Under `torchrun --nproc_per_node=N` the images are "
@@ -287,13 +290,20 @@ def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args:
     return {**summary, "status": "done"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core") -> int:
+    args = _parser(prog).parse_args(argv)
+    if args.command == "eval":
+        return eval_cli.run(args, args.command_parser)
     try:
         return _segment(args)
     except (ScclipError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def run() -> None:
+    """The `scclip` console script."""
+    sys.exit(main(prog="scclip"))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
+from .presets import PAMR_DILATIONS
 
-PAMR_DILATIONS: tuple[int, ...] = (8, 16)
 _BAND_ELEMENTS = 1 << 24
 _SIGMA_WEIGHT = 0.1
 _SIGMA_EPSILON = 1e-8

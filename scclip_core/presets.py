@@ -11,6 +11,8 @@ from .errors import InputError
 Detector = Literal["lof", "l2norm"]
 Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
 METHODS: tuple[str, ...] = ("sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+PAMR_DILATIONS: tuple[int, ...] = (8, 16)
+DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .presets import DEFAULT_PROBS_BUDGET
 
 BAND_ELEMENTS = 1 << 22
-DEFAULT_PROBS_BUDGET = 1 << 30
 BandProbabilities = Callable[[int, int], Tensor]
 
 

@@ -22,9 +22,9 @@ from .backbones import LoadedModel
 from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, to_rgb_array
-from .pamr import PAMR_DILATIONS, check_pamr_settings, pamr_refine
-from .presets import METHODS, CalibrationParams, Stages, Variant
-from .scores import DEFAULT_PROBS_BUDGET, PixelScores, check_thresholds, probs_size
+from .pamr import check_pamr_settings, pamr_refine
+from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages, Variant
+from .scores import PixelScores, check_thresholds, probs_size
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
 Progress = Callable[[float, str], None]

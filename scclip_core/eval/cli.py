@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import METHODS, CalibrationParams, ScclipError, Stages
+from ..errors import ScclipError
+from ..presets import METHODS, CalibrationParams, Stages
 from .datasets import LAYOUTS
 from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, VIT_L14_CHANGES, DatasetPreset, dataset_names, get_preset
-from .runner import run_benchmark
 
 
 def _dataset(text: str) -> str:
@@ -40,13 +40,21 @@ OVERRIDES = (
 )
 
 
+DESCRIPTION = (
+    "Benchmark mIoU of SC-CLIP (or a baseline) on a dataset in its MMSegmentation layout. "
+    "Run under `torchrun --nproc_per_node=N` to shard the images over N processes. "
+    "Rerunning the same command resumes from the per-image records in the output folder."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scclip_core.eval",
-        description="Benchmark mIoU of SC-CLIP (or a baseline) on a dataset in its MMSegmentation layout. "
-        "Run under `torchrun --nproc_per_node=N` to shard the images over N processes. "
-        "Rerunning the same command resumes from the per-image records in the output folder.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m scclip_core.eval", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The evaluation's options, on `python -m scclip_core.eval` and on `scclip eval`."""
     parser.add_argument("--dataset", type=_dataset, metavar="NAME",
                         help=f"benchmark preset: {', '.join(dataset_names())} (see --list)")
     parser.add_argument("--root", help="dataset root, e.g. data/VOCdevkit/VOC2012 (or the folder above it)")
@@ -74,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
-    return parser
 
 
 def _protocol_settings(preset: DatasetPreset) -> str:
@@ -106,7 +113,13 @@ def preset_listing() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Evaluate as `args` says; `parser` reports missing options."""
+    from .runner import run_benchmark
+
     if args.list:
         print(preset_listing())
         return 0
