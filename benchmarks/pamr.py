@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -44,8 +42,13 @@ def main() -> None:
     seconds = time.perf_counter() - start
     mib = 2**20
     report = {
-        "size": args.size, "queries": args.queries, "steps": args.steps, "dilations": list(dilations),
-        "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
+        "size": args.size,
+        "queries": args.queries,
+        "steps": args.steps,
+        "dilations": list(dilations),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "seconds": round(seconds, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "maps_mib": round(maps.numel() * 4 / mib),
         "neighbour_stack_mib": round(8 * len(dilations) * maps.numel() * 4 / mib),

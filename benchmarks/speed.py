@@ -87,6 +87,7 @@ def text_encoding(model, repeats: int) -> dict:
         def encode():
             with torch.inference_mode():
                 encode_prompts(model.clip, tokens, shorten=shorten)
+
         return encode
 
     full = _median_seconds(run(False), repeats, model.device)
@@ -119,8 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model("ViT-B/16", "random", device=args.device)
     device = model.device.type
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n"
+    )
     dense = dense_overhead(model, args.repeats)
     e2e = end_to_end(model, max(3, args.repeats // 2))
     text = text_encoding(model, args.repeats)
@@ -138,8 +141,13 @@ def main() -> None:
     if not args.skip_memory:
         for name in ("ViT-B/16", "ViT-L/14"):
             memory = peak_memory(name, device)
-            rows.append((f"peak memory, {name} load + one image", f"{memory['peak_rss_mib']:.0f} MiB RSS"
-                         + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else "")))
+            rows.append(
+                (
+                    f"peak memory, {name} load + one image",
+                    f"{memory['peak_rss_mib']:.0f} MiB RSS"
+                    + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""),
+                )
+            )
     print("| measurement | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

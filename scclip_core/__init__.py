@@ -19,16 +19,31 @@ _EXPORTS = {
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("to_rgb_array",),
     "pamr": ("pamr_refine",),
-    "presets": ("LAYER_PRESETS", "METHODS", "PAMR_DILATIONS", "CalibrationParams", "LayerPreset", "Stages", "Variant",
-                "ablation_variants"),
+    "presets": (
+        "LAYER_PRESETS",
+        "METHODS",
+        "PAMR_DILATIONS",
+        "CalibrationParams",
+        "LayerPreset",
+        "Stages",
+        "Variant",
+        "ablation_variants",
+    ),
     "scores": ("PixelScores", "assign_labels", "label_dtype"),
     "segmenter": ("ImageEmbedding", "Segmentation", "Segmenter", "SegmenterConfig"),
-    "text": ("DEFAULT_BACKGROUND_WORDS", "TextEmbeddingCache", "TextEncoder", "Vocabulary", "parse_classes",
-             "parse_words"),
+    "text": (
+        "DEFAULT_BACKGROUND_WORDS",
+        "TextEmbeddingCache",
+        "TextEncoder",
+        "Vocabulary",
+        "parse_classes",
+        "parse_words",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_MODULE_OF)
+
 
 def __getattr__(name: str):
     """Import the submodule that defines `name` on first access, then keep the name here."""

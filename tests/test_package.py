@@ -30,7 +30,9 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shutil.copytree(ROOT / "scclip_core", source / "scclip_core", ignore=shutil.ignore_patterns("__pycache__"))
     wheels, target = tmp_path_factory.mktemp("wheels"), tmp_path_factory.mktemp("site")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    built = _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], source, dict(os.environ))
+    built = _run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], source, dict(os.environ)
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("scclip_explorer-*.whl")
     done = _run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], source, dict(os.environ))
@@ -58,7 +60,24 @@ def test_installed_package_reads_its_class_lists_and_model_configs(installed, tm
     assert listing.returncode == 0, listing.stderr
     assert "ade847" in listing.stdout and "847 classes" in listing.stdout
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "photo.png")
-    segmented = _run(["scclip", "segment", "photo.png", "--model", "tiny-test", "--weights", "random", "--classes",
-                      "cat; dog", "--templates", "simple", "--no-text-cache", "--json"], tmp_path, env)
+    segmented = _run(
+        [
+            "scclip",
+            "segment",
+            "photo.png",
+            "--model",
+            "tiny-test",
+            "--weights",
+            "random",
+            "--classes",
+            "cat; dog",
+            "--templates",
+            "simple",
+            "--no-text-cache",
+            "--json",
+        ],
+        tmp_path,
+        env,
+    )
     assert segmented.returncode == 0, segmented.stderr
     assert json.loads(segmented.stdout.splitlines()[-1])["classes"] == ["cat", "dog", "background"]

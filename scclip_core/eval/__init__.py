@@ -12,8 +12,15 @@ import importlib
 _EXPORTS = {
     "datasets": ("LAYOUTS", "DatasetLayoutError", "Layout", "Sample", "list_samples", "read_image", "read_label"),
     "metrics": ("SegmentationScores", "confusion_matrix", "scores"),
-    "presets": ("OWN_PROTOCOLS", "PRESETS", "PROTOCOLS", "DatasetPreset", "MethodProtocol", "dataset_names",
-                "get_preset"),
+    "presets": (
+        "OWN_PROTOCOLS",
+        "PRESETS",
+        "PROTOCOLS",
+        "DatasetPreset",
+        "MethodProtocol",
+        "dataset_names",
+        "get_preset",
+    ),
     "runner": ("EvalResult", "RunSettings", "evaluate", "run_benchmark"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
