@@ -14,12 +14,11 @@ import os
 
 import gradio as gr
 
-from scclip_core import SegmenterConfig
-
 from demo.host import ModelHost
 from demo.memory import tune_allocator
 from demo.sessions import DEFAULT_BUDGET_MB, SessionStore
 from demo.ui import build_interface, launch_options
+from scclip_core import SegmenterConfig
 
 DEFAULT_MODEL = "ViT-B/16"
 DEFAULT_WEIGHTS = "openai"
@@ -46,13 +45,19 @@ def build_demo(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SC-CLIP Explorer: the Gradio demo")
     parser.add_argument("--model", default=None, help=f"model name (env SCCLIP_MODEL, default {DEFAULT_MODEL})")
-    parser.add_argument("--weights", default=None,
-                        help=f"pretrained tag, weight file or 'random' (env SCCLIP_WEIGHTS, default {DEFAULT_WEIGHTS})")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help=f"pretrained tag, weight file or 'random' (env SCCLIP_WEIGHTS, default {DEFAULT_WEIGHTS})",
+    )
     parser.add_argument("--host", default=None, help="server address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="server port (default: GRADIO_SERVER_PORT or 7860)")
-    parser.add_argument("--session-budget-mb", type=int, default=None,
-                        help=f"memory for all visitors' kept results (env SCCLIP_SESSION_BUDGET_MB, default "
-                             f"{DEFAULT_BUDGET_MB})")
+    parser.add_argument(
+        "--session-budget-mb",
+        type=int,
+        default=None,
+        help=f"memory for all visitors' kept results (env SCCLIP_SESSION_BUDGET_MB, default {DEFAULT_BUDGET_MB})",
+    )
     parser.add_argument("--share", action="store_true", help="create a temporary public gradio.live link")
     return parser.parse_args(argv)
 

@@ -17,11 +17,10 @@ import argparse
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
-
-from dataclasses import replace
 
 from scclip_core import Segmenter, ablation_variants, load_model
 from scclip_core.images import cap_size
@@ -97,15 +96,21 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--separate", action="store_true", help="also time the 11 configurations run separately")
-    parser.add_argument("--preview-side", type=int, default=480,
-                        help="long side of the ablation's labels, as in the app (0: the input size)")
+    parser.add_argument(
+        "--preview-side",
+        type=int,
+        default=480,
+        help="long side of the ablation's labels, as in the app (0: the input size)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model("ViT-B/16", weights="random", device=args.device)
     segmenter = Segmenter(model)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {model.device.type}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {model.device.type}\n"
+    )
     segmenter.segment(synthetic_photo(0), CLASSES)
     singles, runs, separate = [], [], []
     for repeat in range(args.repeats):
@@ -128,9 +133,18 @@ def main() -> None:
         ("ratio, median of per-repeat ratios", f"{per_repeat:.2f}"),
         (f"image side only: set_image_variants ({count}) / set_image (1)", f"{image_side / single_image_side:.2f}"),
         ("  preprocess, once", f"{statistics.median(run['preprocess'] for run in runs):.2f} s"),
-        ("  shared frozen pass (stem, blocks 1..L-1, shared values), once", f"{statistics.median(run['shared'] for run in runs):.2f} s"),
-        (f"  last blocks, sum over the {count} variants", f"{statistics.median(sum(run['last_blocks']) for run in runs):.2f} s"),
-        (f"  predict, sum over the {count} variants", f"{statistics.median(sum(run['predicts']) for run in runs):.2f} s"),
+        (
+            "  shared frozen pass (stem, blocks 1..L-1, shared values), once",
+            f"{statistics.median(run['shared'] for run in runs):.2f} s",
+        ),
+        (
+            f"  last blocks, sum over the {count} variants",
+            f"{statistics.median(sum(run['last_blocks']) for run in runs):.2f} s",
+        ),
+        (
+            f"  predict, sum over the {count} variants",
+            f"{statistics.median(sum(run['predicts']) for run in runs):.2f} s",
+        ),
     ]
     if separate:
         rows.append((f"{count} configurations run separately (before)", f"{statistics.median(separate):.2f} s"))

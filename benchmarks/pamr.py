@@ -1,7 +1,7 @@
 """Time and peak memory of PAMR refinement on one large image (synthetic maps and guide).
 
-    python benchmarks/pamr.py                              # 2048x2048, 56 queries, 10 steps, dilations 8 and 16
-    python benchmarks/pamr.py --size 1024 --queries 21 --steps 10 --device cuda
+    python -m benchmarks.pamr                              # 2048x2048, 56 queries, 10 steps, dilations 8 and 16
+    python -m benchmarks.pamr --size 1024 --queries 21 --steps 10 --device cuda
 
 Prints one JSON line: seconds, peak resident memory of the process, the inputs' own size, and the size of the
 8 x dilations x C x H x W neighbour stack that the banded implementation never builds.
@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scclip_core import pamr_refine  # noqa: E402
+from scclip_core import pamr_refine
 
 
 def main() -> None:
@@ -46,8 +42,13 @@ def main() -> None:
     seconds = time.perf_counter() - start
     mib = 2**20
     report = {
-        "size": args.size, "queries": args.queries, "steps": args.steps, "dilations": list(dilations),
-        "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
+        "size": args.size,
+        "queries": args.queries,
+        "steps": args.steps,
+        "dilations": list(dilations),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "seconds": round(seconds, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "maps_mib": round(maps.numel() * 4 / mib),
         "neighbour_stack_mib": round(8 * len(dilations) * maps.numel() * 4 / mib),

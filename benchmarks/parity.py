@@ -1,7 +1,7 @@
 """How closely `encode_dense` reproduces the official SC-CLIP output stored in the parity fixtures.
 
-    python benchmarks/parity.py                        # the fixtures in ../shared/fixtures beside the checkout
-    python benchmarks/parity.py path/to/fixture.pt ...
+    python -m benchmarks.parity                        # the fixtures in ../shared/fixtures beside the checkout
+    python -m benchmarks.parity path/to/fixture.pt ...
 
 Prints one JSON line per fixture: crop size, largest absolute difference of the patch embeddings, the tolerance
 the tests apply (1e-4 of the largest expected value), and whether the anomaly tokens are exactly the expected ones.
@@ -16,9 +16,7 @@ from pathlib import Path
 import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scclip_core import LayerPreset, encode_dense  # noqa: E402
+from scclip_core import LayerPreset, encode_dense
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 DEFAULT_FIXTURES = (FIXTURES / "scclip_parity_tiny.pt", FIXTURES / "scclip_parity_tiny_448.pt")

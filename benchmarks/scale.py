@@ -1,8 +1,8 @@
 """Scale figures for the README: the on-disk text cache, 847 classes, a 9000x6000 photo, torchrun sharding.
 
-    python benchmarks/scale.py                      # everything, ViT-B/16 with random weights, on the CPU
-    python benchmarks/scale.py --only text-cache huge
-    python benchmarks/scale.py --only 847-classes --cold-847   # embed the 847 classes' text for real too
+    python -m benchmarks.scale                      # everything, ViT-B/16 with random weights, on the CPU
+    python -m benchmarks.scale --only text-cache huge
+    python -m benchmarks.scale --only 847-classes --cold-847   # embed the 847 classes' text for real too
 
 Every figure comes from running the CLI (`python -m scclip_core segment ...`) in a child process, with a fresh
 SCCLIP_CACHE folder for the whole benchmark: peak RSS is that child's (os.wait4), text time is the JSON
@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CLASSES = "person; dog; grass; sky, cloud; car"
 MODEL = ["--model", "ViT-B/16", "--weights", "random", "--device", "cpu"]
 
@@ -42,7 +41,9 @@ def run_cli(arguments: list[str], environment: dict[str, str], launcher: list[st
     """Run the CLI once; its JSON lines, wall time and peak RSS (GiB)."""
     command = [*(launcher or [sys.executable]), "-m", "scclip_core", "segment", *arguments, "--json"]
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     stdout, stderr = child.communicate()
     wall = time.perf_counter() - started
     if child.returncode != 0:
@@ -88,9 +89,14 @@ def text_cache(work: Path, environment: dict[str, str]) -> dict:
     first = run_cli(arguments, environment)["lines"][0]["timings"]["text"]
     second = run_cli(arguments, environment)["lines"][0]["timings"]["text"]
     disabled = run_cli([*arguments, "--no-text-cache"], environment)["lines"][0]["timings"]["text"]
-    return {"first_text_s": first, "second_text_s": second, "ratio": second / first, "no_cache_text_s": disabled,
-            "command": f"python -m scclip_core segment photo_640x480.jpg {' '.join(MODEL)} --classes '{CLASSES}' "
-                       "--out labels.png --json  (twice, same SCCLIP_CACHE)"}
+    return {
+        "first_text_s": first,
+        "second_text_s": second,
+        "ratio": second / first,
+        "no_cache_text_s": disabled,
+        "command": f"python -m scclip_core segment photo_640x480.jpg {' '.join(MODEL)} --classes '{CLASSES}' "
+        "--out labels.png --json  (twice, same SCCLIP_CACHE)",
+    }
 
 
 def seed_text_cache(classes: Path, templates: str, environment: dict[str, str]) -> None:
@@ -120,23 +126,45 @@ def many_classes(work: Path, environment: dict[str, str], cold: bool = False) ->
         seed_text_cache(classes, "simple", environment)
     run = peak_rss_gib(arguments, environment)
     label_map = Image.open(out)
-    return {"classes": len(run["lines"][0]["classes"]), "label_png": [label_map.mode, *label_map.size],
-            "text_cache": "cold" if cold else "seeded", "peak_rss_gib": run["peak_rss_gib"], "wall_s": run["wall_s"],
-            "timings": run["lines"][0]["timings"],
-            "command": "python -m scclip_core segment photo_2048x1365.jpg " + " ".join(MODEL)
-                       + " --classes-file ade847_cli.txt --templates simple --out labels_847.png --json"}
+    return {
+        "classes": len(run["lines"][0]["classes"]),
+        "label_png": [label_map.mode, *label_map.size],
+        "text_cache": "cold" if cold else "seeded",
+        "peak_rss_gib": run["peak_rss_gib"],
+        "wall_s": run["wall_s"],
+        "timings": run["lines"][0]["timings"],
+        "command": "python -m scclip_core segment photo_2048x1365.jpg "
+        + " ".join(MODEL)
+        + " --classes-file ade847_cli.txt --templates simple --out labels_847.png --json",
+    }
 
 
 def huge_photo(work: Path, environment: dict[str, str]) -> dict:
     image = photo(work / "photo_9000x6000.jpg", 9000, 6000, seed=2)
     out = work / "labels_9000.png"
-    arguments = [str(image), *MODEL, "--classes", CLASSES, "--prob-threshold", "0.2", "--area-threshold", "0.05",
-                 "--out", str(out)]
+    arguments = [
+        str(image),
+        *MODEL,
+        "--classes",
+        CLASSES,
+        "--prob-threshold",
+        "0.2",
+        "--area-threshold",
+        "0.05",
+        "--out",
+        str(out),
+    ]
     run = peak_rss_gib(arguments, environment)
-    return {"label_png": list(Image.open(out).size), "peak_rss_gib": run["peak_rss_gib"], "wall_s": run["wall_s"],
-            "timings": run["lines"][0]["timings"], "resized_size": run["lines"][0]["resized_size"],
-            "command": "python -m scclip_core segment photo_9000x6000.jpg " + " ".join(MODEL)
-                       + f" --classes '{CLASSES}' --prob-threshold 0.2 --area-threshold 0.05 --out labels_9000.png --json"}
+    return {
+        "label_png": list(Image.open(out).size),
+        "peak_rss_gib": run["peak_rss_gib"],
+        "wall_s": run["wall_s"],
+        "timings": run["lines"][0]["timings"],
+        "resized_size": run["lines"][0]["resized_size"],
+        "command": "python -m scclip_core segment photo_9000x6000.jpg "
+        + " ".join(MODEL)
+        + f" --classes '{CLASSES}' --prob-threshold 0.2 --area-threshold 0.05 --out labels_9000.png --json",
+    }
 
 
 def torchrun(work: Path, environment: dict[str, str], images: int = 8) -> dict:
@@ -148,16 +176,24 @@ def torchrun(work: Path, environment: dict[str, str], images: int = 8) -> dict:
     for processes in (1, 2):
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         arguments = [str(folder / "*.jpg"), *MODEL, "--classes", CLASSES, "--out", str(work / f"out{processes}")]
-        run = run_cli(arguments, {**environment, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}, launcher)
+        run = run_cli(
+            arguments, {**environment, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}, launcher
+        )
         results[f"{processes}_process_wall_s"] = run["wall_s"]
         results[f"{processes}_process_images_per_s"] = images / run["wall_s"]
     same = all(
-        np.array_equal(np.asarray(Image.open(work / "out1" / f"photo{i}.png")), np.asarray(Image.open(work / "out2" / f"photo{i}.png")))
+        np.array_equal(
+            np.asarray(Image.open(work / "out1" / f"photo{i}.png")),
+            np.asarray(Image.open(work / "out2" / f"photo{i}.png")),
+        )
         for i in range(images)
     )
-    results.update(images=images, identical_outputs=same,
-                   command=f"torchrun --standalone --nproc_per_node=N -m scclip_core segment 'batch/*.jpg' {' '.join(MODEL)} "
-                           f"--classes '{CLASSES}' --out outN --json")
+    results.update(
+        images=images,
+        identical_outputs=same,
+        command=f"torchrun --standalone --nproc_per_node=N -m scclip_core segment 'batch/*.jpg' {' '.join(MODEL)} "
+        f"--classes '{CLASSES}' --out outN --json",
+    )
     return results
 
 

@@ -1,7 +1,7 @@
 """Speed and memory of the engine on this machine (random weights: timings do not depend on the values).
 
-    python benchmarks/speed.py                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
-    python benchmarks/speed.py --repeats 20 --device cuda
+    python -m benchmarks.speed                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
+    python -m benchmarks.speed --repeats 20 --device cuda
 
 Prints a Markdown table that the README quotes.
 """
@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scclip_core import Segmenter, SegmenterConfig, TextEmbeddingCache, TextEncoder, encode_dense, load_model
+from scclip_core.text import encode_prompts
 
-from scclip_core import Segmenter, SegmenterConfig, TextEmbeddingCache, TextEncoder, encode_dense, load_model  # noqa: E402
-from scclip_core.text import encode_prompts  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "person; dog; grass; sky, cloud; car"
 
 
@@ -88,6 +87,7 @@ def text_encoding(model, repeats: int) -> dict:
         def encode():
             with torch.inference_mode():
                 encode_prompts(model.clip, tokens, shorten=shorten)
+
         return encode
 
     full = _median_seconds(run(False), repeats, model.device)
@@ -102,14 +102,13 @@ def peak_memory(name: str, device: str) -> dict:
     """Peak memory of loading `name` and segmenting one 336x448 image, measured in a fresh process."""
     code = f"""
 import json, resource, sys, numpy as np, torch
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from scclip_core import Segmenter, load_model
 model = load_model({name!r}, "random", device={device!r})
 Segmenter(model).segment(np.zeros((336, 448, 3), np.uint8), {CLASSES!r})
 gpu = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else None
 print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mib": gpu}}))
 """
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -121,8 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model("ViT-B/16", "random", device=args.device)
     device = model.device.type
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n"
+    )
     dense = dense_overhead(model, args.repeats)
     e2e = end_to_end(model, max(3, args.repeats // 2))
     text = text_encoding(model, args.repeats)
@@ -140,8 +141,13 @@ def main() -> None:
     if not args.skip_memory:
         for name in ("ViT-B/16", "ViT-L/14"):
             memory = peak_memory(name, device)
-            rows.append((f"peak memory, {name} load + one image", f"{memory['peak_rss_mib']:.0f} MiB RSS"
-                         + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else "")))
+            rows.append(
+                (
+                    f"peak memory, {name} load + one image",
+                    f"{memory['peak_rss_mib']:.0f} MiB RSS"
+                    + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""),
+                )
+            )
     print("| measurement | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

@@ -131,7 +131,9 @@ def fairness(args: argparse.Namespace) -> None:
             big, small = Client(url, verbose=False), Client(url, verbose=False)
             times: dict[str, float] = {}
 
-            def run(name: str, client: Client, picture: Path, text: str) -> None:
+            def run(
+                name: str, client: Client, picture: Path, text: str, templates: str, times: dict[str, float]
+            ) -> None:
                 started = time.perf_counter()
                 try:
                     client.predict(handle_file(str(picture)), text, templates=templates, api_name="/segment")
@@ -140,13 +142,15 @@ def fairness(args: argparse.Namespace) -> None:
                     raise
                 times[name] = time.perf_counter() - started
 
-            large = threading.Thread(target=run, args=("large", big, photo(Path(folder), 1), classes))
+            large = threading.Thread(target=run, args=("large", big, photo(Path(folder), 1), classes, templates, times))
             large.start()
             time.sleep(args.delay)
-            run("small", small, photo(Path(folder), 2), "red; blue")
+            run("small", small, photo(Path(folder), 2), "red; blue", templates, times)
             large.join()
-            print(f"{label}: largest request {times['large']:.1f} s; a 2-class request sent {args.delay:.0f} s "
-                  f"later waited {times['small']:.1f} s in all")
+            print(
+                f"{label}: largest request {times['large']:.1f} s; a 2-class request sent {args.delay:.0f} s "
+                f"later waited {times['small']:.1f} s in all"
+            )
 
 
 def main() -> None:

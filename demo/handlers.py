@@ -16,8 +16,6 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render
-
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
 from demo.inputs import RunSettings, image_path, load_image, number, parse_settings, parse_vocabulary, probe_image
 from demo.memory import release_freed_memory
@@ -38,6 +36,7 @@ from demo.views import (
     window_crop,
     write_outputs,
 )
+from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render
 
 LOGGER = logging.getLogger(__name__)
 LOCAL_SESSION = "local"
@@ -52,7 +51,8 @@ def user_error(error: Exception) -> gr.Error:
         return gr.Error(str(error), title="Cannot run", print_exception=False)
     LOGGER.exception("unexpected error in a demo handler")
     return gr.Error(
-        f"unexpected {type(error).__name__}: {error}. Try another image or fewer classes.", title="Error",
+        f"unexpected {type(error).__name__}: {error}. Try another image or fewer classes.",
+        title="Error",
         print_exception=False,
     )
 
@@ -74,11 +74,29 @@ class Handlers:
             return None
         return lambda fraction, message: progress(fraction, desc=message)
 
-    def _settings(self, method: Any, stage_names: Any, detector: Any, beta: Any, background_words: Any,
-                  prob_threshold: Any, area_threshold: Any, templates: Any, refine_edges: Any = False) -> RunSettings:
+    def _settings(
+        self,
+        method: Any,
+        stage_names: Any,
+        detector: Any,
+        beta: Any,
+        background_words: Any,
+        prob_threshold: Any,
+        area_threshold: Any,
+        templates: Any,
+        refine_edges: Any = False,
+    ) -> RunSettings:
         return parse_settings(
-            method, stage_names, detector, beta, background_words, prob_threshold, area_threshold, templates,
-            refine_edges, default_prob_threshold=self.host.default_prob_threshold,
+            method,
+            stage_names,
+            detector,
+            beta,
+            background_words,
+            prob_threshold,
+            area_threshold,
+            templates,
+            refine_edges,
+            default_prob_threshold=self.host.default_prob_threshold,
         )
 
     def _run(
@@ -100,7 +118,12 @@ class Handlers:
         reusable = previous is not None and previous.key == key and (previous.embedding.trace is not None or not trace)
         rgb = previous.embedding.image if reusable else load_image(path, self.host.config.max_input_side)
         embedding, segmentation = run_segment(
-            self.host, rgb, previous.embedding if reusable else None, vocabulary, settings, trace=trace,
+            self.host,
+            rgb,
+            previous.embedding if reusable else None,
+            vocabulary,
+            settings,
+            trace=trace,
             progress=self._progress(progress),
         )
         if (rgb.shape[1], rgb.shape[0]) != input_size:
@@ -112,9 +135,17 @@ class Handlers:
         embedding, segmentation, relabeller = compact(embedding, segmentation)
         data = summary(segmentation, reused_image_side=reusable)
         label_path, summary_path = write_outputs(segmentation, data, input_size)
-        return SessionResult(key=key, embedding=embedding, segmentation=segmentation, relabeller=relabeller,
-                             reused_image_side=reusable, input_size=input_size, summary=data, label_path=label_path,
-                             summary_path=summary_path)
+        return SessionResult(
+            key=key,
+            embedding=embedding,
+            segmentation=segmentation,
+            relabeller=relabeller,
+            reused_image_side=reusable,
+            input_size=input_size,
+            summary=data,
+            label_path=label_path,
+            summary_path=summary_path,
+        )
 
     def segment(
         self,
@@ -150,8 +181,17 @@ class Handlers:
         a JSON summary (classes, shares, timings, notices, legend colours, what ran).
         """
         try:
-            settings = self._settings(method, stage_names, detector, beta, background_words, prob_threshold,
-                                      area_threshold, templates, refine_edges)
+            settings = self._settings(
+                method,
+                stage_names,
+                detector,
+                beta,
+                background_words,
+                prob_threshold,
+                area_threshold,
+                templates,
+                refine_edges,
+            )
             previous = self.store.get(session_id(request))
             result = self._run(image, classes_text, settings, previous, trace=True, progress=progress)
         except Exception as error:
@@ -166,8 +206,9 @@ class Handlers:
     ) -> tuple[Image.Image, str, str, str, dict[str, Any], str, str]:
         """For cached examples: the displayed outputs of a default run (no session state, nothing to re-render)."""
         try:
-            settings = self._settings("sc-clip", None, "lof", None, background_words, None, 0.0,
-                                      self.host.config.templates)
+            settings = self._settings(
+                "sc-clip", None, "lof", None, background_words, None, 0.0, self.host.config.templates
+            )
             result = self._run(image, classes_text, settings, None, trace=False, progress=None)
         except Exception as error:
             raise user_error(error) from error
@@ -189,25 +230,39 @@ class Handlers:
         if session is None:
             return (*(gr.skip(),) * 5, RUN_AGAIN, gr.skip())
         segmentation = session.segmentation
-        hideable = [name for index, name in enumerate(segmentation.class_names)
-                    if index != segmentation.background_index]
+        hideable = [
+            name for index, name in enumerate(segmentation.class_names) if index != segmentation.background_index
+        ]
         return (
             overlay_picture(segmentation, opacity, ()),
             legend_html(segmentation),
             timings_html(segmentation, reused_image_side=session.reused_image_side),
             session.summary_path,
             gr.update(choices=hideable, value=[]),
-            f"**Done: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.** Drag the opacity or threshold, "
-            "hide classes, or click the overlay to pick a patch for the inside views.",
+            f"**Done: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.** "
+            "Drag the opacity or threshold, hide classes, or click the overlay to pick a patch for the inside views.",
             None,
         )
 
     def clear_results(self) -> tuple[Any, ...]:
         """After a failed run: the previous results are cleared, so nothing stale stays on screen."""
         return (
-            None, "", "", None, None, None, gr.update(choices=[], value=[]),
+            None,
+            "",
+            "",
+            None,
+            None,
+            None,
+            gr.update(choices=[], value=[]),
             "**The run failed** (see the message in the corner of the page); the previous results were cleared.",
-            None, None, None, None, None, "", "", [],
+            None,
+            None,
+            None,
+            None,
+            None,
+            "",
+            "",
+            [],
         )
 
     def rerender(self, opacity: float, hidden: Sequence[str], request: gr.Request = None) -> tuple[Any, Any, Any]:
@@ -215,8 +270,11 @@ class Handlers:
         session = self.store.get(session_id(request))
         if session is None:
             return gr.skip(), gr.skip(), RUN_AGAIN
-        return (overlay_picture(session.segmentation, opacity, hidden),
-                legend_html(session.segmentation, hidden), gr.skip())
+        return (
+            overlay_picture(session.segmentation, opacity, hidden),
+            legend_html(session.segmentation, hidden),
+            gr.skip(),
+        )
 
     def _relabel(self, session: SessionResult, prob_threshold: Any, area_threshold: Any) -> SessionResult:
         """The kept result under new thresholds (a query-less background class is added when a threshold needs
@@ -229,16 +287,30 @@ class Handlers:
             names, background = [*names, "background"], len(names)
             relabeller = relabeller.with_empty_class()
         relabelled = replace(
-            segmentation, labels=relabeller.labels(background, prob, area), class_names=names,
-            background_index=background, prob_threshold=prob, area_threshold=area,
+            segmentation,
+            labels=relabeller.labels(background, prob, area),
+            class_names=names,
+            background_index=background,
+            prob_threshold=prob,
+            area_threshold=area,
         )
         data = summary(relabelled, reused_image_side=session.reused_image_side)
         label_path, summary_path = write_outputs(relabelled, data, session.input_size)
-        return replace(session, segmentation=relabelled, relabeller=relabeller, summary=data, label_path=label_path,
-                       summary_path=summary_path)
+        return replace(
+            session,
+            segmentation=relabelled,
+            relabeller=relabeller,
+            summary=data,
+            label_path=label_path,
+            summary_path=summary_path,
+        )
 
     def rethreshold(
-        self, prob_threshold: float, area_threshold: float, opacity: float, hidden: Sequence[str],
+        self,
+        prob_threshold: float,
+        area_threshold: float,
+        opacity: float,
+        hidden: Sequence[str],
         request: gr.Request = None,
     ) -> tuple[Any, ...]:
         """Thresholds changed: relabel from the stored probabilities (no model), redraw, refresh the downloads.
@@ -253,8 +325,14 @@ class Handlers:
         except Exception as error:
             raise user_error(error) from error
         self.store.put(session_id(request), updated)
-        return (overlay_picture(updated.segmentation, opacity, hidden), legend_html(updated.segmentation, hidden),
-                updated.label_path, updated.summary, updated.summary_path, gr.skip())
+        return (
+            overlay_picture(updated.segmentation, opacity, hidden),
+            legend_html(updated.segmentation, hidden),
+            updated.label_path,
+            updated.summary,
+            updated.summary_path,
+            gr.skip(),
+        )
 
     def rethreshold_api(
         self, prob_threshold: float, area_threshold: float = 0.0, request: gr.Request = None
@@ -325,12 +403,22 @@ class Handlers:
 
         anomalies = [np.asarray(crop.anomaly_indices).reshape(-1) for crop in trace]
         overview = render.anomaly_figure(
-            image, boxes, anomalies, grid, window, np.asarray(crop_trace.lof_scores, dtype=np.float32),
-            np.asarray(crop_trace.token_norms, dtype=np.float32), note=note,
+            image,
+            boxes,
+            anomalies,
+            grid,
+            window,
+            np.asarray(crop_trace.lof_scores, dtype=np.float32),
+            np.asarray(crop_trace.token_norms, dtype=np.float32),
+            note=note,
         )
         resolved = "anomalies resolved" if crop_trace.anomalies_resolved else "anomalies not resolved"
         attention = render.attention_figure(
-            crop, row(crop_trace.attention_uncalibrated), row(crop_trace.attention_calibrated), patch, grid,
+            crop,
+            row(crop_trace.attention_uncalibrated),
+            row(crop_trace.attention_calibrated),
+            patch,
+            grid,
             anomalies=anomalies[window],
             titles=("vanilla CLIP last-block attention", f"{method} attention ({resolved})"),
             note=note,
@@ -378,24 +466,32 @@ class Handlers:
         shared pass's seconds once, then each configuration's own seconds and agreement.
         """
         try:
-            base = self._settings("sc-clip", None, detector, beta, background_words, prob_threshold, 0.0, templates,
-                                  refine_edges)
-            chosen = [comparisons] if isinstance(comparisons, str) else list(
-                COMPARISON_METHODS if comparisons is None else comparisons)
+            base = self._settings(
+                "sc-clip", None, detector, beta, background_words, prob_threshold, 0.0, templates, refine_edges
+            )
+            chosen = (
+                [comparisons]
+                if isinstance(comparisons, str)
+                else list(COMPARISON_METHODS if comparisons is None else comparisons)
+            )
             unknown = sorted(set(chosen) - set(COMPARISON_METHODS))
             if unknown:
                 raise InputError(f"unknown comparison method(s) {unknown}; choose from {', '.join(COMPARISON_METHODS)}")
             configurations = [("SC-CLIP (full)", Variant("sc-clip", Stages()))]
-            configurations += [(f"− {STAGE_LABELS[stage]}", Variant("sc-clip", Stages.without(stage)))
-                               for stage in Stages.names()]
-            configurations += [(METHOD_LABELS[method], Variant(method, Stages()))
-                               for method in ["clip", *[m for m in COMPARISON_METHODS if m in chosen]]]
+            configurations += [
+                (f"− {STAGE_LABELS[stage]}", Variant("sc-clip", Stages.without(stage))) for stage in Stages.names()
+            ]
+            configurations += [
+                (METHOD_LABELS[method], Variant(method, Stages()))
+                for method in ["clip", *[m for m in COMPARISON_METHODS if m in chosen]]
+            ]
             path = image_path(image)
             probe_image(path)
             vocabulary = parse_vocabulary(classes_text, base, self.host.limits)
             rgb = load_image(path, self.host.config.max_input_side)
-            shared, runs = run_ablation(self.host, rgb, vocabulary, base, configurations,
-                                        progress=self._progress(progress))
+            shared, runs = run_ablation(
+                self.host, rgb, vocabulary, base, configurations, progress=self._progress(progress)
+            )
             return ablation_views(shared, runs)
         except Exception as error:
             raise user_error(error) from error

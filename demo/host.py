@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RunSettings
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
     ImageEmbedding,
@@ -33,10 +34,7 @@ from scclip_core import (
     Vocabulary,
     load_model,
 )
-
 from scclip_core.images import cap_size
-
-from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RunSettings
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
@@ -96,7 +94,11 @@ class ModelHost:
     """
 
     def __init__(
-        self, model_name: str, weights: str, *, config: SegmenterConfig | None = None,
+        self,
+        model_name: str,
+        weights: str,
+        *,
+        config: SegmenterConfig | None = None,
         limits: RequestLimits = LIMITS,
     ) -> None:
         self.model_name = model_name
@@ -207,14 +209,21 @@ def run_segment(
     if embedding is None:
         with host.turns.turn():
             embedding = segmenter.set_image(
-                image, method=settings.method, stages=settings.stages, params=settings.params, trace=trace,
+                image,
+                method=settings.method,
+                stages=settings.stages,
+                params=settings.params,
+                trace=trace,
                 progress=progress,
             )
     host.embed_text(segmenter, vocabulary.queries)
     with host.turns.turn():
         segmentation = segmenter.predict(
-            vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
-            area_threshold=settings.area_threshold, pamr_steps=settings.pamr_steps,
+            vocabulary,
+            embedding=embedding,
+            prob_threshold=settings.prob_threshold,
+            area_threshold=settings.area_threshold,
+            pamr_steps=settings.pamr_steps,
         )
     if notice:
         segmentation.notices.append(notice)
@@ -255,8 +264,11 @@ def run_ablation(
         with host.turns.turn():
             started = time.perf_counter()
             segmentation = segmenter.predict(
-                vocabulary, embedding=embedding, prob_threshold=settings.prob_threshold,
-                area_threshold=settings.area_threshold, pamr_steps=settings.pamr_steps,
+                vocabulary,
+                embedding=embedding,
+                prob_threshold=settings.prob_threshold,
+                area_threshold=settings.area_threshold,
+                pamr_steps=settings.pamr_steps,
             )
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, TiffImagePlugin
-
 import numpy as np
+from PIL import Image, TiffImagePlugin
 
 from scclip_core import (
     METHODS,

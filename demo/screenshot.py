@@ -156,15 +156,19 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("SCCLIP_WEIGHTS", "random"))
     parser.add_argument("--image", default="assets/astronaut.jpg")
     parser.add_argument("--classes", default="person, astronaut; flag; space shuttle; helmet")
-    parser.add_argument("--seed", type=int, default=4,
-                        help="torch seed for random weights, so the screenshot is reproducible")
+    parser.add_argument(
+        "--seed", type=int, default=4, help="torch seed for random weights, so the screenshot is reproducible"
+    )
     parser.add_argument("--height", type=int, default=1180, help="viewport height in pixels")
     arguments = parser.parse_args()
     torch.manual_seed(arguments.seed)
 
     config = replace(DEMO_CONFIG, templates="simple") if arguments.model == "tiny-test" else None
-    with serve(arguments.model, arguments.weights, config) as (_, url), sync_playwright() as playwright, \
-            browser_page(playwright) as page:
+    with (
+        serve(arguments.model, arguments.weights, config) as (_, url),
+        sync_playwright() as playwright,
+        browser_page(playwright) as page,
+    ):
         page.set_viewport_size({"width": VIEWPORT["width"], "height": arguments.height})
         segment_in_page(page, url, Path(arguments.image), arguments.classes, background="", threshold=0)
         page.wait_for_timeout(1500)

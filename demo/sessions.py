@@ -22,20 +22,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from demo.memory import release_freed_memory
 from scclip_core import CalibrationParams, ImageEmbedding, PixelScores, Segmentation, Stages, label_dtype
 from scclip_core.scores import small_classes
-
-from demo.memory import release_freed_memory
 
 SESSION_TTL_S = 20 * 60
 DEFAULT_BUDGET_MB = 192
 KEPT_PROBS_BYTES = 2 << 20
 RUN_AGAIN = (
-    "Your previous result is no longer kept on the server (results are kept for {minutes} minutes after their last "
-    "use, and the oldest go first when many people use the demo). Press **Segment** to run again."
-).format(minutes=SESSION_TTL_S // 60)
+    "Your previous result is no longer kept on the server "
+    f"(results are kept for {SESSION_TTL_S // 60} minutes after their last use, and the oldest go first when many "
+    "people use the demo). Press **Segment** to run again."
+)
 _DRAWN_MATRICES = (
-    "mid_similarity", "last_similarity", "calibrated_similarity", "attention_uncalibrated", "attention_calibrated",
+    "mid_similarity",
+    "last_similarity",
+    "calibrated_similarity",
+    "attention_uncalibrated",
+    "attention_calibrated",
 )
 
 
@@ -63,9 +67,7 @@ class Relabeller:
     probs: np.ndarray
 
     @classmethod
-    def from_scores(
-        cls, scores: PixelScores, size: tuple[int, int], probs_bytes: int = KEPT_PROBS_BYTES
-    ) -> "Relabeller":
+    def from_scores(cls, scores: PixelScores, size: tuple[int, int], probs_bytes: int = KEPT_PROBS_BYTES) -> Relabeller:
         """Built from a segmentation's pixel scores band by band: never C x H x W at the output size."""
         band = scores.band_probabilities(size)
         best_class = np.empty(size, dtype=label_dtype(scores.num_classes))
@@ -84,7 +86,7 @@ class Relabeller:
     def num_classes(self) -> int:
         return int(self.probs.shape[0])
 
-    def with_empty_class(self) -> "Relabeller":
+    def with_empty_class(self) -> Relabeller:
         """One more class that no pixel prefers (a query-less background that only takes rejected pixels)."""
         empty = np.zeros((1, *self.probs.shape[1:]), dtype=self.probs.dtype)
         return replace(self, probs=np.concatenate([self.probs, empty]))
@@ -170,9 +172,7 @@ def compact_trace(trace: list | None) -> list | None:
     ]
 
 
-def compact(
-    embedding: ImageEmbedding, segmentation: Segmentation
-) -> tuple[ImageEmbedding, Segmentation, Relabeller]:
+def compact(embedding: ImageEmbedding, segmentation: Segmentation) -> tuple[ImageEmbedding, Segmentation, Relabeller]:
     """The parts of a run that a session keeps: the trace in float16 (shared by embedding and segmentation),
     and the segmentation's working-size scores replaced by a `Relabeller`."""
     trace = compact_trace(embedding.trace)

@@ -13,13 +13,12 @@ from typing import Any
 
 import gradio as gr
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages
-
 from demo.handlers import Handlers
 from demo.host import ModelHost
 from demo.inputs import DEFAULT_BETA, MAX_IMAGE_PIXELS, TEMPLATE_LABELS
 from demo.sessions import SESSION_TTL_S, SessionStore
 from demo.views import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
@@ -33,7 +32,9 @@ CSS = """
 #legend { min-height: 40px; }
 .footnote { font-size: 0.85em; color: #6b7280; }
 .figure-view .icon-button-wrapper { position: static; justify-content: flex-end; margin-bottom: 2px; }
-#ablation-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere; }
+#ablation-gallery .caption-label {
+  white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere;
+}
 @media (max-width: 640px) {
   #ablation-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
 }
@@ -122,7 +123,10 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                         elem_id="background-words",
                     )
                     area_threshold = gr.Slider(
-                        0.0, 0.5, value=0.0, step=0.01,
+                        0.0,
+                        0.5,
+                        value=0.0,
+                        step=0.01,
                         label="Area threshold (drop classes covering at most this share of the foreground; 0 = off)",
                         elem_id="area-threshold",
                     )
@@ -147,13 +151,14 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             label="Anomaly detector",
                             elem_id="detector",
                         )
-                        beta = gr.Slider(0.0, 1.0, value=DEFAULT_BETA, step=0.05, label="β (affinity threshold)",
-                                         elem_id="beta")
+                        beta = gr.Slider(
+                            0.0, 1.0, value=DEFAULT_BETA, step=0.05, label="β (affinity threshold)", elem_id="beta"
+                        )
                     refine_edges = gr.Checkbox(
                         value=False,
                         label="Refine edges (PAMR)",
                         info="10 steps of pixel-adaptive mask refinement at dilations 8 and 16, as NACLIP reports; "
-                             "sharper edges, a few seconds more. Also used by the ablation.",
+                        "sharper edges, a few seconds more. Also used by the ablation.",
                         elem_id="refine-edges",
                     )
                     templates = gr.Radio(
@@ -180,7 +185,10 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                         with gr.Row():
                             opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="opacity")
                             threshold = gr.Slider(
-                                0.0, 1.0, value=host.default_prob_threshold, step=0.01,
+                                0.0,
+                                1.0,
+                                value=host.default_prob_threshold,
+                                step=0.01,
                                 label="Background threshold",
                                 info="Pixels whose best class probability is lower go to the background.",
                                 elem_id="threshold",
@@ -190,8 +198,9 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             legend = gr.HTML(label="Legend and share of the image", elem_id="legend")
                             timings = gr.HTML(label="Timings", elem_id="timings")
                         with gr.Row(equal_height=False):
-                            label_file = gr.File(label="Label map (palette PNG, value = class index)",
-                                                 elem_id="label-file")
+                            label_file = gr.File(
+                                label="Label map (palette PNG, value = class index)", elem_id="label-file"
+                            )
                             summary_file = gr.File(label="JSON summary", elem_id="summary-file")
                         with gr.Accordion("JSON summary", open=False):
                             summary_json = gr.JSON(label="Summary", elem_id="summary")
@@ -201,30 +210,59 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             "carry little local information. SC-CLIP finds them with LOF and replaces each by the "
                             "mean of its neighbours. Click the image to pick a patch."
                         )
-                        anomaly_figure = gr.Image(label="Anomaly tokens, LOF scores and token norms",
-                                                  interactive=False, format="png", show_label=False,
-                                                  elem_id="anomaly-figure", elem_classes="figure-view")
+                        anomaly_figure = gr.Image(
+                            label="Anomaly tokens, LOF scores and token norms",
+                            interactive=False,
+                            format="png",
+                            show_label=False,
+                            elem_id="anomaly-figure",
+                            elem_classes="figure-view",
+                        )
                         patch_message = gr.Markdown("", elem_id="patch-message")
                         with gr.Row(equal_height=False):
-                            anomaly_click = gr.Image(label="Pick a patch", interactive=False, format="png",
-                                                     height=280, elem_id="anomaly-click", scale=1)
-                            attention_figure = gr.Image(label="Last-block attention of the picked patch",
-                                                        interactive=False, format="png",
-                                                        show_label=False, elem_id="attention-figure", elem_classes="figure-view", scale=2)
+                            anomaly_click = gr.Image(
+                                label="Pick a patch",
+                                interactive=False,
+                                format="png",
+                                height=280,
+                                elem_id="anomaly-click",
+                                scale=1,
+                            )
+                            attention_figure = gr.Image(
+                                label="Last-block attention of the picked patch",
+                                interactive=False,
+                                format="png",
+                                show_label=False,
+                                elem_id="attention-figure",
+                                elem_classes="figure-view",
+                                scale=2,
+                            )
                     with gr.Tab("Similarity", id="similarity", elem_id="tab-similarity"):
                         gr.Markdown(
                             "SC-CLIP reuses the mid layer's patch similarities, which are spatially coherent, to "
                             "calibrate the last layer. Green contours: the β threshold; pairs inside are aggregated."
                         )
                         similarity_message = gr.Markdown("", elem_id="similarity-message")
-                        similarity_click = gr.Image(label="Pick a patch", interactive=False, format="png",
-                                                    height=280, elem_id="similarity-click")
-                        similarity_figure = gr.Image(label="Similarity of the picked patch", interactive=False,
-                                                     format="png", show_label=False, elem_id="similarity-figure", elem_classes="figure-view")
+                        similarity_click = gr.Image(
+                            label="Pick a patch",
+                            interactive=False,
+                            format="png",
+                            height=280,
+                            elem_id="similarity-click",
+                        )
+                        similarity_figure = gr.Image(
+                            label="Similarity of the picked patch",
+                            interactive=False,
+                            format="png",
+                            show_label=False,
+                            elem_id="similarity-figure",
+                            elem_classes="figure-view",
+                        )
                     with gr.Tab("Heatmaps", id="heatmaps", elem_id="tab-heatmaps"):
                         gr.Markdown("One probability map per class, min-max normalised, jet colours over the image.")
-                        heatmap_gallery = gr.Gallery(label="Per-class probability", columns=3, height="auto",
-                                                     format="png", elem_id="heatmaps")
+                        heatmap_gallery = gr.Gallery(
+                            label="Per-class probability", columns=3, height="auto", format="png", elem_id="heatmaps"
+                        )
                     with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation"):
                         gr.Markdown(
                             "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
@@ -238,10 +276,21 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             elem_id="comparisons",
                         )
                         run_ablation = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
-                        ablation_gallery = gr.Gallery(label="Side by side", columns=3, height="auto", format="png", preview=False,
-                                                      elem_id="ablation-gallery")
-                        ablation_table = gr.Dataframe(label="Timings and agreement", interactive=False, wrap=True,
-                                                      max_height=720, elem_id="ablation-table")
+                        ablation_gallery = gr.Gallery(
+                            label="Side by side",
+                            columns=3,
+                            height="auto",
+                            format="png",
+                            preview=False,
+                            elem_id="ablation-gallery",
+                        )
+                        ablation_table = gr.Dataframe(
+                            label="Timings and agreement",
+                            interactive=False,
+                            wrap=True,
+                            max_height=720,
+                            elem_id="ablation-table",
+                        )
 
         gr.Markdown(
             f"{limits_text(host, handlers.store)}\n\n"
@@ -273,14 +322,40 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             queue=False,
         )
 
-        result_views = [overlay, legend, timings, label_file, summary_file, summary_json, hidden, status,
-                        anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
-                        patch_message, similarity_message, heatmap_gallery]
+        result_views = [
+            overlay,
+            legend,
+            timings,
+            label_file,
+            summary_file,
+            summary_json,
+            hidden,
+            status,
+            anomaly_click,
+            anomaly_figure,
+            attention_figure,
+            similarity_click,
+            similarity_figure,
+            patch_message,
+            similarity_message,
+            heatmap_gallery,
+        ]
         segmented = gr.on(
             [run.click, classes.submit],
             handlers.segment,
-            inputs=[image, classes, background, threshold, method, stages, detector, beta, area_threshold, templates,
-                    refine_edges],
+            inputs=[
+                image,
+                classes,
+                background,
+                threshold,
+                method,
+                stages,
+                detector,
+                beta,
+                area_threshold,
+                templates,
+                refine_edges,
+            ],
             outputs=[label_file, summary_json],
             api_name="segment",
             api_description=(
@@ -291,8 +366,9 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             concurrency_limit=HEAVY_CONCURRENCY,
             concurrency_id="model",
         )
-        segmented.failure(handlers.clear_results, outputs=result_views, api_visibility="private",
-                          show_progress="hidden", queue=False)
+        segmented.failure(
+            handlers.clear_results, outputs=result_views, api_visibility="private", show_progress="hidden", queue=False
+        )
         segmented.success(
             handlers.show_result,
             inputs=opacity,
@@ -302,22 +378,40 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
         ).success(
             handlers.patch_views,
             inputs=point,
-            outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
-                     patch_message, similarity_message],
+            outputs=[
+                anomaly_click,
+                anomaly_figure,
+                attention_figure,
+                similarity_click,
+                similarity_figure,
+                patch_message,
+                similarity_message,
+            ],
             api_visibility="private",
             show_progress="hidden",
-        ).success(
-            handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden"
-        )
+        ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
 
-        cheap = {"api_visibility": "private", "trigger_mode": "always_last", "show_progress": "hidden",
-                 "concurrency_limit": CHEAP_CONCURRENCY}
-        gr.on([opacity.input, hidden.input], handlers.rerender, inputs=[opacity, hidden],
-              outputs=[overlay, legend, status], **cheap)
-        gr.on([threshold.input, area_threshold.input], handlers.rethreshold,
-              inputs=[threshold, area_threshold, opacity, hidden],
-              outputs=[overlay, legend, label_file, summary_json, summary_file, status], api_name="rethreshold_view",
-              **cheap)
+        cheap = {
+            "api_visibility": "private",
+            "trigger_mode": "always_last",
+            "show_progress": "hidden",
+            "concurrency_limit": CHEAP_CONCURRENCY,
+        }
+        gr.on(
+            [opacity.input, hidden.input],
+            handlers.rerender,
+            inputs=[opacity, hidden],
+            outputs=[overlay, legend, status],
+            **cheap,
+        )
+        gr.on(
+            [threshold.input, area_threshold.input],
+            handlers.rethreshold,
+            inputs=[threshold, area_threshold, opacity, hidden],
+            outputs=[overlay, legend, label_file, summary_json, summary_file, status],
+            api_name="rethreshold_view",
+            **cheap,
+        )
         rethreshold_api = gr.Button(visible=False, elem_id="rethreshold-api")
         rethreshold_api.click(
             handlers.rethreshold_api,
@@ -327,12 +421,23 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             api_description="Relabel this session's last /segment result under new thresholds, without the model.",
             concurrency_limit=CHEAP_CONCURRENCY,
         )
-        gr.on([overlay.select, anomaly_click.select, similarity_click.select], handlers.select_point,
-              outputs=point, **cheap).success(
+        gr.on(
+            [overlay.select, anomaly_click.select, similarity_click.select],
+            handlers.select_point,
+            outputs=point,
+            **cheap,
+        ).success(
             handlers.patch_views,
             inputs=point,
-            outputs=[anomaly_click, anomaly_figure, attention_figure, similarity_click, similarity_figure,
-                     patch_message, similarity_message],
+            outputs=[
+                anomaly_click,
+                anomaly_figure,
+                attention_figure,
+                similarity_click,
+                similarity_figure,
+                patch_message,
+                similarity_message,
+            ],
             **cheap,
         )
         demo.unload(handlers.forget)

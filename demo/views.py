@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from scclip_core import METHODS, Segmentation, Stages, render
-
 from demo.host import AblationRun
 from demo.sessions import SESSION_TTL_S
+from scclip_core import METHODS, Segmentation, Stages, render
 
 STAGE_LABELS: dict[str, str] = {
     "anomaly": "anomaly resolution",
@@ -101,7 +100,9 @@ def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: 
     folder = output_dir()
     suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
     label_path = folder / f"scclip_labels{suffix}.png"
-    label_map = render.label_map_image(segmentation.labels, len(segmentation.class_names), segmentation.background_index)
+    label_map = render.label_map_image(
+        segmentation.labels, len(segmentation.class_names), segmentation.background_index
+    )
     if label_map.size != input_size:
         label_map = label_map.resize(input_size, Image.Resampling.NEAREST)
     data["label_png_size"] = list(input_size)
@@ -191,8 +192,12 @@ def window_boxes(segmentation: Segmentation) -> list[Box]:
     resized_height, resized_width = segmentation.resized_size
     scale_y, scale_x = height / resized_height, width / resized_width
     return [
-        (round(y0 * scale_y), round(x0 * scale_x), max(round(y1 * scale_y), round(y0 * scale_y) + 1),
-         max(round(x1 * scale_x), round(x0 * scale_x) + 1))
+        (
+            round(y0 * scale_y),
+            round(x0 * scale_x),
+            max(round(y1 * scale_y), round(y0 * scale_y) + 1),
+            max(round(x1 * scale_x), round(x0 * scale_x) + 1),
+        )
         for y0, x0, y1, x1 in segmentation.windows
     ]
 

@@ -5,59 +5,55 @@
     result = segmenter.segment("photo.jpg", "sky, cloud; grass; person")
     result.labels, result.class_names                   # labels at the input size, any number of classes
     result.probs                                         # class probabilities, computed when first read
+
+Names are imported when first used, so the command line answers `--help` without loading torch.
 """
 
-from .backbones import LoadedModel, available_models, load_model
-from .encoder import CropTrace, DenseOutput, DenseVariants, encode_dense, encode_dense_variants
-from .errors import InputError, ScclipError, UnknownModelError, WeightsUnavailableError
-from .images import to_rgb_array
-from .pamr import PAMR_DILATIONS, pamr_refine
-from .presets import LAYER_PRESETS, METHODS, CalibrationParams, LayerPreset, Stages, Variant, ablation_variants
-from .scores import PixelScores, assign_labels, label_dtype
-from .segmenter import ImageEmbedding, Segmentation, Segmenter, SegmenterConfig
-from .text import (
-    DEFAULT_BACKGROUND_WORDS,
-    TextEmbeddingCache,
-    TextEncoder,
-    Vocabulary,
-    parse_classes,
-    parse_words,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CalibrationParams",
-    "CropTrace",
-    "DEFAULT_BACKGROUND_WORDS",
-    "DenseOutput",
-    "DenseVariants",
-    "ImageEmbedding",
-    "InputError",
-    "LAYER_PRESETS",
-    "LayerPreset",
-    "LoadedModel",
-    "METHODS",
-    "PAMR_DILATIONS",
-    "PixelScores",
-    "ScclipError",
-    "Segmentation",
-    "Segmenter",
-    "SegmenterConfig",
-    "Stages",
-    "TextEmbeddingCache",
-    "TextEncoder",
-    "UnknownModelError",
-    "Variant",
-    "Vocabulary",
-    "WeightsUnavailableError",
-    "ablation_variants",
-    "assign_labels",
-    "available_models",
-    "encode_dense",
-    "encode_dense_variants",
-    "label_dtype",
-    "load_model",
-    "pamr_refine",
-    "parse_classes",
-    "parse_words",
-    "to_rgb_array",
-]
+import importlib
+
+_EXPORTS = {
+    "backbones": ("LoadedModel", "available_models", "load_model"),
+    "encoder": ("CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
+    "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
+    "images": ("to_rgb_array",),
+    "pamr": ("pamr_refine",),
+    "presets": (
+        "LAYER_PRESETS",
+        "METHODS",
+        "PAMR_DILATIONS",
+        "CalibrationParams",
+        "LayerPreset",
+        "Stages",
+        "Variant",
+        "ablation_variants",
+    ),
+    "scores": ("PixelScores", "assign_labels", "label_dtype"),
+    "segmenter": ("ImageEmbedding", "Segmentation", "Segmenter", "SegmenterConfig"),
+    "text": (
+        "DEFAULT_BACKGROUND_WORDS",
+        "TextEmbeddingCache",
+        "TextEncoder",
+        "Vocabulary",
+        "parse_classes",
+        "parse_words",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines `name` on first access, then keep the name here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

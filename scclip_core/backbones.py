@@ -81,7 +81,9 @@ def _register_configs() -> None:
 def available_models() -> list[str]:
     """Friendly names first, then every open_clip ViT architecture."""
     _register_configs()
-    return list(MODEL_SPECS) + [name for name in open_clip.list_models() if name.startswith("ViT") and name not in MODEL_SPECS]
+    return list(MODEL_SPECS) + [
+        name for name in open_clip.list_models() if name.startswith("ViT") and name not in MODEL_SPECS
+    ]
 
 
 def resolve_model(name: str) -> ModelSpec:
@@ -139,9 +141,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"{path} does not hold a state dict of tensors")
-    return {
-        key.removeprefix("module."): value for key, value in state.items() if key not in _OPENAI_EXTRA_KEYS
-    }
+    return {key.removeprefix("module."): value for key, value in state.items() if key not in _OPENAI_EXTRA_KEYS}
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, spec: ModelSpec) -> None:
@@ -180,7 +180,10 @@ def _create(arch: str, pretrained: str | None, cache_dir: str | None, *, force_q
     logging.getLogger().addFilter(notice_filter)
     try:
         return open_clip.create_model(
-            arch, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=pretrained is not None,
+            arch,
+            pretrained=pretrained,
+            cache_dir=cache_dir,
+            require_pretrained=pretrained is not None,
             force_quick_gelu=force_quick_gelu,
         )
     finally:

@@ -13,9 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 CACHE_ENV = "SCCLIP_CACHE"
 _HASH_CHUNK = 1 << 24
@@ -80,6 +81,8 @@ def file_fingerprint(path: Path, memo_dir: Path | None = None) -> str:
 
 def tensor_fingerprint(module: nn.Module) -> str:
     """blake2b over a module's state: names, dtypes, shapes and values (for weights that have no file)."""
+    import torch
+
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())

@@ -1,4 +1,4 @@
-"""SC-CLIP's calibration steps as pure, batched tensor functions (one per step of the method spec).
+"""SC-CLIP's calibration steps as pure, batched tensor functions (one per step of the method, Bai et al. 2024).
 
 Every function takes a batch of crops, works per crop, and never builds an N x N x C tensor. Callers pass
 float32 tensors: anomaly scores and affinities are computed in float32 whatever the backbone precision.
@@ -34,9 +34,7 @@ def lof_scores(tokens: Tensor, k: int = 30) -> Tensor:
     distances.diagonal(dim1=1, dim2=2).fill_(float("inf"))
     neighbour_distances, neighbours = distances.topk(k, dim=2, largest=False)
     k_distance = neighbour_distances[..., -1]
-    inverse_neighbour_k_distance = torch.gather(
-        1.0 / k_distance, 1, neighbours.flatten(1)
-    ).view_as(neighbours)
+    inverse_neighbour_k_distance = torch.gather(1.0 / k_distance, 1, neighbours.flatten(1)).view_as(neighbours)
     return k_distance * inverse_neighbour_k_distance.mean(dim=2)
 
 

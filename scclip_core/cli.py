@@ -1,4 +1,5 @@
-"""`python -m scclip_core segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT`.
+"""`scclip segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT` (or `python -m scclip_core`);
+`scclip eval ...` is `python -m scclip_core.eval ...`.
 
 `torchrun --nproc_per_node=N -m scclip_core segment ...` shares the images out over N processes (gloo on CPU,
 NCCL on CUDA) with the evaluation's process-group helpers.
@@ -10,16 +11,16 @@ import argparse
 import glob
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cache import atomic_write
 from .errors import InputError, ScclipError
-from .pamr import PAMR_DILATIONS
-from .presets import METHODS, CalibrationParams, Stages
-from .scores import DEFAULT_PROBS_BUDGET
+from .eval import cli as eval_cli
+from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
@@ -36,11 +37,15 @@ def _dilations(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 8,16, not {text!r}") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scclip_core", description="SC-CLIP open-vocabulary segmentation")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="SC-CLIP open-vocabulary segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
+    evaluation = commands.add_parser("eval", help="benchmark mIoU on a dataset", description=eval_cli.DESCRIPTION)
+    eval_cli.add_arguments(evaluation)
+    evaluation.set_defaults(command_parser=evaluation)
     segment = commands.add_parser(
-        "segment", help="segment images into free-text classes",
+        "segment",
+        help="segment images into free-text classes",
         description="Segment images into free-text classes. Under `torchrun --nproc_per_node=N` the images are "
         "shared out over N processes. With several images (or a folder or pattern), images whose outputs already "
         "exist are skipped, so a rerun resumes, and OUT/summary.jsonl gets one line per image.",
@@ -56,8 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None)
     method = segment.add_argument_group("method")
     method.add_argument("--method", choices=METHODS, default="sc-clip")
-    method.add_argument("--disable", action="append", default=[], choices=[n.replace("_", "-") for n in Stages.names()],
-                        metavar="STAGE", help=f"switch a stage off (repeatable): {', '.join(n.replace('_', '-') for n in Stages.names())}")
+    method.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        choices=[n.replace("_", "-") for n in Stages.names()],
+        metavar="STAGE",
+        help=f"switch a stage off (repeatable): {', '.join(n.replace('_', '-') for n in Stages.names())}",
+    )
     method.add_argument("--detector", choices=("lof", "l2norm"), default="lof")
     method.add_argument("--beta", type=float, default=CalibrationParams.beta, help="affinity threshold")
     protocol = segment.add_argument_group("inference")
@@ -66,14 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     protocol.add_argument("--stride", type=int, default=112, help="window stride (0: whole image as one window)")
     protocol.add_argument("--logit-scale", type=float, default=40.0)
     protocol.add_argument("--pamr-steps", type=int, default=0, metavar="N", help="PAMR refinement steps (0: off)")
-    protocol.add_argument("--pamr-dilations", type=_dilations, default=PAMR_DILATIONS, metavar="D,D",
-                          help="PAMR neighbour distances in pixels (default 8,16)")
+    protocol.add_argument(
+        "--pamr-dilations",
+        type=_dilations,
+        default=PAMR_DILATIONS,
+        metavar="D,D",
+        help="PAMR neighbour distances in pixels (default 8,16)",
+    )
     protocol.add_argument("--templates", choices=("openai", "simple"), default="openai")
-    protocol.add_argument("--max-side", type=int, default=2048,
-                          help="downscale larger inputs for the image side (0: never); labels stay at the input size")
+    protocol.add_argument(
+        "--max-side",
+        type=int,
+        default=2048,
+        help="downscale larger inputs for the image side (0: never); labels stay at the input size",
+    )
     cache = protocol.add_mutually_exclusive_group()
-    cache.add_argument("--text-cache", default=None, metavar="DIR",
-                       help="text-embedding cache folder (default: $SCCLIP_CACHE/text-embeddings, ~/.cache/scclip/...)")
+    cache.add_argument(
+        "--text-cache",
+        default=None,
+        metavar="DIR",
+        help="text-embedding cache folder (default: $SCCLIP_CACHE/text-embeddings, ~/.cache/scclip/...)",
+    )
     cache.add_argument("--no-text-cache", action="store_true", help="keep text embeddings in memory only")
     background = protocol.add_mutually_exclusive_group()
     background.add_argument("--background", default=None, metavar="WORDS", help="background words, comma separated")
@@ -81,14 +105,27 @@ def _parser() -> argparse.ArgumentParser:
     protocol.add_argument("--prob-threshold", type=float, default=0.0)
     protocol.add_argument("--area-threshold", type=float, default=None)
     output = segment.add_argument_group("output")
-    output.add_argument("--out", default=None, metavar="PATH",
-                        help="label map at the input size: palette PNG up to 256 classes, 16-bit grey PNG above "
-                        "(a folder for several images, with a summary.jsonl)")
-    output.add_argument("--save-probs", default=None, metavar="PATH",
-                        help="float32 (C, H, W) .npy (a folder for several images); at the working size when the "
-                        "input size would exceed --probs-budget")
-    output.add_argument("--probs-budget", type=float, default=DEFAULT_PROBS_BUDGET / 2**30, metavar="GIB",
-                        help="largest probability array kept at the input size (default %(default)g GiB)")
+    output.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="label map at the input size: palette PNG up to 256 classes, 16-bit grey PNG above "
+        "(a folder for several images, with a summary.jsonl)",
+    )
+    output.add_argument(
+        "--save-probs",
+        default=None,
+        metavar="PATH",
+        help="float32 (C, H, W) .npy (a folder for several images); at the working size when the "
+        "input size would exceed --probs-budget",
+    )
+    output.add_argument(
+        "--probs-budget",
+        type=float,
+        default=DEFAULT_PROBS_BUDGET / 2**30,
+        metavar="GIB",
+        help="largest probability array kept at the input size (default %(default)g GiB)",
+    )
     output.add_argument("--json", action="store_true", help="print one JSON summary line per image")
     return parser
 
@@ -99,7 +136,9 @@ def expand_images(items: Sequence[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise InputError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             paths += found
@@ -172,7 +211,11 @@ def _segment(args: argparse.Namespace) -> int:
     from .segmenter import Segmenter, SegmenterConfig, check_thresholds
     from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
 
-    background = () if args.no_background else (parse_words(args.background) if args.background is not None else DEFAULT_BACKGROUND_WORDS)
+    background = (
+        ()
+        if args.no_background
+        else (parse_words(args.background) if args.background is not None else DEFAULT_BACKGROUND_WORDS)
+    )
     class_text = args.classes if args.classes is not None else _read_text(Path(args.classes_file))
     vocabulary = parse_classes(class_text, background=background)
     check_thresholds(args.prob_threshold, args.area_threshold)
@@ -200,7 +243,8 @@ def _segment(args: argparse.Namespace) -> int:
         outputs = [(args.out, ".png"), (args.save_probs, ".npy")]
         requested = [(option, suffix) for option, suffix in outputs if option is not None]
         done = {
-            path for path in paths
+            path
+            for path in paths
             if several and requested and all(_output_path(o, path, s, several).is_file() for o, s in requested)
         }
         done = distributed.broadcast_from_main(done)
@@ -249,16 +293,28 @@ def _read_text(path: Path) -> str:
         raise InputError(f"could not read classes from {path}: {error}") from error
 
 
-def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args: argparse.Namespace, stages: Stages,
-                 params: CalibrationParams, several: bool) -> dict:
+def _segment_one(
+    segmenter: Segmenter,
+    path: Path,
+    vocabulary: Vocabulary,
+    args: argparse.Namespace,
+    stages: Stages,
+    params: CalibrationParams,
+    several: bool,
+) -> dict:
     """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
     from .cache import atomic_path
     from .render import label_map_image
 
     try:
         result = segmenter.segment(
-            path, vocabulary, method=args.method, stages=stages, params=params,
-            prob_threshold=args.prob_threshold, area_threshold=args.area_threshold,
+            path,
+            vocabulary,
+            method=args.method,
+            stages=stages,
+            params=params,
+            prob_threshold=args.prob_threshold,
+            area_threshold=args.area_threshold,
         )
         written = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
@@ -273,7 +329,9 @@ def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args:
         label_path = _output_path(args.out, path, ".png", several)
         if label_path:
             with atomic_path(label_path) as temporary:
-                label_map_image(result.labels, len(result.class_names), result.background_index).save(temporary, format="PNG")
+                label_map_image(result.labels, len(result.class_names), result.background_index).save(
+                    temporary, format="PNG"
+                )
             written["labels"] = str(label_path)
     except ScclipError as error:
         print(f"error: {path}: {error}", file=sys.stderr)
@@ -287,13 +345,20 @@ def _segment_one(segmenter: Segmenter, path: Path, vocabulary: Vocabulary, args:
     return {**summary, "status": "done"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core") -> int:
+    args = _parser(prog).parse_args(argv)
+    if args.command == "eval":
+        return eval_cli.run(args, args.command_parser)
     try:
         return _segment(args)
     except (ScclipError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def run() -> None:
+    """The `scclip` console script."""
+    sys.exit(main(prog="scclip"))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ Crops are processed as one batch; anomaly detection is per crop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +171,9 @@ def _softmax_attention(query: Tensor, key: Tensor, bias: Tensor | None = None) -
     return logits.softmax(dim=-1)
 
 
-def _attend(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, want_map: bool) -> tuple[Tensor, Tensor | None]:
+def _attend(
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, want_map: bool
+) -> tuple[Tensor, Tensor | None]:
     """softmax(q k^T / sqrt(d) + bias) v, fused unless the attention map itself is wanted."""
     if want_map:
         weights = _softmax_attention(query, key, bias)
@@ -291,7 +294,9 @@ class _SharedPass:
 
     def anomalies(self) -> tuple[Tensor, Tensor]:
         """Anomaly scores and outlier mask of the penultimate patch tokens, (B, N) each."""
-        return self.values.get("anomalies", lambda: _detect_anomalies(self.features.penultimate[:, 1:].float(), self.params))
+        return self.values.get(
+            "anomalies", lambda: _detect_anomalies(self.features.penultimate[:, 1:].float(), self.params)
+        )
 
     def _maybe_resolved(self, patches: Tensor, resolved: bool) -> Tensor:
         return cal.resolve_anomalies(patches, self.anomalies()[1], self.grid) if resolved else patches
@@ -308,12 +313,15 @@ class _SharedPass:
 
     def post_weights(self) -> Tensor:
         """The post-aggregation weights from the shallow-layer affinity."""
-        return self.values.get("post_weights", lambda: cal.aggregation_weights(self.shallow_similarity(), self.params.beta))
+        return self.values.get(
+            "post_weights", lambda: cal.aggregation_weights(self.shallow_similarity(), self.params.beta)
+        )
 
     def prior(self, resolved: bool) -> Tensor:
         """The attention prior from the mid-layer affinity, (B, N, N)."""
         return self.values.get(
-            ("prior", resolved), lambda: cal.attention_prior(self.mid_similarity(resolved), self.params.prior_temperature)
+            ("prior", resolved),
+            lambda: cal.attention_prior(self.mid_similarity(resolved), self.params.prior_temperature),
         )
 
     def tokens(self, source: _Source) -> Tensor:
@@ -517,7 +525,9 @@ def encode_dense(
     return encode_dense_variants(visual, images, [variant], layers=layers, params=params, trace=trace).outputs[0]
 
 
-def _crop_traces(shared: _SharedPass, variant: Variant, attention_calibrated: Tensor, embeddings: Tensor) -> list[CropTrace]:
+def _crop_traces(
+    shared: _SharedPass, variant: Variant, attention_calibrated: Tensor, embeddings: Tensor
+) -> list[CropTrace]:
     """Per-crop diagnostics of one variant; the parts that do not depend on the variant are shared."""
     scores, outliers = shared.anomalies()
     resolved = variant.method == "sc-clip" and variant.stages.anomaly

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
+from .presets import PAMR_DILATIONS
 
-PAMR_DILATIONS: tuple[int, ...] = (8, 16)
 _BAND_ELEMENTS = 1 << 24
 _SIGMA_WEIGHT = 0.1
 _SIGMA_EPSILON = 1e-8
@@ -39,7 +39,7 @@ def neighbour_offsets(dilations: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 def _padded_rows(maps: Tensor, top: int, bottom: int, margin: int) -> Tensor:
-    """Rows [top - margin, bottom + margin) and columns [-margin, W + margin) of (C, H, W) `maps`, borders replicated."""
+    """Rows [top - margin, bottom + margin), columns [-margin, W + margin) of (C, H, W) `maps`, borders replicated."""
     height = maps.shape[1]
     first, last = max(0, top - margin), min(height, bottom + margin)
     pads = (margin, margin, margin - (top - first), margin - (last - bottom))
@@ -90,9 +90,7 @@ def _propagate(maps: Tensor, weights: Tensor, offsets: list[tuple[int, int]], ou
             target.addcmul_(_shifted(padded, offset, margin, bottom - top, width), weights[index, top:bottom])
 
 
-def pamr_refine(
-    logits: Tensor, guide: Tensor, steps: int, dilations: tuple[int, ...] = PAMR_DILATIONS
-) -> Tensor:
+def pamr_refine(logits: Tensor, guide: Tensor, steps: int, dilations: tuple[int, ...] = PAMR_DILATIONS) -> Tensor:
     """Refine (C, H, W) class maps with `steps` PAMR steps guided by a (K, H', W') image, -> (C, H', W') float32.
 
     The maps are first resized to the guide's size (bilinear, align_corners=True; nothing happens when the sizes
@@ -100,7 +98,9 @@ def pamr_refine(
     """
     check_pamr_settings(steps, dilations)
     if logits.ndim != 3 or guide.ndim != 3:
-        raise InputError(f"PAMR needs (C, H, W) maps and a (K, H, W) guide, got {tuple(logits.shape)} and {tuple(guide.shape)}")
+        raise InputError(
+            f"PAMR needs (C, H, W) maps and a (K, H, W) guide, got {tuple(logits.shape)} and {tuple(guide.shape)}"
+        )
     if steps == 0:
         return logits
     with torch.inference_mode():

@@ -11,6 +11,8 @@ from .errors import InputError
 Detector = Literal["lof", "l2norm"]
 Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
 METHODS: tuple[str, ...] = ("sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+PAMR_DILATIONS: tuple[int, ...] = (8, 16)
+DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ def resolve_layers(layers: str | LayerPreset, depth: int) -> LayerPreset:
     elif layers in LAYER_PRESETS:
         preset = LAYER_PRESETS[layers]
     else:
-        raise ValueError(f"unknown layer preset {layers!r}; use one of {sorted(LAYER_PRESETS)}, 'auto' or a LayerPreset")
+        raise ValueError(
+            f"unknown layer preset {layers!r}; use one of {sorted(LAYER_PRESETS)}, 'auto' or a LayerPreset"
+        )
     preset.validate(depth)
     return preset
 
@@ -98,7 +102,7 @@ class Stages:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def without(cls, *names: str) -> "Stages":
+    def without(cls, *names: str) -> Stages:
         """All stages on except `names` (CLI/UI spelling with dashes is accepted)."""
         normalised = [name.replace("-", "_") for name in names]
         unknown = sorted(set(normalised) - set(cls.names()))
@@ -164,4 +168,3 @@ def _check_range(
         raise InputError(f"{name} must be a finite number in {interval}, not {value!r}")
     if value < low or value > high or (low_open and value == low) or (high_open and value == high):
         raise InputError(f"{name} must be in {interval}, not {value!r}")
-

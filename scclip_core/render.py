@@ -13,12 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND_COLOUR = (0, 0, 0)
 WARNING_COLOUR = "#b91c1c"
@@ -335,8 +335,9 @@ def similarity_figure(
     for axis, (title, values) in zip(axes, maps):
         values = values.reshape(grid)
         kept = float((values >= beta).mean())
-        shown = _map_panel(axis, crop, values, title=f"{title}\n{100 * kept:.0f}% of patches ≥ β", cmap="coolwarm",
-                           vmin=-1.0, vmax=1.0)
+        shown = _map_panel(
+            axis, crop, values, title=f"{title}\n{100 * kept:.0f}% of patches ≥ β", cmap="coolwarm", vmin=-1.0, vmax=1.0
+        )
         if values.min() < beta < values.max():
             rows, cols = grid
             xs = (np.arange(cols) + 0.5) * width / cols
@@ -345,8 +346,9 @@ def similarity_figure(
         _mark_patch(axis, patch, grid, crop.shape)
     colourbar = figure.colorbar(shown, ax=axes, shrink=0.8, label="cosine similarity")
     colourbar.ax.axhline(beta, color="lime", linewidth=2)
-    colourbar.ax.text(1.6, beta, f"β={beta:g}", transform=colourbar.ax.get_yaxis_transform(), va="center",
-                      fontsize=8, color="green")
+    colourbar.ax.text(
+        1.6, beta, f"β={beta:g}", transform=colourbar.ax.get_yaxis_transform(), va="center", fontsize=8, color="green"
+    )
     return figure_image(figure)
 
 

@@ -7,8 +7,8 @@ Q x H x W or C x H x W at that size. Probabilities at the output size exist only
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +17,6 @@ from torch import Tensor
 from .errors import InputError
 
 BAND_ELEMENTS = 1 << 22
-DEFAULT_PROBS_BUDGET = 1 << 30
 BandProbabilities = Callable[[int, int], Tensor]
 
 
@@ -63,7 +62,7 @@ def label_map(
     prob_threshold: float = 0.0,
     area_threshold: float | None = None,
 ) -> np.ndarray:
-    """Argmax labels (H, W) after the spec's background rules, from class probabilities made band by band.
+    """Argmax labels (H, W) after the background rules, from class probabilities made band by band.
 
     Area rule: a non-background class whose predicted area is at most `area_threshold` times the whole
     non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
@@ -112,8 +111,13 @@ def assign_labels(
     """`label_map` for class probabilities already in memory, (C, ...) -> (...) int64."""
     flat = probs.reshape(probs.shape[0], 1, -1)
     labels = label_map(
-        lambda top, bottom: flat[:, top:bottom], (1, flat.shape[2]), probs.shape[0], 1, background_index,
-        prob_threshold, area_threshold,
+        lambda top, bottom: flat[:, top:bottom],
+        (1, flat.shape[2]),
+        probs.shape[0],
+        1,
+        background_index,
+        prob_threshold,
+        area_threshold,
     )
     return torch.from_numpy(labels.astype(np.int64)).view(probs.shape[1:])
 
@@ -127,7 +131,7 @@ class AxisResampling:
     weight: Tensor
 
     @classmethod
-    def bilinear(cls, out_size: int, in_size: int, device: torch.device) -> "AxisResampling":
+    def bilinear(cls, out_size: int, in_size: int, device: torch.device) -> AxisResampling:
         scale = torch.tensor(in_size / out_size, dtype=torch.float32, device=device)
         source = ((torch.arange(out_size, dtype=torch.float32, device=device) + 0.5) * scale - 0.5).clamp_min(0)
         low = source.floor().long().clamp_max(in_size - 1)
@@ -148,7 +152,7 @@ class PixelScores:
     def working_size(self) -> tuple[int, int]:
         return int(self.logits.shape[1]), int(self.logits.shape[2])
 
-    def with_num_classes(self, num_classes: int) -> "PixelScores":
+    def with_num_classes(self, num_classes: int) -> PixelScores:
         """The same scores with query-less classes appended (e.g. a background that only takes rejected pixels)."""
         return replace(self, num_classes=num_classes)
 
@@ -162,8 +166,16 @@ class PixelScores:
 
     def band_probabilities(self, size: tuple[int, int]) -> BandProbabilities:
         """A function (top, bottom) -> class probabilities (C, bottom - top, W) of those rows at `size`."""
-        rows = None if size[0] == self.logits.shape[1] else AxisResampling.bilinear(size[0], self.logits.shape[1], self.logits.device)
-        columns = None if size[1] == self.logits.shape[2] else AxisResampling.bilinear(size[1], self.logits.shape[2], self.logits.device)
+        rows = (
+            None
+            if size[0] == self.logits.shape[1]
+            else AxisResampling.bilinear(size[0], self.logits.shape[1], self.logits.device)
+        )
+        columns = (
+            None
+            if size[1] == self.logits.shape[2]
+            else AxisResampling.bilinear(size[1], self.logits.shape[2], self.logits.device)
+        )
 
         def band(top: int, bottom: int) -> Tensor:
             logits = self.logits[:, top:bottom]
@@ -186,8 +198,13 @@ class PixelScores:
         """The label map at `size`, computed in bands."""
         with torch.inference_mode():
             return label_map(
-                self.band_probabilities(size), size, self.num_classes, self.band_rows(size[1]), background_index,
-                prob_threshold, area_threshold,
+                self.band_probabilities(size),
+                size,
+                self.num_classes,
+                self.band_rows(size[1]),
+                background_index,
+                prob_threshold,
+                area_threshold,
             )
 
     def probabilities(self, size: tuple[int, int]) -> np.ndarray:
@@ -214,7 +231,8 @@ def probs_size(scores: PixelScores, input_size: tuple[int, int], budget_bytes: i
         return working
     smallest = min((input_size, working), key=lambda size: size[0] * size[1])
     raise InputError(
-        f"class probabilities for {scores.num_classes} classes would take {scores.probs_bytes(smallest) / 2**30:.2f} GiB "
+        f"class probabilities for {scores.num_classes} classes would take "
+        f"{scores.probs_bytes(smallest) / 2**30:.2f} GiB "
         f"even at {smallest[1]}x{smallest[0]}, over the budget of {budget_bytes / 2**30:.2f} GiB "
         "(SegmenterConfig.probs_budget_bytes, --probs-budget); labels need no probabilities"
     )

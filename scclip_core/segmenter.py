@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +22,9 @@ from .backbones import LoadedModel
 from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, to_rgb_array
-from .pamr import PAMR_DILATIONS, check_pamr_settings, pamr_refine
-from .presets import METHODS, CalibrationParams, Stages, Variant
-from .scores import DEFAULT_PROBS_BUDGET, PixelScores, check_thresholds, probs_size
+from .pamr import check_pamr_settings, pamr_refine
+from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages, Variant
+from .scores import PixelScores, check_thresholds, probs_size
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
 Progress = Callable[[float, str], None]
@@ -154,7 +154,7 @@ class Segmentation:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
         return {name: float(count) / self.labels.size for name, count in zip(self.class_names, counts)}
 
-    def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> "Segmentation":
+    def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> Segmentation:
         """The same scores relabelled under other thresholds (in bands, at the input size); no model involved."""
         scores, names, background = self.pixel_scores, self.class_names, self.background_index
         if background is None and (prob_threshold > 0 or area_threshold):
@@ -162,8 +162,13 @@ class Segmentation:
             scores = scores.with_num_classes(len(names))
         labels = scores.labels(self.input_size, background, prob_threshold, area_threshold)
         return replace(
-            self, pixel_scores=scores, labels=labels, class_names=names, background_index=background,
-            prob_threshold=prob_threshold, area_threshold=area_threshold,
+            self,
+            pixel_scores=scores,
+            labels=labels,
+            class_names=names,
+            background_index=background,
+            prob_threshold=prob_threshold,
+            area_threshold=area_threshold,
         )
 
     def to_json(self) -> dict:
@@ -265,7 +270,8 @@ class Segmenter:
         if rgb.shape != original.shape:
             notices.append(
                 f"image downscaled to {rgb.shape[1]}x{rgb.shape[0]} for the image side (size cap "
-                f"{self.config.max_input_side} px); labels are at the input size {original.shape[1]}x{original.shape[0]}"
+                f"{self.config.max_input_side} px); labels are at the input size "
+                f"{original.shape[1]}x{original.shape[0]}"
             )
         if self.model.is_random:
             notices.append("weights are random (untrained): the segmentation is meaningless")
@@ -287,7 +293,11 @@ class Segmenter:
         shared_seconds, own_seconds = 0.0, [0.0] * len(variants)
         for first in range(0, len(windows), self.config.batch_size):
             if progress:
-                progress(first / len(windows), f"encoding windows {first + 1}-{min(first + self.config.batch_size, len(windows))} of {len(windows)}")
+                progress(
+                    first / len(windows),
+                    f"encoding windows {first + 1}-{min(first + self.config.batch_size, len(windows))} "
+                    f"of {len(windows)}",
+                )
             result = encode_dense_variants(
                 self.model.visual,
                 crops[first : first + self.config.batch_size],
@@ -336,7 +346,9 @@ class Segmenter:
             return last
         resized, windows, crops = self._windows(rgb)
         preprocess = time.perf_counter()
-        embeddings, traces, _, _ = self._encode_windows(crops, windows, [Variant(method, stages)], params, trace, progress)
+        embeddings, traces, _, _ = self._encode_windows(
+            crops, windows, [Variant(method, stages)], params, trace, progress
+        )
         done = time.perf_counter()
         self._last = ImageEmbedding(
             image=original,
@@ -378,7 +390,9 @@ class Segmenter:
         fingerprint = _fingerprint(original)
         resized, windows, crops = self._windows(rgb)
         preprocess = time.perf_counter() - start
-        embeddings, _, shared_seconds, own_seconds = self._encode_windows(crops, windows, variants, params, False, progress)
+        embeddings, _, shared_seconds, own_seconds = self._encode_windows(
+            crops, windows, variants, params, False, progress
+        )
         return [
             ImageEmbedding(
                 image=original,
@@ -469,7 +483,9 @@ class Segmenter:
             query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
             scores = PixelScores(logits, query_classes, len(vocabulary.classes), logit_scale)
             logits_done = time.perf_counter()
-            labels = scores.labels(embedding.image.shape[:2], vocabulary.background_index, prob_threshold, area_threshold)
+            labels = scores.labels(
+                embedding.image.shape[:2], vocabulary.background_index, prob_threshold, area_threshold
+            )
         end = time.perf_counter()
         timings = dict(embedding.timings)
         timings.update(text=text_done - start, logits=logits_done - text_done, postprocess=end - logits_done)
@@ -519,6 +535,10 @@ class Segmenter:
         check_pamr_settings(self.config.pamr_steps if pamr_steps is None else pamr_steps, self.config.pamr_dilations)
         embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
         return self.predict(
-            vocabulary, embedding=embedding, prob_threshold=prob_threshold, area_threshold=area_threshold,
-            logit_scale=logit_scale, pamr_steps=pamr_steps,
+            vocabulary,
+            embedding=embedding,
+            prob_threshold=prob_threshold,
+            area_threshold=area_threshold,
+            logit_scale=logit_scale,
+            pamr_steps=pamr_steps,
         )

@@ -8,9 +8,9 @@ import os
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,31 @@ from .errors import InputError
 
 BACKGROUND_NAME = "background"
 DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
-    "sky", "wall", "tree", "wood", "grass", "road", "sea", "river", "mountain", "sands", "desk", "bed", "building",
-    "cloud", "lamp", "door", "window", "wardrobe", "ceiling", "shelf", "curtain", "stair", "floor", "hill", "rail",
+    "sky",
+    "wall",
+    "tree",
+    "wood",
+    "grass",
+    "road",
+    "sea",
+    "river",
+    "mountain",
+    "sands",
+    "desk",
+    "bed",
+    "building",
+    "cloud",
+    "lamp",
+    "door",
+    "window",
+    "wardrobe",
+    "ceiling",
+    "shelf",
+    "curtain",
+    "stair",
+    "floor",
+    "hill",
+    "rail",
     "fence",
 )
 MAX_NAME_CHARS = 200
@@ -75,7 +98,7 @@ class Vocabulary:
         """For each query, the index of its class."""
         return [index for index, synonyms in enumerate(self.classes) for _ in synonyms]
 
-    def with_background(self, words: Sequence[str] = ()) -> "Vocabulary":
+    def with_background(self, words: Sequence[str] = ()) -> Vocabulary:
         """This vocabulary with a background class appended (query-less if `words` is empty), unless it has one."""
         if self.background_index is not None:
             return self
@@ -102,7 +125,9 @@ def parse_classes(text: str, *, background: Sequence[str] | None = DEFAULT_BACKG
             continue
         for name in synonyms:
             if len(name) > MAX_NAME_CHARS:
-                raise InputError(f"class name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_CHARS}")
+                raise InputError(
+                    f"class name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_CHARS}"
+                )
         key = synonyms[0].lower()
         if key in seen:
             raise InputError(f"class {synonyms[0]!r} is listed twice; merge the two entries with ',' as synonyms")
@@ -148,7 +173,7 @@ class TextEmbeddingCache:
                 self._disable_disk(error)
 
     @classmethod
-    def default(cls) -> "TextEmbeddingCache":
+    def default(cls) -> TextEmbeddingCache:
         """The shared on-disk cache: `$SCCLIP_CACHE/text-embeddings` (default `~/.cache/scclip/...`)."""
         return cls(default_cache_dir() / "text-embeddings")
 
@@ -156,7 +181,10 @@ class TextEmbeddingCache:
         return len(self._memory)
 
     def _disable_disk(self, error: OSError) -> None:
-        warnings.warn(f"text-embedding cache folder {self.directory} is not usable ({error}); caching in memory only")
+        warnings.warn(
+            f"text-embedding cache folder {self.directory} is not usable ({error}); caching in memory only",
+            stacklevel=2,
+        )
         self.directory = None
 
     def _file(self, key: tuple[str, str, str]) -> Path:
@@ -291,7 +319,9 @@ class TextEncoder:
 
     def uncached(self, names: Sequence[str]) -> list[str]:
         """The names (each once, in order) whose embeddings `embed` would have to compute."""
-        return [name for name in dict.fromkeys(names) if self.cache.get((self.model.key, self.template_set, name)) is None]
+        return [
+            name for name in dict.fromkeys(names) if self.cache.get((self.model.key, self.template_set, name)) is None
+        ]
 
     def _encode_names(self, names: list[str]) -> Tensor:
         prompts = [template(name) for name in names for template in self.templates]

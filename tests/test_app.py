@@ -16,22 +16,22 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from demo.handlers import LOCAL_SESSION, Handlers  # noqa: E402
-from demo.host import ModelHost  # noqa: E402
-from demo.screenshot import FAST_CONFIG, serve  # noqa: E402
-from demo.sessions import SessionStore  # noqa: E402
-from demo.ui import ASSETS_DIR, load_examples  # noqa: E402
-from demo.views import locate_patch  # noqa: E402
-from scclip_core import parse_classes  # noqa: E402
+from demo.handlers import LOCAL_SESSION, Handlers
+from demo.host import ModelHost
+from demo.screenshot import FAST_CONFIG, serve
+from demo.ui import ASSETS_DIR, load_examples
+from demo.views import locate_patch
+from scclip_core import parse_classes
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def header_only_png(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims `width` x `height` (no pixel data): enough for a size check, cheap to make."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -46,8 +46,14 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rgb = np.zeros((64, 96, 3), dtype=np.uint8)
     rgb[:, :48] = (220, 30, 30)
     rgb[:, 48:] = (30, 30, 220)
-    paths = {"rgb": folder / "halves.png", "other": folder / "other.jpg", "rgba": folder / "rgba.png",
-             "gray16": folder / "gray16.png", "tiny": folder / "tiny.png", "not_image": folder / "notes.png"}
+    paths = {
+        "rgb": folder / "halves.png",
+        "other": folder / "other.jpg",
+        "rgba": folder / "rgba.png",
+        "gray16": folder / "gray16.png",
+        "tiny": folder / "tiny.png",
+        "not_image": folder / "notes.png",
+    }
     Image.fromarray(rgb).save(paths["rgb"])
     Image.fromarray(rgb[::-1, ::-1].copy()).resize((80, 50)).save(paths["other"])
     Image.fromarray(np.dstack([rgb, np.full((64, 96), 128, np.uint8)])).save(paths["rgba"])
@@ -72,7 +78,10 @@ def client() -> Client:
 
 def test_segment_returns_input_sized_label_png_and_json(client: Client, images: dict[str, Path]) -> None:
     label_path, summary = client.predict(
-        handle_file(str(images["rgb"])), "red, crimson; blue", background_words="", prob_threshold=0.0,
+        handle_file(str(images["rgb"])),
+        "red, crimson; blue",
+        background_words="",
+        prob_threshold=0.0,
         api_name="/segment",
     )
     label_map = Image.open(label_path)
@@ -101,7 +110,10 @@ def test_same_image_reuses_the_image_side_within_a_session(client: Client, image
     _, again = client.predict(handle_file(str(images["other"])), "red; green; blue", "", 0.0, api_name="/segment")
     _, changed = client.predict(handle_file(str(images["rgb"])), "red; blue", "", 0.0, api_name="/segment")
     assert (first["reused_image_side"], again["reused_image_side"], changed["reused_image_side"]) == (
-        False, True, False)
+        False,
+        True,
+        False,
+    )
     assert again["classes"] == ["red", "green", "blue"]
 
 
@@ -109,13 +121,14 @@ def test_same_image_reuses_the_image_side_within_a_session(client: Client, image
     "name, size",
     [("rgba", (96, 64)), ("gray16", (70, 50)), ("tiny", (2, 3)), ("rotated", (64, 96)), ("wide", (900, 120))],
 )
-def test_odd_images_are_segmented_at_their_own_size(client: Client, images: dict[str, Path], name: str,
-                                                   size: tuple[int, int]) -> None:
-    label_path, summary = client.predict(handle_file(str(images[name])), "thing; stuff", "", 0.0,
-                                         api_name="/segment")
+def test_odd_images_are_segmented_at_their_own_size(
+    client: Client, images: dict[str, Path], name: str, size: tuple[int, int]
+) -> None:
+    label_path, summary = client.predict(handle_file(str(images[name])), "thing; stuff", "", 0.0, api_name="/segment")
     assert Image.open(label_path).size == size and summary["label_png_size"] == list(size)
-    assert summary["image_size"][0] * size[1] == pytest.approx(summary["image_size"][1] * size[0], rel=0.02), \
+    assert summary["image_size"][0] * size[1] == pytest.approx(summary["image_size"][1] * size[0], rel=0.02), (
         "the engine may downscale, but never changes the aspect ratio"
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,8 +141,9 @@ def test_odd_images_are_segmented_at_their_own_size(client: Client, images: dict
         ("huge", "cat", "megapixels"),
     ],
 )
-def test_bad_input_arrives_as_an_error_with_its_message(client: Client, images: dict[str, Path], image_key: str,
-                                                        classes: str, message: str) -> None:
+def test_bad_input_arrives_as_an_error_with_its_message(
+    client: Client, images: dict[str, Path], image_key: str, classes: str, message: str
+) -> None:
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(str(images[image_key])), classes, api_name="/segment")
     label_path, _ = client.predict(handle_file(str(images["rgb"])), "red; blue", api_name="/segment")
@@ -143,8 +157,13 @@ def test_missing_image_is_reported(client: Client) -> None:
 
 def test_ablation_runs_every_configuration_from_one_shared_pass(client: Client, images: dict[str, Path]) -> None:
     gallery, table = client.predict(
-        handle_file(str(images["rgb"])), "red; blue", background_words="", prob_threshold=0.0, templates="simple",
-        comparisons=["naclip"], api_name="/ablation",
+        handle_file(str(images["rgb"])),
+        "red; blue",
+        background_words="",
+        prob_threshold=0.0,
+        templates="simple",
+        comparisons=["naclip"],
+        api_name="/ablation",
     )
     shared, *rows = table["data"]
     assert shared[0].startswith("shared pass") and shared[1] > 0 and shared[2] is None
@@ -197,8 +216,9 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
     hidden_overlay, hidden_legend, _ = handlers.rerender(0.5, ["red", "blue"])
     assert "(hidden)" in hidden_legend
     strip = np.asarray(hidden_overlay)[20:, :]
-    assert np.array_equal(strip, np.asarray(Image.open(images["rgb"]).convert("RGB"))[20:, :]), \
+    assert np.array_equal(strip, np.asarray(Image.open(images["rgb"]).convert("RGB"))[20:, :]), (
         "with every class hidden, the photo shows (below the untrained-weights strip)"
+    )
 
     overlay, legend, label_path, summary, summary_path, _ = handlers.rethreshold(1.0, 0.0, 0.5, [])
     assert json.loads(Path(summary_path).read_text()) == summary
@@ -219,7 +239,8 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
 def test_example_preview_renders_a_default_run(images: dict[str, Path]) -> None:
     handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
     overlay, legend, timings, label_path, summary, summary_path, status = handlers.example_preview(
-        str(images["rgb"]), "red; blue", "sky")
+        str(images["rgb"]), "red; blue", "sky"
+    )
     assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
     assert "backbone" in timings and Image.open(label_path).size == (96, 64)
     assert summary["classes"] == ["red", "blue", "background"] and "Segment" in status
@@ -237,7 +258,7 @@ def test_examples_are_real_licensed_photos_with_suitable_classes() -> None:
     rows, titles = load_examples()
     attribution = (ASSETS_DIR / "ATTRIBUTION.md").read_text()
     assert len(rows) >= 6 and len(titles) == len(rows)
-    for path, classes, background in rows:
+    for path, classes, _background in rows:
         image = Path(path)
         assert image.stat().st_size < 300_000 and image.name in attribution
         with Image.open(image) as picture:

@@ -14,11 +14,11 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from demo.screenshot import (  # noqa: E402
+from demo.screenshot import (
     CHROMIUM,
-    VIEWPORT,
     FAST_CONFIG,
     INSIDE_TABS,
+    VIEWPORT,
     browser_page,
     click_image_at,
     image_loaded,
@@ -42,15 +42,19 @@ CLASSES = ["person", "flag", "space shuttle", "helmet"]
 @pytest.fixture(scope="module")
 def page():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with serve("tiny-test", "random", FAST_CONFIG) as (_, url), sync_api.sync_playwright() as playwright, \
-            browser_page(playwright) as browser_tab:
+    with (
+        serve("tiny-test", "random", FAST_CONFIG) as (_, url),
+        sync_api.sync_playwright() as playwright,
+        browser_page(playwright) as browser_tab,
+    ):
         browser_tab.app_url = url
         yield browser_tab
 
 
 def test_segment_then_look_inside_every_tab(page) -> None:
-    entries = segment_in_page(page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES),
-                              background="", threshold=0)
+    entries = segment_in_page(
+        page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES), background="", threshold=0
+    )
     assert entries == len(CLASSES)
     legend_names = page.locator("#legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
     assert sorted(legend_names) == sorted(CLASSES)
@@ -88,9 +92,7 @@ def _fully_visible(page, selector: str) -> list[str]:
 def test_ablation_tab_shows_every_configuration_readably(page) -> None:
     open_tab(page, "Ablation")
     page.locator("#run-ablation").click()
-    page.wait_for_function(
-        "() => document.querySelectorAll('#ablation-gallery img').length >= 11", timeout=120_000
-    )
+    page.wait_for_function("() => document.querySelectorAll('#ablation-gallery img').length >= 11", timeout=120_000)
     table = page.locator("#ablation-table")
     assert "− anomaly resolution" in table.inner_text() and "shared" in table.inner_text()
     page.screenshot(path=str(ARTIFACTS / "ablation.png"), full_page=True)
@@ -110,8 +112,9 @@ def test_the_legend_reads_on_a_phone(page) -> None:
     names = page.locator("#legend .legend-entry > span:nth-child(2)")
     assert names.count() == len(CLASSES)
     assert not _fully_visible(page, "#legend .legend-entry > span:nth-child(2)")
-    bars = page.eval_on_selector_all("#legend .legend-entry > span:nth-child(3)",
-                                     "els => els.map(el => el.getBoundingClientRect().width)")
+    bars = page.eval_on_selector_all(
+        "#legend .legend-entry > span:nth-child(3)", "els => els.map(el => el.getBoundingClientRect().width)"
+    )
     assert min(bars) >= 40, "every share bar keeps a visible track"
     page.screenshot(path=str(ARTIFACTS / "segment-phone.png"), full_page=True)
     page.set_viewport_size(VIEWPORT)

@@ -35,9 +35,27 @@ def photos(tmp_path_factory):
 def test_segment_with_weights_from_every_format(tiny_model, photos, tmp_path, capsys, fmt):
     weights = save_checkpoint(tiny_model.clip, tmp_path / f"w{FORMATS[fmt]}", fmt)
     out, probs = tmp_path / "labels.png", tmp_path / "probs.npy"
-    code = main(["segment", str(photos[0]), "--model", "tiny-test", "--weights", str(weights), "--classes",
-                 "sky, cloud; grass; person", "--out", str(out), "--save-probs", str(probs), "--json",
-                 "--templates", "simple", "--prob-threshold", "0.2"])
+    code = main(
+        [
+            "segment",
+            str(photos[0]),
+            "--model",
+            "tiny-test",
+            "--weights",
+            str(weights),
+            "--classes",
+            "sky, cloud; grass; person",
+            "--out",
+            str(out),
+            "--save-probs",
+            str(probs),
+            "--json",
+            "--templates",
+            "simple",
+            "--prob-threshold",
+            "0.2",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip())
     assert summary["classes"] == ["sky", "grass", "person", "background"]
@@ -51,9 +69,28 @@ def test_segment_with_weights_from_every_format(tiny_model, photos, tmp_path, ca
 
 
 def test_several_images_write_into_a_folder_and_report_progress(photos, tmp_path, capsys):
-    code = main(["segment", *map(str, photos), "--model", "tiny-test", "--weights", "random", "--classes", "cat; dog",
-                 "--no-background", "--out", str(tmp_path / "labels"), "--save-probs", str(tmp_path / "probs"),
-                 "--json", "--method", "naclip", "--templates", "simple"])
+    code = main(
+        [
+            "segment",
+            *map(str, photos),
+            "--model",
+            "tiny-test",
+            "--weights",
+            "random",
+            "--classes",
+            "cat; dog",
+            "--no-background",
+            "--out",
+            str(tmp_path / "labels"),
+            "--save-probs",
+            str(tmp_path / "probs"),
+            "--json",
+            "--method",
+            "naclip",
+            "--templates",
+            "simple",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     lines = [json.loads(line) for line in captured.out.splitlines()]
@@ -65,9 +102,33 @@ def test_several_images_write_into_a_folder_and_report_progress(photos, tmp_path
 
 
 def test_stage_switches_and_options_reach_the_engine(photos, capsys):
-    code = main(["segment", str(photos[1]), "--model", "tiny-test", "--weights", "random", "--classes", "cat",
-                 "--disable", "anomaly", "--disable", "multi-level", "--detector", "l2norm", "--stride", "0",
-                 "--short-side", "0", "--json", "--templates", "simple", "--background", "wall, floor"])
+    code = main(
+        [
+            "segment",
+            str(photos[1]),
+            "--model",
+            "tiny-test",
+            "--weights",
+            "random",
+            "--classes",
+            "cat",
+            "--disable",
+            "anomaly",
+            "--disable",
+            "multi-level",
+            "--detector",
+            "l2norm",
+            "--stride",
+            "0",
+            "--short-side",
+            "0",
+            "--json",
+            "--templates",
+            "simple",
+            "--background",
+            "wall, floor",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["stages"]["anomaly"] is False and summary["stages"]["multi_level"] is False
@@ -76,11 +137,24 @@ def test_stage_switches_and_options_reach_the_engine(photos, capsys):
 
 
 def test_pamr_options_reach_the_engine(photos, tmp_path, capsys):
-    common = ["segment", str(photos[0]), "--model", "tiny-test", "--weights", "random", "--classes", "cat; dog",
-              "--json", "--templates", "simple"]
+    common = [
+        "segment",
+        str(photos[0]),
+        "--model",
+        "tiny-test",
+        "--weights",
+        "random",
+        "--classes",
+        "cat; dog",
+        "--json",
+        "--templates",
+        "simple",
+    ]
     assert main([*common, "--save-probs", str(tmp_path / "plain.npy")]) == 0
     assert json.loads(capsys.readouterr().out)["pamr_steps"] == 0
-    assert main([*common, "--pamr-steps", "3", "--pamr-dilations", "2,4", "--save-probs", str(tmp_path / "pamr.npy")]) == 0
+    assert (
+        main([*common, "--pamr-steps", "3", "--pamr-dilations", "2,4", "--save-probs", str(tmp_path / "pamr.npy")]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["pamr_steps"] == 3
     assert np.abs(np.load(tmp_path / "pamr.npy") - np.load(tmp_path / "plain.npy")).max() > 1e-4
     with pytest.raises(SystemExit):
@@ -90,10 +164,14 @@ def test_pamr_options_reach_the_engine(photos, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [(["--classes", " ; "], "no classes"), (["--classes", "cat", "--weights", "/missing/w.pt"], "not found"),
-     (["--classes", "cat", "--model", "ViT-Q"], "unknown model"),
-     (["--classes", "cat", "--prob-threshold", "3"], "prob_threshold"),
-     (["--classes", "cat", "--pamr-steps", "-1"], "pamr_steps"), (["--classes", "cat", "--pamr-dilations", "0,8"], "pamr_dilations")],
+    [
+        (["--classes", " ; "], "no classes"),
+        (["--classes", "cat", "--weights", "/missing/w.pt"], "not found"),
+        (["--classes", "cat", "--model", "ViT-Q"], "unknown model"),
+        (["--classes", "cat", "--prob-threshold", "3"], "prob_threshold"),
+        (["--classes", "cat", "--pamr-steps", "-1"], "pamr_steps"),
+        (["--classes", "cat", "--pamr-dilations", "0,8"], "pamr_dilations"),
+    ],
 )
 def test_bad_input_exits_non_zero_with_a_message(photos, capsys, arguments, message):
     defaults = ["--model", "tiny-test", "--weights", "random"]
@@ -103,8 +181,21 @@ def test_bad_input_exits_non_zero_with_a_message(photos, capsys, arguments, mess
 
 
 def test_a_missing_image_among_several_fails_that_image_only(photos, tmp_path, capsys):
-    code = main(["segment", str(photos[0]), str(tmp_path / "missing.jpg"), "--model", "tiny-test", "--weights",
-                 "random", "--classes", "cat", "--templates", "simple"])
+    code = main(
+        [
+            "segment",
+            str(photos[0]),
+            str(tmp_path / "missing.jpg"),
+            "--model",
+            "tiny-test",
+            "--weights",
+            "random",
+            "--classes",
+            "cat",
+            "--templates",
+            "simple",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "missing.jpg" in captured.err and "not found" in captured.err
@@ -113,13 +204,33 @@ def test_a_missing_image_among_several_fails_that_image_only(photos, tmp_path, c
 
 def test_module_entry_point_runs_as_a_program(photos):
     completed = subprocess.run(
-        [sys.executable, "-m", "scclip_core", "segment", str(photos[0]), "--model", "tiny-test", "--weights",
-         "random", "--classes", "cat; dog", "--json", "--templates", "simple"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "scclip_core",
+            "segment",
+            str(photos[0]),
+            "--model",
+            "tiny-test",
+            "--weights",
+            "random",
+            "--classes",
+            "cat; dog",
+            "--json",
+            "--templates",
+            "simple",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["classes"] == ["cat", "dog", "background"]
-    bad = subprocess.run([sys.executable, "-m", "scclip_core", "segment"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "scclip_core", "segment"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "required" in bad.stderr
 
 
@@ -145,8 +256,26 @@ def test_no_text_cache_writes_nothing(photos, private_cache):
 
 def test_labels_are_at_the_input_size_whatever_the_working_size(photos, tmp_path, capsys):
     out, probs = tmp_path / "labels.png", tmp_path / "probs.npy"
-    code = main(["segment", str(photos[0]), *TINY, "--classes", "cat; dog", "--max-side", "40", "--short-side", "45", "--out", str(out),
-                 "--save-probs", str(probs), "--probs-budget", str(3 * 90 * 160 * 4 / 2**30 / 2), "--json"])
+    code = main(
+        [
+            "segment",
+            str(photos[0]),
+            *TINY,
+            "--classes",
+            "cat; dog",
+            "--max-side",
+            "40",
+            "--short-side",
+            "45",
+            "--out",
+            str(out),
+            "--save-probs",
+            str(probs),
+            "--probs-budget",
+            str(3 * 90 * 160 * 4 / 2**30 / 2),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     summary = json.loads(captured.out)
@@ -161,8 +290,19 @@ def test_more_than_256_classes_give_a_16_bit_label_map(photos, tmp_path, capsys)
     classes = tmp_path / "classes.txt"
     classes.write_text("".join(f"thing {index}, item {index}\n" for index in range(300)))
     out = tmp_path / "labels.png"
-    code = main(["segment", str(photos[1]), *TINY, "--classes-file", str(classes), "--no-background",
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "segment",
+            str(photos[1]),
+            *TINY,
+            "--classes-file",
+            str(classes),
+            "--no-background",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     labels = Image.open(out)
@@ -197,10 +337,25 @@ def test_two_processes_with_gloo_write_what_one_process_writes(tmp_path):
     for index, size in enumerate([(40, 56), (64, 30), (33, 33)]):
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"photo{index}.png")
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    arguments = ["segment", str(images / "*.png"), *TINY, "--classes", "cat; dog, puppy", "--short-side", "112",
-                 "--crop", "112", "--stride", "56", "--device", "cpu"]
-    launchers = {"one": [sys.executable], "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                  "--nproc_per_node=2"]}
+    arguments = [
+        "segment",
+        str(images / "*.png"),
+        *TINY,
+        "--classes",
+        "cat; dog, puppy",
+        "--short-side",
+        "112",
+        "--crop",
+        "112",
+        "--stride",
+        "56",
+        "--device",
+        "cpu",
+    ]
+    launchers = {
+        "one": [sys.executable],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+    }
     for folder, launcher in launchers.items():
         command = [*launcher, "-m", "scclip_core", *arguments, "--out", str(tmp_path / folder)]
         completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)

@@ -12,7 +12,9 @@ from scclip_core.encoder import _positional_embedding, _run_frozen_blocks, _stem
 
 
 def _official_tower(fixture: dict) -> torch.nn.Module:
-    visual = _build_vision_tower(fixture["embed_dim"], CLIPVisionCfg(**fixture["vision_cfg"]), quick_gelu=fixture["quick_gelu"])
+    visual = _build_vision_tower(
+        fixture["embed_dim"], CLIPVisionCfg(**fixture["vision_cfg"]), quick_gelu=fixture["quick_gelu"]
+    )
     visual.load_state_dict(fixture["visual_state_dict"], strict=True)
     return visual.eval()
 
@@ -115,8 +117,14 @@ def test_each_stage_flag_changes_the_output(tower, images, layers, full_output, 
 
 
 def test_hyperparameters_are_honoured(tower, images, layers, full_output):
-    for params in (CalibrationParams(beta=0.2), CalibrationParams(prior_temperature=1.0), CalibrationParams(prior_mix=0.2),
-                   CalibrationParams(lof_k=10), CalibrationParams(contamination=0.1), CalibrationParams(detector="l2norm")):
+    for params in (
+        CalibrationParams(beta=0.2),
+        CalibrationParams(prior_temperature=1.0),
+        CalibrationParams(prior_mix=0.2),
+        CalibrationParams(lof_k=10),
+        CalibrationParams(contamination=0.1),
+        CalibrationParams(detector="l2norm"),
+    ):
         output = encode_dense(tower, images, layers=layers, params=params)
         assert (output.patch_embeddings - full_output.patch_embeddings).abs().max() > 1e-4, params
     heavier_cls = dataclasses.replace(layers, res_cls=0.9)

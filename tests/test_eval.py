@@ -25,6 +25,7 @@ from scclip_core.eval import (
     PRESETS,
     DatasetLayoutError,
     DatasetPreset,
+    coco_object,
     confusion_matrix,
     evaluate,
     get_preset,
@@ -33,7 +34,6 @@ from scclip_core.eval import (
     read_label,
     scores,
 )
-from scclip_core.eval import coco_object
 from scclip_core.eval.cli import main
 from scclip_core.eval.runner import ProgressBar, RunSettings, build_segmenter, build_vocabulary, predict_labels
 
@@ -45,8 +45,11 @@ SAMPLE_IDS = {
     "pascal_context": ["2008_000002", "2008_000003", "2008_000007"],
     "coco_stuff164k": ["000000000139", "000000000285", "000000000632"],
     "coco_object": ["000000000139", "000000000285", "000000000632"],
-    "cityscapes": ["frankfurt/frankfurt_000000_000294", "frankfurt/frankfurt_000000_000576",
-                   "lindau/lindau_000000_000019"],
+    "cityscapes": [
+        "frankfurt/frankfurt_000000_000294",
+        "frankfurt/frankfurt_000000_000576",
+        "lindau/lindau_000000_000019",
+    ],
     "ade20k": ["ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"],
     "ade20k_full": ["ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"],
     "pascal_context_459": ["2008_000002", "2008_000003", "2008_000007"],
@@ -87,8 +90,9 @@ def write_split(root: Path, layout_name: str, ids: list[str]) -> None:
         (root / layout.split_file).write_text("".join(f"{sample_id}\n" for sample_id in ids))
 
 
-def raw_labels(rng: np.random.Generator, shape: tuple[int, int], num_classes: int, reduce_zero: bool,
-               ignore_index: int = 255) -> np.ndarray:
+def raw_labels(
+    rng: np.random.Generator, shape: tuple[int, int], num_classes: int, reduce_zero: bool, ignore_index: int = 255
+) -> np.ndarray:
     """Label values as stored on disk: 0..C-1 (or 0..C with reduce_zero_label) plus some ignored pixels."""
     top = num_classes + 1 if reduce_zero else num_classes
     labels = rng.integers(0, top, size=shape)
@@ -144,17 +148,17 @@ def test_root_may_be_the_parent_folder_and_wrong_roots_say_what_is_missing(tmp_p
 def test_metric_matches_a_hand_computed_confusion_matrix() -> None:
     # 4 classes: class 2 is predicted but absent from the ground truth (IoU 0, counted in the mean);
     # class 3 is in neither (IoU undefined, left out); 255 pixels are ignored whatever is predicted.
-    truth = np.array([[0, 0, 1, 1],
-                      [0, 1, 1, 255],
-                      [255, 255, 0, 1]])
-    predicted = np.array([[0, 1, 1, 1],
-                          [2, 1, 0, 3],
-                          [3, 0, 0, 2]])
+    truth = np.array([[0, 0, 1, 1], [0, 1, 1, 255], [255, 255, 0, 1]])
+    predicted = np.array([[0, 1, 1, 1], [2, 1, 0, 3], [3, 0, 0, 2]])
     matrix = confusion_matrix(truth, predicted, num_classes=4)
-    expected = np.array([[2, 1, 1, 0],   # truth 0: (0,0) (2,2) -> 0; (0,1) -> 1; (1,0) -> 2
-                         [1, 3, 1, 0],   # truth 1: (0,2) (0,3) (1,1) -> 1; (1,2) -> 0; (2,3) -> 2
-                         [0, 0, 0, 0],
-                         [0, 0, 0, 0]])
+    expected = np.array(
+        [
+            [2, 1, 1, 0],  # truth 0: (0,0) (2,2) -> 0; (0,1) -> 1; (1,0) -> 2
+            [1, 3, 1, 0],  # truth 1: (0,2) (0,3) (1,1) -> 1; (1,2) -> 0; (2,3) -> 2
+            [0, 0, 0, 0],
+            [0, 0, 0, 0],
+        ]
+    )
     np.testing.assert_array_equal(matrix, expected)
 
     result = scores(matrix, ["a", "b", "c", "d"])
@@ -187,8 +191,15 @@ def test_presets_follow_the_spec() -> None:
         assert preset.background_index == background
     assert PRESETS["voc21"].queries[0] == DEFAULT_BACKGROUND_WORDS == PRESETS["coco_object"].queries[0]
     assert PRESETS["context60"].queries[0] == ("background",)
-    assert PRESETS["voc21"].queries[15] == ("person", "person in shirt", "person in jeans", "person in dress",
-                                             "person in sweater", "person in skirt", "person in jacket")
+    assert PRESETS["voc21"].queries[15] == (
+        "person",
+        "person in shirt",
+        "person in jeans",
+        "person in dress",
+        "person in sweater",
+        "person in skirt",
+        "person in jacket",
+    )
     assert PRESETS["coco_object"].queries[1][-1] == "body"
     assert PRESETS["voc20"].queries[-1] == ("television monitor", "tv monitor", "monitor", "television", "screen")
     assert PRESETS["voc21"].class_names[:5] == ["background", "aeroplane", "bicycle", "bird", "ship"]
@@ -202,8 +213,16 @@ def test_presets_follow_the_spec() -> None:
         get_preset("voc22")
 
 
-PROTOCOL_FIELDS = ("short_side", "crop", "stride", "logit_scale", "prob_threshold", "area_threshold", "pamr_steps",
-                   "precision")
+PROTOCOL_FIELDS = (
+    "short_side",
+    "crop",
+    "stride",
+    "logit_scale",
+    "prob_threshold",
+    "area_threshold",
+    "pamr_steps",
+    "precision",
+)
 
 
 def _protocol(preset: DatasetPreset) -> tuple:
@@ -234,7 +253,9 @@ def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> 
         for method in METHODS:  # the default protocol is SC-CLIP's whatever the method
             assert get_preset(dataset, method=method) == PRESETS[dataset]
         assert get_preset(dataset, "ViT-L/14", method="sc-clip", protocol="own") == get_preset(dataset, "ViT-L/14")
-        assert get_preset(dataset, "ViT-L/14", method="sclip", protocol="own") == get_preset(dataset, method="sclip", protocol="own")
+        assert get_preset(dataset, "ViT-L/14", method="sclip", protocol="own") == get_preset(
+            dataset, method="sclip", protocol="own"
+        )
     assert set(OWN_PROTOCOLS) == set(METHODS) - {"sc-clip"}
     assert all(set(PROTOCOL_FIELDS) <= set(protocol.common) for protocol in OWN_PROTOCOLS.values())
     with pytest.raises(ValueError, match="unknown protocol"):
@@ -285,8 +306,13 @@ def make_random_dataset(root: Path, count: int = 3) -> None:
     rng = np.random.default_rng(3)
     ids = SAMPLE_IDS["voc2012"][:count]
     for sample_id, shape in zip(ids, SIZES):
-        write_sample(root, "voc2012", sample_id, rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
-                     raw_labels(rng, shape, 21, False))
+        write_sample(
+            root,
+            "voc2012",
+            sample_id,
+            rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
+            raw_labels(rng, shape, 21, False),
+        )
     write_split(root, "voc2012", ids)
 
 
@@ -322,8 +348,12 @@ def test_interrupted_run_resumes_without_redoing_recorded_images(tmp_path: Path,
     restarted = evaluate(preset, data, tiny_model, out=out, resume=False, **common)
     assert restarted.images_this_run == 3 and len(records.read_text().splitlines()) == 3
 
-    changed = RunSettings(preset=preset.with_overrides(logit_scale=20), model_name=tiny_model.name,
-                          weights=tiny_model.weights, templates="simple")
+    changed = RunSettings(
+        preset=preset.with_overrides(logit_scale=20),
+        model_name=tiny_model.name,
+        weights=tiny_model.weights,
+        templates="simple",
+    )
     assert (out / changed.run_name()) != first.run_dir  # other settings never resume from these records
 
 
@@ -333,8 +363,24 @@ def test_cli_lists_presets_and_reports_a_wrong_root(tmp_path: Path, capsys) -> N
     assert "cityscapes" in listing and "560" in listing and "SegmentationClassContext" in listing
     assert "--protocol scclip" in listing and "--protocol own" in listing and "sinahmr/NACLIP" in listing
     naclip_voc21 = listing.split("  naclip, from")[1].splitlines()[1]
-    assert naclip_voc21.split() == ["voc21", "short", "side", "336", "whole", "image", "logit", "scale", "40", "prob",
-                                    "0.1", "area", "-", "PAMR", "10", "fp16"]
+    assert naclip_voc21.split() == [
+        "voc21",
+        "short",
+        "side",
+        "336",
+        "whole",
+        "image",
+        "logit",
+        "scale",
+        "40",
+        "prob",
+        "0.1",
+        "area",
+        "-",
+        "PAMR",
+        "10",
+        "fp16",
+    ]
     assert main(["--dataset", "voc21", "--root", str(tmp_path), "--model", "tiny-test", "--weights", "random"]) == 2
     assert "JPEGImages" in capsys.readouterr().err
 
@@ -342,9 +388,27 @@ def test_cli_lists_presets_and_reports_a_wrong_root(tmp_path: Path, capsys) -> N
 def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     make_random_dataset(data)
-    arguments = ["--dataset", "voc21", "--root", str(data), "--model", "tiny-test", "--weights", "random",
-                 "--templates", "simple", "--short-side", "112", "--crop", "112", "--stride", "112", "--device", "cpu",
-                 "--no-progress"]
+    arguments = [
+        "--dataset",
+        "voc21",
+        "--root",
+        str(data),
+        "--model",
+        "tiny-test",
+        "--weights",
+        "random",
+        "--templates",
+        "simple",
+        "--short-side",
+        "112",
+        "--crop",
+        "112",
+        "--stride",
+        "112",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
 
     assert main([*arguments, "--out", str(tmp_path / "one")]) == 0
     table = capsys.readouterr().out
@@ -353,9 +417,23 @@ def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path:
 
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "scclip_core.eval", *arguments, "--out", str(tmp_path / "two")],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "scclip_core.eval",
+            *arguments,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (double,) = (tmp_path / "two").glob("*/results.json")

@@ -23,11 +23,16 @@ def _reference(maps: torch.Tensor, guide: torch.Tensor, steps: int, dilations: t
     weights = {}
     for y in range(height):
         for x in range(width):
-            window = torch.stack([at(guide, y + d * dy, x + d * dx) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            window = torch.stack(
+                [at(guide, y + d * dy, x + d * dx) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            )
             sigma = window.std(dim=0, unbiased=True)
-            affinity = torch.stack([
-                (-(guide[:, y, x] - at(guide, y + oy, x + ox)).abs() / (1e-8 + 0.1 * sigma)).mean() for oy, ox in offsets
-            ])
+            affinity = torch.stack(
+                [
+                    (-(guide[:, y, x] - at(guide, y + oy, x + ox)).abs() / (1e-8 + 0.1 * sigma)).mean()
+                    for oy, ox in offsets
+                ]
+            )
             weights[y, x] = affinity.softmax(dim=0)
     for _ in range(steps):
         refined = torch.empty_like(maps)
@@ -99,7 +104,9 @@ def test_refinement_sharpens_blurry_maps_along_the_image_edge():
     assert (jump_after > 5 * jump_before).all()
 
 
-@pytest.mark.parametrize("steps, dilations", [(-1, (8, 16)), (1.5, (8, 16)), (True, (8,)), (1, ()), (1, (0, 8)), (1, (8.0,))])
+@pytest.mark.parametrize(
+    "steps, dilations", [(-1, (8, 16)), (1.5, (8, 16)), (True, (8,)), (1, ()), (1, (0, 8)), (1, (8.0,))]
+)
 def test_bad_settings_are_refused(steps, dilations):
     with pytest.raises(InputError, match="pamr"):
         pamr_refine(torch.zeros(1, 4, 4), torch.zeros(3, 4, 4), steps, dilations)
@@ -126,7 +133,9 @@ def test_segmenter_runs_pamr_per_request_on_the_cached_image_side(tiny_model):
     again = segmenter.predict("red; blue", background=None, pamr_steps=0)
     assert np.array_equal(again.probs, plain.probs)
 
-    configured = Segmenter(tiny_model, SegmenterConfig(templates="simple", short_side=64, crop=32, stride=16, pamr_steps=2))
+    configured = Segmenter(
+        tiny_model, SegmenterConfig(templates="simple", short_side=64, crop=32, stride=16, pamr_steps=2)
+    )
     by_config = configured.segment(_two_colour_photo(), "red; blue", background=None)
     assert by_config.pamr_steps == 2
     assert np.allclose(by_config.probs, refined.probs, atol=1e-6)

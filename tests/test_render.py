@@ -117,10 +117,16 @@ def test_similarity_figure_draws_the_beta_contour_only_when_crossed() -> None:
     crop = np.full((112, 112, 3), 90, dtype=np.uint8)
     grid = (7, 7)
     crossing = _grid_rows(grid)  # from about 0.3 to 1.0
-    lime_crossed = (np.abs(np.asarray(render.similarity_figure(crop, [("m", crossing)], 3, grid, 0.6))
-                           .astype(int) - LIME).sum(-1) < 60).sum()
-    lime_flat = (np.abs(np.asarray(render.similarity_figure(crop, [("m", np.full(49, 0.9))], 3, grid, 0.6))
-                        .astype(int) - LIME).sum(-1) < 60).sum()
+    lime_crossed = (
+        np.abs(np.asarray(render.similarity_figure(crop, [("m", crossing)], 3, grid, 0.6)).astype(int) - LIME).sum(-1)
+        < 60
+    ).sum()
+    lime_flat = (
+        np.abs(
+            np.asarray(render.similarity_figure(crop, [("m", np.full(49, 0.9))], 3, grid, 0.6)).astype(int) - LIME
+        ).sum(-1)
+        < 60
+    ).sum()
     assert lime_crossed > lime_flat + 50
 
 
@@ -132,8 +138,9 @@ def test_anomaly_and_attention_figures_render() -> None:
     lof = np.random.default_rng(1).random(49).astype(np.float32)
     norms = np.random.default_rng(2).random((12, 49)).astype(np.float32)
     overview = render.anomaly_figure(image, windows, anomalies, grid, 0, lof, norms, note="untrained")
-    attention = render.attention_figure(np.full((112, 112, 3), 90, np.uint8), lof / lof.sum(), lof[::-1] / lof.sum(),
-                                        5, grid, anomalies=anomalies[0])
+    attention = render.attention_figure(
+        np.full((112, 112, 3), 90, np.uint8), lof / lof.sum(), lof[::-1] / lof.sum(), 5, grid, anomalies=anomalies[0]
+    )
     for figure in (overview, attention):
         assert figure.mode == "RGB" and figure.width > 500 and figure.height > 250
         assert np.asarray(figure).std() > 10, "the figure has content"

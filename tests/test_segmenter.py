@@ -122,7 +122,7 @@ def test_stitching_and_resizing_put_each_class_where_its_embedding_is(segmenter)
     text = segmenter.text.embed(["cat", "dog"])
     height, width = embedding.resized_size
     planted = torch.empty_like(embedding.embeddings)
-    for index, (y0, x0, y1, x1) in enumerate(embedding.windows):
+    for index, (_, x0, _, x1) in enumerate(embedding.windows):
         columns = x0 + (torch.arange(planted.shape[2]) + 0.5) * (x1 - x0) / planted.shape[2]
         planted[index] = torch.where((columns < width / 2).view(1, -1, 1), text[0], text[1])
     embedding.embeddings = planted
@@ -215,8 +215,13 @@ def test_exif_orientation_is_applied():
 
 @pytest.mark.parametrize(
     "array",
-    [np.zeros((5, 5), dtype=np.uint16) + 40000, np.random.rand(10, 12).astype(np.float32), np.ones((4, 4, 1), dtype=bool),
-     np.zeros((6, 7, 4), dtype=np.uint8), np.full((3, 3, 3), 1000.0)],
+    [
+        np.zeros((5, 5), dtype=np.uint16) + 40000,
+        np.random.rand(10, 12).astype(np.float32),
+        np.ones((4, 4, 1), dtype=bool),
+        np.zeros((6, 7, 4), dtype=np.uint8),
+        np.full((3, 3, 3), 1000.0),
+    ],
 )
 def test_arrays_of_any_dtype_become_rgb(array):
     rgb = to_rgb_array(array)

@@ -16,15 +16,15 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from demo.handlers import Handlers  # noqa: E402
-from demo.host import ModelHost, ModelTurns  # noqa: E402
-from demo.inputs import parse_settings, probe_image, stage_list  # noqa: E402
-from demo.screenshot import FAST_CONFIG, serve  # noqa: E402
-from demo.sessions import RUN_AGAIN, SessionStore  # noqa: E402
-from scclip_core import InputError  # noqa: E402
+from demo.handlers import Handlers
+from demo.host import ModelHost, ModelTurns
+from demo.inputs import parse_settings, probe_image, stage_list
+from demo.screenshot import FAST_CONFIG, serve
+from demo.sessions import RUN_AGAIN, SessionStore
+from scclip_core import InputError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -146,8 +146,16 @@ def test_many_new_names_switch_to_the_short_templates_with_a_notice(photo: Path)
     ],
 )
 def test_every_setting_is_validated_with_its_own_message(field: str, value: object, message: str) -> None:
-    arguments = {"method": None, "stage_names": None, "detector": None, "beta": None, "background_words": None,
-                 "prob_threshold": None, "area_threshold": None, "templates": None}
+    arguments = {
+        "method": None,
+        "stage_names": None,
+        "detector": None,
+        "beta": None,
+        "background_words": None,
+        "prob_threshold": None,
+        "area_threshold": None,
+        "templates": None,
+    }
     arguments[field] = value
     with pytest.raises(InputError, match=message):
         parse_settings(**arguments)
@@ -174,8 +182,13 @@ def test_limits_validation_and_eviction_through_the_api(small_store_app: str, ph
     with pytest.raises(AppError, match="at most 100 per request"):
         first.predict(handle_file(str(photo)), ";".join(f"c{index}" for index in range(120)), api_name="/segment")
     _, summary = first.predict(handle_file(str(photo)), "red; blue", stage_names="anomaly", api_name="/segment")
-    assert summary["stages"] == {"anomaly": True, "pre_aggregation": False, "attention_prior": False,
-                                 "post_aggregation": False, "multi_level": False}
+    assert summary["stages"] == {
+        "anomaly": True,
+        "pre_aggregation": False,
+        "attention_prior": False,
+        "post_aggregation": False,
+        "multi_level": False,
+    }
     assert summary["description"].startswith("SC-CLIP without pre-aggregation")
     label_path, relabelled = first.predict(1.0, 0.0, api_name="/rethreshold")
     assert relabelled["shares"]["background"] == 1.0 and Image.open(label_path).size == (96, 64)
@@ -234,9 +247,7 @@ def test_a_huge_png_is_refused_before_its_pixels_are_decoded(tmp_path: Path, mon
         probe_image(str(path))
 
 
-def test_expected_errors_are_one_log_line_and_print_no_traceback(
-    photo: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_expected_errors_are_one_log_line_and_print_no_traceback(photo: Path, caplog: pytest.LogCaptureFixture) -> None:
     handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
     caplog.set_level(logging.INFO, logger="demo")
     with pytest.raises(gr.Error) as error:
@@ -314,5 +325,6 @@ def test_the_relabeller_applies_the_area_rule_like_the_engine(scored, area_thres
     assert np.array_equal(exact.labels(scored.background_index, 0.2, area_threshold), expected)
     small = Relabeller.from_scores(scored.pixel_scores, scored.input_size, probs_bytes=2000)
     assert small.probs.nbytes <= 2000
-    assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, \
+    assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, (
         "with reduced probabilities only the pixels of dropped classes can differ"
+    )

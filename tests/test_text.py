@@ -97,7 +97,9 @@ def test_cache_makes_repeated_names_free_and_persists_on_disk(tiny_model, tmp_pa
     monkeypatch.setattr(fresh, "_encode_names", lambda names: calls.append(names) or torch.zeros(len(names), 64))
     assert torch.equal(fresh.embed(["cat"])[0], first[0]) and not calls
     other_templates = TextEncoder(tiny_model, templates="openai", cache=cache)
-    monkeypatch.setattr(other_templates, "_encode_names", lambda names: calls.append(names) or torch.zeros(len(names), 64))
+    monkeypatch.setattr(
+        other_templates, "_encode_names", lambda names: calls.append(names) or torch.zeros(len(names), 64)
+    )
     other_templates.embed(["cat"])
     assert calls == [["cat"]]
 
@@ -147,8 +149,11 @@ def test_concurrent_writers_leave_whole_files_and_no_temporaries(tmp_path):
     caches = [TextEmbeddingCache(tmp_path) for _ in range(8)]
     values = [torch.full((512,), float(index)) for index in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda pair: [pair[0].put(("m", "t", f"name{k}"), pair[1]) for k in range(20)],
-                      zip(caches, values)))
+        list(
+            pool.map(
+                lambda pair: [pair[0].put(("m", "t", f"name{k}"), pair[1]) for k in range(20)], zip(caches, values)
+            )
+        )
     assert not list(tmp_path.rglob("*.tmp"))
     reader = TextEmbeddingCache(tmp_path)
     for k in range(20):

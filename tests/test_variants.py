@@ -15,10 +15,10 @@ from scclip_core import (
     Stages,
     Variant,
     ablation_variants,
+    calibration,
     encode_dense,
     encode_dense_variants,
 )
-from scclip_core import calibration
 from scclip_core import encoder as encoder_module
 from scclip_core.encoder import _SharedValues
 
@@ -34,7 +34,9 @@ EXTRA = (
 @pytest.fixture(scope="module")
 def parity_tower(parity_fixture):
     visual = _build_vision_tower(
-        parity_fixture["embed_dim"], CLIPVisionCfg(**parity_fixture["vision_cfg"]), quick_gelu=parity_fixture["quick_gelu"]
+        parity_fixture["embed_dim"],
+        CLIPVisionCfg(**parity_fixture["vision_cfg"]),
+        quick_gelu=parity_fixture["quick_gelu"],
     )
     visual.load_state_dict(parity_fixture["visual_state_dict"], strict=True)
     return visual.eval()
@@ -49,8 +51,16 @@ def _assert_same_output(shared, alone):
     for shared_crop, alone_crop in zip(shared.trace, alone.trace, strict=True):
         assert shared_crop.anomaly_indices.tolist() == alone_crop.anomaly_indices.tolist()
         assert shared_crop.anomalies_resolved == alone_crop.anomalies_resolved
-        for name in ("lof_scores", "mid_similarity", "shallow_similarity", "last_similarity", "calibrated_similarity",
-                     "attention_uncalibrated", "attention_calibrated", "token_norms"):
+        for name in (
+            "lof_scores",
+            "mid_similarity",
+            "shallow_similarity",
+            "last_similarity",
+            "calibrated_similarity",
+            "attention_uncalibrated",
+            "attention_calibrated",
+            "token_norms",
+        ):
             assert torch.allclose(getattr(shared_crop, name), getattr(alone_crop, name), atol=1e-5), name
 
 
@@ -64,7 +74,12 @@ def test_each_variant_from_the_shared_pass_equals_its_own_call(tiny_model, size,
     assert len(result.outputs) == len(variants)
     for variant, output in zip(variants, result.outputs):
         alone = encode_dense(
-            tiny_model.visual, images, layers=tiny_model.preset, method=variant.method, stages=variant.stages, trace=trace
+            tiny_model.visual,
+            images,
+            layers=tiny_model.preset,
+            method=variant.method,
+            stages=variant.stages,
+            trace=trace,
         )
         _assert_same_output(output, alone)
 
@@ -88,7 +103,12 @@ def test_hyperparameters_reach_every_variant(tiny_model):
     result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset, params=params)
     for variant, output in zip(ABLATION, result.outputs):
         alone = encode_dense(
-            tiny_model.visual, images, layers=tiny_model.preset, method=variant.method, stages=variant.stages, params=params
+            tiny_model.visual,
+            images,
+            layers=tiny_model.preset,
+            method=variant.method,
+            stages=variant.stages,
+            params=params,
         )
         _assert_same_output(output, alone)
 
@@ -127,6 +147,7 @@ def test_shared_values_account_for_time_spent_once(monkeypatch):
             if then:
                 then()
             return value
+
         return compute
 
     values.variant = 0
@@ -178,7 +199,9 @@ def test_segmenter_variants_give_the_labels_and_probs_of_separate_segmentations(
         assert {name: embedding.timings[name] for name in embedding.shared_timings} == shared
         assert embedding.timings["last_block"] > 0
         from_variants = segmenter.predict("cat; dog; sky", embedding=embedding, prob_threshold=0.3)
-        alone = segmenter.segment(image, "cat; dog; sky", method=variant.method, stages=variant.stages, prob_threshold=0.3)
+        alone = segmenter.segment(
+            image, "cat; dog; sky", method=variant.method, stages=variant.stages, prob_threshold=0.3
+        )
         assert np.abs(from_variants.probs - alone.probs).max() <= 1e-5
         assert np.array_equal(from_variants.labels, alone.labels)
         assert from_variants.class_names == alone.class_names

@@ -46,4 +46,10 @@ def save_checkpoint(clip: nn.Module, path: Path, fmt: str) -> Path:
     return path
 
 
-FORMATS = {"torchscript": ".pt", "openai-state-dict": ".pt", "open_clip": ".bin", "wrapped": ".pth", "safetensors": ".safetensors"}
+FORMATS = {
+    "torchscript": ".pt",
+    "openai-state-dict": ".pt",
+    "open_clip": ".bin",
+    "wrapped": ".pth",
+    "safetensors": ".safetensors",
+}

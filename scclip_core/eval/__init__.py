@@ -5,31 +5,38 @@
 COCO-Stuff164k ones with `python -m scclip_core.eval.coco_object <coco_stuff164k root>`.
 """
 
-from .datasets import LAYOUTS, DatasetLayoutError, Layout, Sample, list_samples, read_image, read_label
-from .metrics import SegmentationScores, confusion_matrix, scores
-from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, DatasetPreset, MethodProtocol, dataset_names, get_preset
-from .runner import EvalResult, RunSettings, evaluate, run_benchmark
+from __future__ import annotations
 
-__all__ = [
-    "LAYOUTS",
-    "OWN_PROTOCOLS",
-    "PRESETS",
-    "PROTOCOLS",
-    "DatasetLayoutError",
-    "DatasetPreset",
-    "EvalResult",
-    "Layout",
-    "MethodProtocol",
-    "RunSettings",
-    "Sample",
-    "SegmentationScores",
-    "confusion_matrix",
-    "dataset_names",
-    "evaluate",
-    "get_preset",
-    "list_samples",
-    "read_image",
-    "read_label",
-    "run_benchmark",
-    "scores",
-]
+import importlib
+
+_EXPORTS = {
+    "datasets": ("LAYOUTS", "DatasetLayoutError", "Layout", "Sample", "list_samples", "read_image", "read_label"),
+    "metrics": ("SegmentationScores", "confusion_matrix", "scores"),
+    "presets": (
+        "OWN_PROTOCOLS",
+        "PRESETS",
+        "PROTOCOLS",
+        "DatasetPreset",
+        "MethodProtocol",
+        "dataset_names",
+        "get_preset",
+    ),
+    "runner": ("EvalResult", "RunSettings", "evaluate", "run_benchmark"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines `name` on first access (the runner loads torch), then keep the name here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import METHODS, CalibrationParams, ScclipError, Stages
+from ..errors import ScclipError
+from ..presets import METHODS, CalibrationParams, Stages
 from .datasets import LAYOUTS
 from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, VIT_L14_CHANGES, DatasetPreset, dataset_names, get_preset
-from .runner import run_benchmark
 
 
 def _dataset(text: str) -> str:
@@ -40,48 +40,74 @@ OVERRIDES = (
 )
 
 
+DESCRIPTION = (
+    "Benchmark mIoU of SC-CLIP (or a baseline) on a dataset in its MMSegmentation layout. "
+    "Run under `torchrun --nproc_per_node=N` to shard the images over N processes. "
+    "Rerunning the same command resumes from the per-image records in the output folder."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m scclip_core.eval",
-        description="Benchmark mIoU of SC-CLIP (or a baseline) on a dataset in its MMSegmentation layout. "
-        "Run under `torchrun --nproc_per_node=N` to shard the images over N processes. "
-        "Rerunning the same command resumes from the per-image records in the output folder.",
+    parser = argparse.ArgumentParser(prog="python -m scclip_core.eval", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The evaluation's options, on `python -m scclip_core.eval` and on `scclip eval`."""
+    parser.add_argument(
+        "--dataset", type=_dataset, metavar="NAME", help=f"benchmark preset: {', '.join(dataset_names())} (see --list)"
     )
-    parser.add_argument("--dataset", type=_dataset, metavar="NAME",
-                        help=f"benchmark preset: {', '.join(dataset_names())} (see --list)")
     parser.add_argument("--root", help="dataset root, e.g. data/VOCdevkit/VOC2012 (or the folder above it)")
     parser.add_argument("--model", default="ViT-B/16", help="model name (default ViT-B/16)")
     parser.add_argument("--weights", default="openai", help="open_clip tag, local file or 'random' (default openai)")
     parser.add_argument("--method", default="sc-clip", choices=METHODS)
-    parser.add_argument("--protocol", default="scclip", choices=PROTOCOLS,
-                        help="scclip: SC-CLIP's per-dataset settings for every method (default); own: the method's "
-                        "own official settings (see --list)")
-    parser.add_argument("--disable", nargs="+", default=[], metavar="STAGE",
-                        choices=[name.replace("_", "-") for name in Stages.names()] + list(Stages.names()),
-                        help="SC-CLIP stages to switch off, for ablations")
+    parser.add_argument(
+        "--protocol",
+        default="scclip",
+        choices=PROTOCOLS,
+        help="scclip: SC-CLIP's per-dataset settings for every method (default); own: the method's "
+        "own official settings (see --list)",
+    )
+    parser.add_argument(
+        "--disable",
+        nargs="+",
+        default=[],
+        metavar="STAGE",
+        choices=[name.replace("_", "-") for name in Stages.names()] + list(Stages.names()),
+        help="SC-CLIP stages to switch off, for ablations",
+    )
     parser.add_argument("--detector", choices=("lof", "l2norm"), help="anomaly detector (default lof)")
-    parser.add_argument("--templates", choices=("openai", "simple"), default="openai",
-                        help="prompt templates: the 80 OpenAI ones (paper) or open_clip's 7 short ones (faster)")
+    parser.add_argument(
+        "--templates",
+        choices=("openai", "simple"),
+        default="openai",
+        help="prompt templates: the 80 OpenAI ones (paper) or open_clip's 7 short ones (faster)",
+    )
     overrides = parser.add_argument_group("preset overrides (default: the dataset's preset, see --list)")
     for flag, kind, text in OVERRIDES:
         overrides.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--out", default="results", help="parent folder of the run folder (default results/)")
-    parser.add_argument("--restart", action="store_true",
-                        help="forget the images recorded by an earlier run with the same settings")
+    parser.add_argument(
+        "--restart", action="store_true", help="forget the images recorded by an earlier run with the same settings"
+    )
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda:LOCAL_RANK when available)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: the preset's on CUDA (fp16), fp32 on the CPU")
+    parser.add_argument(
+        "--precision", choices=("fp32", "fp16", "bf16"), help="default: the preset's on CUDA (fp16), fp32 on the CPU"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
-    return parser
 
 
 def _protocol_settings(preset: DatasetPreset) -> str:
     window = "whole image" if preset.stride is None else f"crop {preset.crop} stride {preset.stride}"
     area = "-" if preset.area_threshold is None else f"{preset.area_threshold:g}"
-    return (f"short side {preset.short_side:<4} {window:<20} logit scale {preset.logit_scale:<4g} "
-            f"prob {preset.prob_threshold:<4g} area {area:<4} PAMR {preset.pamr_steps:<2} {preset.precision}")
+    return (
+        f"short side {preset.short_side:<4} {window:<20} logit scale {preset.logit_scale:<4g} "
+        f"prob {preset.prob_threshold:<4g} area {area:<4} PAMR {preset.pamr_steps:<2} {preset.precision}"
+    )
 
 
 def preset_listing() -> str:
@@ -106,7 +132,13 @@ def preset_listing() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Evaluate as `args` says; `parser` reports missing options."""
+    from .runner import run_benchmark
+
     if args.list:
         print(preset_listing())
         return 0

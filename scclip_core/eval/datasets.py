@@ -38,23 +38,51 @@ class Layout:
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (
-        Layout("voc2012", "VOCdevkit/VOC2012", "JPEGImages", "SegmentationClass", ".jpg", ".png",
-               "ImageSets/Segmentation/val.txt"),
-        Layout("pascal_context", "VOCdevkit/VOC2010", "JPEGImages", "SegmentationClassContext", ".jpg", ".png",
-               "ImageSets/SegmentationContext/val.txt"),
-        Layout("coco_stuff164k", "coco_stuff164k", "images/val2017", "annotations/val2017", ".jpg",
-               "_labelTrainIds.png"),
-        Layout("coco_object", "coco_object", "images/val2017", "annotations/val2017", ".jpg",
-               "_instanceTrainIds.png"),
-        Layout("cityscapes", "cityscapes", "leftImg8bit/val", "gtFine/val", "_leftImg8bit.png",
-               "_gtFine_labelTrainIds.png"),
+        Layout(
+            "voc2012",
+            "VOCdevkit/VOC2012",
+            "JPEGImages",
+            "SegmentationClass",
+            ".jpg",
+            ".png",
+            "ImageSets/Segmentation/val.txt",
+        ),
+        Layout(
+            "pascal_context",
+            "VOCdevkit/VOC2010",
+            "JPEGImages",
+            "SegmentationClassContext",
+            ".jpg",
+            ".png",
+            "ImageSets/SegmentationContext/val.txt",
+        ),
+        Layout(
+            "coco_stuff164k", "coco_stuff164k", "images/val2017", "annotations/val2017", ".jpg", "_labelTrainIds.png"
+        ),
+        Layout("coco_object", "coco_object", "images/val2017", "annotations/val2017", ".jpg", "_instanceTrainIds.png"),
+        Layout(
+            "cityscapes", "cityscapes", "leftImg8bit/val", "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
+        ),
         Layout("ade20k", "ade/ADEChallengeData2016", "images/validation", "annotations/validation", ".jpg", ".png"),
         # The two large vocabularies as CAT-Seg's and SAN's preparation scripts leave them: 16-bit TIFF label
         # maps holding class indices directly (ADE20K-Full: 65535 unlabelled; Context-459: LabelMap - 1).
-        Layout("ade20k_full", "ADE20K_2021_17_01", "images_detectron2/validation",
-               "annotations_detectron2/validation", ".jpg", ".tif"),
-        Layout("pascal_context_459", "VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".jpg",
-               ".tif", "pascalcontext_val.txt"),
+        Layout(
+            "ade20k_full",
+            "ADE20K_2021_17_01",
+            "images_detectron2/validation",
+            "annotations_detectron2/validation",
+            ".jpg",
+            ".tif",
+        ),
+        Layout(
+            "pascal_context_459",
+            "VOCdevkit/VOC2010",
+            "JPEGImages",
+            "annotations_detectron2/pc459_val",
+            ".jpg",
+            ".tif",
+            "pascalcontext_val.txt",
+        ),
     )
 }
 
@@ -102,15 +130,19 @@ def list_samples(layout: Layout, root: str | os.PathLike[str], limit: int | None
         ids = [line.strip() for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         image_names = sorted(
-            path.relative_to(image_dir).as_posix() for path in image_dir.rglob(f"*{layout.image_suffix}")
+            path.relative_to(image_dir).as_posix()
+            for path in image_dir.rglob(f"*{layout.image_suffix}")
             if path.is_file()
         )
         ids = [name[: -len(layout.image_suffix)] for name in image_names]
     if limit is not None:
         ids = ids[:limit]
     samples = [
-        Sample(id=sample_id, image_path=image_dir / f"{sample_id}{layout.image_suffix}",
-               label_path=label_dir / f"{sample_id}{layout.label_suffix}")
+        Sample(
+            id=sample_id,
+            image_path=image_dir / f"{sample_id}{layout.image_suffix}",
+            label_path=label_dir / f"{sample_id}{layout.label_suffix}",
+        )
         for sample_id in ids
     ]
     if not samples:

@@ -4,8 +4,8 @@ Two protocols. `scclip` (the default) evaluates every method with SC-CLIP's offi
 `own` evaluates each comparison method with the settings of its own official configs (`OWN_PROTOCOLS`), so that
 its published numbers can be reproduced. The class lists live in `classes/<name>.txt`, one class per line with
 comma-separated synonyms; the eight standard ones are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate
-with, and both protocols use them. The two large-vocabulary ones follow the open-vocabulary segmentation literature as CAT-Seg's
-and SAN's dataset scripts prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order
+with, and both protocols use them. The two large-vocabulary ones follow the open-vocabulary segmentation literature
+as CAT-Seg's and SAN's dataset scripts prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order
 (CAT-Seg `datasets/ade847.json`, the same names as SAN's `register_ade20k_full.py`), `context459.txt` is PASCAL
 Context's 459 names in label order (CAT-Seg `datasets/pc459.json`). SC-CLIP reports neither, so they use
 the default protocol (short side 336, 224/112 windows, logit scale 40, no background rules).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CLASSES_DIR = Path(__file__).with_name("classes")
@@ -105,7 +105,7 @@ class DatasetPreset:
         return dataclasses.asdict(self)
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_class_file(path: Path) -> tuple[tuple[str, ...], ...]:
     """Parse a class file: one class per line, synonyms separated by commas; blank lines are skipped."""
     classes = []
@@ -216,12 +216,12 @@ PRESETS: dict[str, DatasetPreset] = {
     )
 }
 
-# The ViT-L/14 settings that differ (spec §2b, from the official `init` commit; the logit scales are inferred).
+# The ViT-L/14 settings that differ, from the official SuleBai/SC-CLIP configs at its `init` commit
+# (the logit scales are inferred).
 VIT_L14_CHANGES: dict[str, dict[str, float]] = {
     "voc21": {"logit_scale": 40.0, "prob_threshold": 0.2},
     "coco_object": {"logit_scale": 40.0, "prob_threshold": 0.25},
 }
-
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,16 @@ class MethodProtocol:
 
 _SCLIP = MethodProtocol(
     source="wangf3014/SCLIP: clip_segmentor.py defaults and configs/cfg_*.py",
-    common=dict(short_side=336, crop=224, stride=112, logit_scale=40.0, prob_threshold=0.0, area_threshold=None,
-                pamr_steps=0, precision="fp16"),
+    common=dict(
+        short_side=336,
+        crop=224,
+        stride=112,
+        logit_scale=40.0,
+        prob_threshold=0.0,
+        area_threshold=None,
+        pamr_steps=0,
+        precision="fp16",
+    ),
     per_dataset={
         "voc21": dict(logit_scale=65.0, prob_threshold=0.1, area_threshold=0.1),
         "context60": dict(logit_scale=50.0, prob_threshold=0.1),
@@ -256,8 +264,16 @@ _SCLIP = MethodProtocol(
 _CLEARCLIP = MethodProtocol(
     source="mc-lan/ClearCLIP: clearclip_segmentor.py defaults (open_clip, fp16) and configs/cfg_*.py; ADE20K and "
     "COCO-Stuff have no config there, so they get its defaults and the 448 short side of all its configs",
-    common=dict(short_side=448, crop=448, stride=224, logit_scale=50.0, prob_threshold=0.0, area_threshold=None,
-                pamr_steps=0, precision="fp16"),
+    common=dict(
+        short_side=448,
+        crop=448,
+        stride=224,
+        logit_scale=50.0,
+        prob_threshold=0.0,
+        area_threshold=None,
+        pamr_steps=0,
+        precision="fp16",
+    ),
     per_dataset={
         "voc21": dict(prob_threshold=0.5),
         "context60": dict(prob_threshold=0.15),
@@ -269,8 +285,16 @@ _CLEARCLIP = MethodProtocol(
 _NACLIP = MethodProtocol(
     source="sinahmr/NACLIP (commit defb7c9): naclip.py defaults (PAMR 10 steps, dilations 8 and 16) and "
     "configs/cfg_*.py",
-    common=dict(short_side=336, crop=224, stride=112, logit_scale=40.0, prob_threshold=0.0, area_threshold=None,
-                pamr_steps=10, precision="fp16"),
+    common=dict(
+        short_side=336,
+        crop=224,
+        stride=112,
+        logit_scale=40.0,
+        prob_threshold=0.0,
+        area_threshold=None,
+        pamr_steps=10,
+        precision="fp16",
+    ),
     per_dataset={
         "voc21": dict(stride=None, prob_threshold=0.1),
         "voc20": dict(stride=None),
@@ -285,7 +309,9 @@ _NACLIP = MethodProtocol(
 # ClearCLIP's settings; vanilla CLIP has no repository of its own and runs under SCLIP's, the framework that
 # ClearCLIP and NACLIP are built on. SC-CLIP's own protocol is the default one.
 OWN_PROTOCOLS: dict[str, MethodProtocol] = {
-    "clip": dataclasses.replace(_SCLIP, source="SCLIP's settings (CLIP has no repository of its own), " + _SCLIP.source),
+    "clip": dataclasses.replace(
+        _SCLIP, source="SCLIP's settings (CLIP has no repository of its own), " + _SCLIP.source
+    ),
     "maskclip": dataclasses.replace(_CLEARCLIP, source="ClearCLIP's re-implementation, " + _CLEARCLIP.source),
     "sclip": _SCLIP,
     "clearclip": _CLEARCLIP,
@@ -293,8 +319,14 @@ OWN_PROTOCOLS: dict[str, MethodProtocol] = {
 }
 
 ALIASES = {
-    "coco_stuff": "coco_stuff164k", "cocostuff": "coco_stuff164k", "ade": "ade20k", "city_scapes": "cityscapes",
-    "ade20k_full": "ade847", "ade_847": "ade847", "pc459": "context459", "pascal_context_459": "context459",
+    "coco_stuff": "coco_stuff164k",
+    "cocostuff": "coco_stuff164k",
+    "ade": "ade20k",
+    "city_scapes": "cityscapes",
+    "ade20k_full": "ade847",
+    "ade_847": "ade847",
+    "pc459": "context459",
+    "pascal_context_459": "context459",
 }
 
 

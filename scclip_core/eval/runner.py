@@ -115,8 +115,10 @@ class EvalResult:
     def table(self) -> str:
         """A terminal table: one row per class, then the means."""
         settings = self.settings
-        rate = "n/a (all images were already done)" if self.images_per_second is None else (
-            f"{self.images_per_second:.2f} img/s over {self.world_size} process(es)"
+        rate = (
+            "n/a (all images were already done)"
+            if self.images_per_second is None
+            else (f"{self.images_per_second:.2f} img/s over {self.world_size} process(es)")
         )
         width = max(12, *(len(name) for name in self.scores.class_names))
         lines = [
@@ -162,8 +164,11 @@ class ProgressBar:
         finished = self.done >= self.total
         if finished or now - self.last_drawn >= (0.2 if self.interactive else self.log_every):
             self.last_drawn = now
-            self.stream.write(("\r" if self.interactive else "") + self.line(now - self.started)
-                              + ("\n" if finished or not self.interactive else ""))
+            self.stream.write(
+                ("\r" if self.interactive else "")
+                + self.line(now - self.started)
+                + ("\n" if finished or not self.interactive else "")
+            )
             self.stream.flush()
 
     def line(self, elapsed: float) -> str:
@@ -171,8 +176,10 @@ class ProgressBar:
         filled = int(fraction * 24)
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        return (f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total} "
-                f"{fraction:4.0%} {rate:.2f} img/s elapsed {_clock(elapsed)} ETA {_clock(eta)}")
+        return (
+            f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total} "
+            f"{fraction:4.0%} {rate:.2f} img/s elapsed {_clock(elapsed)} ETA {_clock(eta)}"
+        )
 
 
 def _clock(seconds: float) -> str:
@@ -200,8 +207,10 @@ class RecordStore:
                 except json.JSONDecodeError:
                     continue
                 if record.get("num_classes") != self.num_classes:
-                    raise ValueError(f"{path} holds records for {record.get('num_classes')} classes, "
-                                     f"not {self.num_classes}; use a fresh output folder")
+                    raise ValueError(
+                        f"{path} holds records for {record.get('num_classes')} classes, "
+                        f"not {self.num_classes}; use a fresh output folder"
+                    )
                 done.setdefault(record["id"], from_sparse(record["confusion"], self.num_classes))
         return done
 
@@ -222,8 +231,12 @@ class RecordStore:
 
     @staticmethod
     def append(stream: TextIO, sample_id: str, matrix: np.ndarray, seconds: float) -> None:
-        record = {"id": sample_id, "num_classes": matrix.shape[0], "seconds": round(seconds, 4),
-                  "confusion": to_sparse(matrix)}
+        record = {
+            "id": sample_id,
+            "num_classes": matrix.shape[0],
+            "seconds": round(seconds, 4),
+            "confusion": to_sparse(matrix),
+        }
         stream.write(json.dumps(record, separators=(",", ":")) + "\n")
         stream.flush()
 
@@ -237,7 +250,7 @@ _TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = w
 
 
 def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = "openai") -> Segmenter:
-    """A segmenter with the evaluation protocol (spec §3): keep-ratio resize, sliding windows, no input cap.
+    """A segmenter with the paper's evaluation protocol: keep-ratio resize, sliding windows, no input cap.
 
     Segmenters of the same model share text embeddings in memory, so sweeps over stages or thresholds embed
     each class list once; the on-disk cache (keyed by the weights' content) carries them across runs.
@@ -296,9 +309,16 @@ def evaluate(
     if isinstance(preset, str):
         preset = get_preset(preset, model.name, method=method, protocol=protocol)
     preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
-    settings = RunSettings(preset=preset, model_name=model.name, weights=model.weights, method=method,
-                           stages=stages or Stages(), params=params or CalibrationParams(), templates=templates,
-                           protocol=protocol)
+    settings = RunSettings(
+        preset=preset,
+        model_name=model.name,
+        weights=model.weights,
+        method=method,
+        stages=stages or Stages(),
+        params=params or CalibrationParams(),
+        templates=templates,
+        protocol=protocol,
+    )
     process = distributed.start(str(model.device))
     try:
         return _evaluate_in_group(settings, root, model, process, out, limit, resume, show_progress)
@@ -388,8 +408,10 @@ def _evaluate_samples(
             with torch.inference_mode():
                 predicted = predict_labels(segmenter, vocabulary, preset, image, settings)
             if predicted.shape != truth.shape:
-                raise RuntimeError(f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
-                                   f"({sample.image_path}); evaluation needs the original resolution")
+                raise RuntimeError(
+                    f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
+                    f"({sample.image_path}); evaluation needs the original resolution"
+                )
             matrix = confusion_matrix(truth, predicted, preset.num_classes, preset.ignore_index)
             total += matrix
             finished = time.perf_counter()
@@ -408,8 +430,10 @@ def _read_sample(sample: Sample, preset: DatasetPreset) -> tuple[Sample, np.ndar
     image = read_image(sample.image_path)
     truth = read_label(sample.label_path, preset.reduce_zero_label, preset.ignore_index)
     if truth.shape != image.shape[:2]:
-        raise ValueError(f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
-                         f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}")
+        raise ValueError(
+            f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
+            f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}"
+        )
     return sample, image, truth
 
 
@@ -463,7 +487,19 @@ def run_benchmark(
         if precision is None and process.device.startswith("cuda"):
             precision = preset.precision
         model = load_model(model_name, weights, device=process.device, precision=precision)
-        return evaluate(preset, root, model, method=method, stages=stages, params=params, templates=templates,
-                        protocol=protocol, out=out, limit=limit, resume=resume, show_progress=show_progress)
+        return evaluate(
+            preset,
+            root,
+            model,
+            method=method,
+            stages=stages,
+            params=params,
+            templates=templates,
+            protocol=protocol,
+            out=out,
+            limit=limit,
+            resume=resume,
+            show_progress=show_progress,
+        )
     finally:
         distributed.stop(process)
