@@ -26,7 +26,7 @@ HEAVY_CONCURRENCY = 4
 CHEAP_CONCURRENCY = 4
 MAX_UPLOAD_SIZE = "25mb"
 UPLOAD_CLEANUP_EVERY_S = 300
-GRADIO_SESSION_CAPACITY = 500
+GRADIO_SESSION_CAPACITY = 256
 CSS = """
 #overlay img, #anomaly-click img, #similarity-click img { cursor: crosshair; }
 #legend { min-height: 40px; }
