@@ -322,6 +322,15 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             queue=False,
         )
 
+        patch_outputs = [
+            anomaly_click,
+            anomaly_figure,
+            attention_figure,
+            similarity_click,
+            similarity_figure,
+            patch_message,
+            similarity_message,
+        ]
         result_views = [
             overlay,
             legend,
@@ -331,13 +340,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             summary_json,
             hidden,
             status,
-            anomaly_click,
-            anomaly_figure,
-            attention_figure,
-            similarity_click,
-            similarity_figure,
-            patch_message,
-            similarity_message,
+            *patch_outputs,
             heatmap_gallery,
         ]
         segmented = gr.on(
@@ -378,15 +381,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
         ).success(
             handlers.patch_views,
             inputs=point,
-            outputs=[
-                anomaly_click,
-                anomaly_figure,
-                attention_figure,
-                similarity_click,
-                similarity_figure,
-                patch_message,
-                similarity_message,
-            ],
+            outputs=patch_outputs,
             api_visibility="private",
             show_progress="hidden",
         ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
@@ -429,15 +424,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
         ).success(
             handlers.patch_views,
             inputs=point,
-            outputs=[
-                anomaly_click,
-                anomaly_figure,
-                attention_figure,
-                similarity_click,
-                similarity_figure,
-                patch_message,
-                similarity_message,
-            ],
+            outputs=patch_outputs,
             **cheap,
         )
         demo.unload(handlers.forget)
