@@ -21,10 +21,10 @@ from gradio_client.exceptions import AppError
 
 from demo.handlers import LOCAL_SESSION, Handlers
 from demo.host import ModelHost
-from demo.screenshot import FAST_CONFIG, serve
 from demo.ui import ASSETS_DIR, load_examples
 from demo.views import locate_patch
 from scclip_core import parse_classes
+from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
 

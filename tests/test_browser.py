@@ -14,9 +14,8 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from demo.screenshot import (
+from tests.browser import (
     CHROMIUM,
-    FAST_CONFIG,
     INSIDE_TABS,
     VIEWPORT,
     browser_page,
@@ -24,9 +23,9 @@ from demo.screenshot import (
     image_loaded,
     open_tab,
     segment_in_page,
-    serve,
     wait_for_image,
 )
+from tests.serving import FAST_CONFIG, serve
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
@@ -55,9 +54,8 @@ def test_segment_then_look_inside_every_tab(page) -> None:
     entries = segment_in_page(
         page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES), background="", threshold=0
     )
-    assert entries == len(CLASSES)
     legend_names = page.locator("#legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
-    assert sorted(legend_names) == sorted(CLASSES)
+    assert entries == len(CLASSES) and sorted(legend_names) == sorted(CLASSES), (legend_names, summary_settings(page))
     assert image_loaded(page, "#overlay")
     assert "UNTRAINED" in page.locator("#legend").inner_text()
     assert page.locator("#banner-untrained").is_visible()
@@ -76,6 +74,11 @@ def test_segment_then_look_inside_every_tab(page) -> None:
     click_image_at(page, "#anomaly-click", 0.03, 0.03)
     page.locator("#patch-message").get_by_text("row 0, column 0").wait_for(timeout=30_000)
     assert "Patch 0 " in page.locator("#patch-message").inner_text()
+
+
+def summary_settings(page) -> str:
+    """The settings the server reports it used, for an assertion's message."""
+    return page.locator("#summary").inner_text()[:600]
 
 
 def _fully_visible(page, selector: str) -> list[str]:

@@ -22,9 +22,9 @@ from gradio_client.exceptions import AppError
 from demo.handlers import Handlers
 from demo.host import ModelHost, ModelTurns
 from demo.inputs import parse_settings, probe_image, stage_list
-from demo.screenshot import FAST_CONFIG, serve
 from demo.sessions import RUN_AGAIN, SessionStore
 from scclip_core import InputError
+from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,28 +1,16 @@
-"""Drive the app in Debian's Chromium with Playwright: the browser test's steps, and the README screenshot.
+"""Drive the app in Debian's Chromium with Playwright: the steps of the browser test and of the screenshot tool.
 
-    python -m demo.screenshot [--out assets/screenshot.png] [--model tiny-test --weights random]
-
-starts the app in-process, uploads an example photo, types its classes, segments, and saves a screenshot.
 Playwright's own browser download is never needed: it drives /usr/bin/chromium (`SCCLIP_CHROMIUM` overrides).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import io
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import gradio as gr
-from PIL import Image
-
-from demo.host import DEMO_CONFIG
-from scclip_core import SegmenterConfig
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Playwright
@@ -45,28 +33,6 @@ INSIDE_TABS = {
     "Similarity": ["#similarity-figure", "#similarity-click"],
     "Heatmaps": ["#heatmaps"],
 }
-
-
-FAST_CONFIG = SegmenterConfig(short_side=224, max_input_side=512, templates="simple")
-
-
-@contextlib.contextmanager
-def serve(
-    model: str = "tiny-test",
-    weights: str = "random",
-    config: SegmenterConfig | None = FAST_CONFIG,
-    session_budget_mb: int | None = None,
-) -> Iterator[tuple[gr.Blocks, str]]:
-    """The app launched in this process on a free local port: yields (demo, url), closes it afterwards."""
-    from app import build_demo
-    from demo.ui import launch_options
-
-    demo = build_demo(model, weights, config=config, session_budget_mb=session_budget_mb)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        yield demo, url
-    finally:
-        demo.close()
 
 
 @contextlib.contextmanager
@@ -107,24 +73,53 @@ def segment_in_page(
     page: Page, url: str, image: Path, classes: str, *, background: str | None = None, threshold: float | None = None
 ) -> int:
     """Open the app, upload `image`, type `classes` (and optionally background words / threshold), press Segment,
-    and wait for the overlay and the legend. Returns the number of legend entries."""
+    and wait for the overlay and the legend. Returns the number of legend entries.
+
+    Every typed value is read back from the page right before Segment is pressed, and typed again if the page
+    lost it, so a slow first render on a busy machine cannot send the defaults instead."""
     page.goto(url)
     page.wait_for_selector("#input-image")
     page.locator("#input-image input[type=file]").set_input_files(str(image))
     wait_for_image(page, "#input-image")
-    page.locator("#classes textarea").fill(classes)
+    fields = {"#classes textarea": classes}
     if background is not None:
-        page.locator("#background-accordion").get_by_text("Background", exact=True).click()
-        page.locator("#background-words textarea").fill(background)
-        page.locator("#background-accordion").get_by_text("Background", exact=True).click()
+        fields["#background-words textarea"] = background
     if threshold is not None:
-        number = page.locator("#threshold input[type=number]")
-        number.fill(str(threshold))
-        number.press("Enter")
+        fields["#threshold input[type=number]"] = str(threshold)
+    for _ in range(3):
+        lost = {selector: value for selector, value in fields.items() if not _holds(page, selector, value)}
+        if not lost:
+            break
+        for selector, value in lost.items():
+            _type_into(page, selector, value)
+        page.wait_for_timeout(300)
+    else:
+        raise AssertionError(f"the page did not keep the typed values: {lost}")
     page.locator("#run").click()
     wait_for_image(page, "#overlay")
     page.wait_for_selector("#legend .legend-entry", timeout=RUN_TIMEOUT_MS)
     return page.locator("#legend .legend-entry").count()
+
+
+def _holds(page: Page, selector: str, value: str) -> bool:
+    """Whether the field is on the page and shows `value` (numbers compared as numbers)."""
+    field = page.locator(selector)
+    if not field.is_visible():
+        return False
+    shown = field.input_value()
+    if selector.endswith("[type=number]"):
+        return shown != "" and float(shown) == float(value)
+    return shown == value
+
+
+def _type_into(page: Page, selector: str, value: str) -> None:
+    """Type `value` into a field and leave it. A field in a folded accordion is not on the page (Gradio renders
+    it when the accordion opens), so the accordion is opened and left open."""
+    field = page.locator(selector)
+    if selector.startswith("#background-words") and not field.is_visible():
+        page.locator("#background-accordion").get_by_text("Background", exact=True).click()
+    field.fill(value)
+    field.press("Enter" if selector.endswith("[type=number]") else "Tab")
 
 
 def click_image_at(page: Page, selector: str, x_fraction: float, y_fraction: float) -> None:
@@ -144,40 +139,3 @@ def click_image_at(page: Page, selector: str, x_fraction: float, y_fraction: flo
 def open_tab(page: Page, name: str) -> None:
     """Click a results tab by its label."""
     page.get_by_role("tab", name=name).click()
-
-
-def main() -> None:
-    import torch
-    from playwright.sync_api import sync_playwright
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="assets/screenshot.png")
-    parser.add_argument("--model", default=os.environ.get("SCCLIP_MODEL", "tiny-test"))
-    parser.add_argument("--weights", default=os.environ.get("SCCLIP_WEIGHTS", "random"))
-    parser.add_argument("--image", default="assets/astronaut.jpg")
-    parser.add_argument("--classes", default="person, astronaut; flag; space shuttle; helmet")
-    parser.add_argument(
-        "--seed", type=int, default=4, help="torch seed for random weights, so the screenshot is reproducible"
-    )
-    parser.add_argument("--height", type=int, default=1180, help="viewport height in pixels")
-    arguments = parser.parse_args()
-    torch.manual_seed(arguments.seed)
-
-    config = replace(DEMO_CONFIG, templates="simple") if arguments.model == "tiny-test" else None
-    with (
-        serve(arguments.model, arguments.weights, config) as (_, url),
-        sync_playwright() as playwright,
-        browser_page(playwright) as page,
-    ):
-        page.set_viewport_size({"width": VIEWPORT["width"], "height": arguments.height})
-        segment_in_page(page, url, Path(arguments.image), arguments.classes, background="", threshold=0)
-        page.wait_for_timeout(1500)
-        page.evaluate("window.scrollTo(0, 0)")
-        picture = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
-    picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(arguments.out, optimize=True)
-    print(f"saved {arguments.out} ({Path(arguments.out).stat().st_size // 1024} KB)")
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    main()
