@@ -15,7 +15,7 @@ import importlib
 
 _EXPORTS = {
     "backbones": ("LoadedModel", "available_models", "load_model"),
-    "encoder": ("CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
+    "encoder": ("LAST_BLOCKS", "CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("to_rgb_array",),
     "pamr": ("pamr_refine",),
@@ -25,6 +25,7 @@ _EXPORTS = {
         "PAMR_DILATIONS",
         "CalibrationParams",
         "LayerPreset",
+        "Method",
         "Stages",
         "Variant",
         "ablation_variants",

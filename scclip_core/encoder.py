@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import calibration as cal
-from .presets import CalibrationParams, LayerPreset, Stages, Variant, resolve_layers
+from .presets import CalibrationParams, LayerPreset, Method, Stages, Variant, resolve_layers
 
 
 @dataclass
@@ -399,6 +399,9 @@ class _SharedPass:
         return self.values.get("vanilla_views", compute)
 
 
+LastBlock = Callable[["_SharedPass", Stages], tuple[Tensor, Tensor | None]]
+
+
 def _scclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
     """SC-CLIP's steps 3-9 up to (not including) `ln_post`: (B, N, D) in the backbone dtype, and the calibrated
     attention (heads averaged) when tracing."""
@@ -423,42 +426,65 @@ def _scclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Ten
     return result, mix * shared.prior(prior_from) + (1 - mix) * key_mean
 
 
-def _comparison_last_block(shared: _SharedPass, method: str) -> tuple[Tensor, Tensor | None]:
-    """The comparison methods' last blocks on all tokens (CLS included); returns (B, 1+N, D) and attention."""
-    if method == "clip":
-        return shared.vanilla()
-    block, x, want_map = shared.block, shared.features.penultimate, shared.trace
+def _patches_only(tokens: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Drop the CLS token from a block's output (B, 1+N, D) and its attention map (B, heads, 1+N, 1+N)."""
+    return tokens[:, 1:], None if weights is None else weights.float().mean(dim=1)[:, 1:, 1:]
 
-    def part(name: str) -> Tensor:
-        return shared.projection(_PENULTIMATE, name)
 
-    if method == "maskclip":
-        weights = torch.eye(x.shape[1], device=x.device).expand(x.shape[0], 1, -1, -1) if want_map else None
-        return _out_proj(block, part("v")), weights
-    if method == "sclip":
-        query_out, query_map = _attend(part("q"), part("q"), part("v"), None, want_map)
-        key_out, key_map = _attend(part("k"), part("k"), part("v"), None, want_map)
-        return _residual_block(block, x, query_out + key_out), (query_map + key_map if want_map else None)
-    if method == "clearclip":
-        heads, weights = _attend(part("q"), part("q"), part("v"), None, want_map)
-        return _out_proj(block, heads), weights
-    if method == "naclip":
-        num_tokens = x.shape[1]
-        bias = torch.zeros(num_tokens, num_tokens, device=x.device)
-        bias[1:, 1:] = cal.gaussian_neighbourhood(shared.grid, shared.params.naclip_sigma, x.device)
-        heads, weights = _attend(part("k"), part("k"), part("v"), bias, want_map)
-        return _out_proj(block, heads), weights
-    raise ValueError(f"unknown comparison method {method!r}")
+def _clip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """CLIP's own last block: the baseline every training-free method starts from."""
+    return _patches_only(*shared.vanilla())
+
+
+def _maskclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """MaskCLIP: the value embeddings through the output projection (attention replaced by the identity)."""
+    x = shared.features.penultimate
+    weights = torch.eye(x.shape[1], device=x.device).expand(x.shape[0], 1, -1, -1) if shared.trace else None
+    return _patches_only(_out_proj(shared.block, shared.projection(_PENULTIMATE, "v")), weights)
+
+
+def _sclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """SCLIP: query-query plus key-key attention inside the full residual block."""
+    query, key, value = (shared.projection(_PENULTIMATE, part) for part in "qkv")
+    query_out, query_map = _attend(query, query, value, None, shared.trace)
+    key_out, key_map = _attend(key, key, value, None, shared.trace)
+    tokens = _residual_block(shared.block, shared.features.penultimate, query_out + key_out)
+    return _patches_only(tokens, query_map + key_map if shared.trace else None)
+
+
+def _clearclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """ClearCLIP: query-query attention, no residual, no feed-forward network."""
+    query, value = shared.projection(_PENULTIMATE, "q"), shared.projection(_PENULTIMATE, "v")
+    heads, weights = _attend(query, query, value, None, shared.trace)
+    return _patches_only(_out_proj(shared.block, heads), weights)
+
+
+def _naclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """NACLIP: key-key attention biased by a Gaussian neighbourhood, no residual, no feed-forward network."""
+    num_tokens = shared.features.penultimate.shape[1]
+    device = shared.features.penultimate.device
+    bias = torch.zeros(num_tokens, num_tokens, device=device)
+    bias[1:, 1:] = cal.gaussian_neighbourhood(shared.grid, shared.params.naclip_sigma, device)
+    key, value = shared.projection(_PENULTIMATE, "k"), shared.projection(_PENULTIMATE, "v")
+    heads, weights = _attend(key, key, value, bias, shared.trace)
+    return _patches_only(_out_proj(shared.block, heads), weights)
+
+
+LAST_BLOCKS: dict[Method, LastBlock] = {
+    "sc-clip": _scclip_last_block,
+    "clip": _clip_last_block,
+    "maskclip": _maskclip_last_block,
+    "sclip": _sclip_last_block,
+    "clearclip": _clearclip_last_block,
+    "naclip": _naclip_last_block,
+}
+"""Each method's replacement for the last block, from the shared frozen pass and the SC-CLIP stages: the patch
+tokens (B, N, D) before `ln_post`, and (when tracing) the patch-to-patch attention with heads averaged."""
 
 
 def _encode_variant(shared: _SharedPass, variant: Variant) -> DenseOutput:
     """One variant's last block, projection and (when tracing) per-crop traces."""
-    if variant.method == "sc-clip":
-        patches, attention = _scclip_last_block(shared, variant.stages)
-    else:
-        tokens, weights = _comparison_last_block(shared, variant.method)
-        patches = tokens[:, 1:]
-        attention = weights.float().mean(dim=1)[:, 1:, 1:] if shared.trace else None
+    patches, attention = LAST_BLOCKS[variant.method](shared, variant.stages)
     embeddings = _project(shared.visual, patches)
     dense = embeddings.reshape(patches.shape[0], *shared.grid, -1)
     traces = _crop_traces(shared, variant, attention, embeddings) if shared.trace else None
@@ -488,7 +514,7 @@ def encode_dense_variants(
     _check_supported(visual)
     params = params or CalibrationParams()
     preset = resolve_layers(layers, len(visual.transformer.resblocks))
-    keep_multi_level = any(variant.method == "sc-clip" and variant.stages.multi_level for variant in variants)
+    keep_multi_level = any(variant.stage_on("multi_level") for variant in variants)
     outputs, seconds = [], []
     with torch.inference_mode():
         start = time.perf_counter()
@@ -512,7 +538,7 @@ def encode_dense(
     *,
     layers: str | LayerPreset = "ViT-B/16",
     stages: Stages | None = None,
-    method: str = "sc-clip",
+    method: Method = "sc-clip",
     params: CalibrationParams | None = None,
     trace: bool = False,
 ) -> DenseOutput:
@@ -530,7 +556,7 @@ def _crop_traces(
 ) -> list[CropTrace]:
     """Per-crop diagnostics of one variant; the parts that do not depend on the variant are shared."""
     scores, outliers = shared.anomalies()
-    resolved = variant.method == "sc-clip" and variant.stages.anomaly
+    resolved = variant.stage_on("anomaly")
     mid_similarity = shared.mid_similarity(resolved)
     shallow_similarity = shared.shallow_similarity()
     vanilla_attention, last_similarity, token_norms = shared.vanilla_views()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, get_args
 
 from .errors import InputError
 
 Detector = Literal["lof", "l2norm"]
 Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
-METHODS: tuple[str, ...] = ("sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip")
+METHODS: tuple[Method, ...] = get_args(Method)
 PAMR_DILATIONS: tuple[int, ...] = (8, 16)
 DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
@@ -124,6 +124,13 @@ class Variant:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        if self.method != "sc-clip":
+            object.__setattr__(self, "stages", Stages())
+
+    def stage_on(self, name: str) -> bool:
+        """Whether SC-CLIP's calibration stage `name` runs: never for the comparison methods, whose `stages` are
+        set to the default and ignored, so that equal runs compare equal."""
+        return self.method == "sc-clip" and getattr(self.stages, name)
 
 
 def ablation_variants() -> tuple[Variant, ...]:

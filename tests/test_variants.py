@@ -1,6 +1,7 @@
 """Several last-block variants from one shared frozen pass: equal to separate runs, honest timings, no wasted work."""
 
 import time
+import typing
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
 from scclip_core import (
+    METHODS,
     CalibrationParams,
+    InputError,
     LayerPreset,
+    Method,
     Segmenter,
     SegmenterConfig,
     Stages,
@@ -215,3 +219,22 @@ def test_segmenter_variants_leave_the_set_image_cache_alone(tiny_model):
     segmenter.set_image_variants(second, [Variant(), Variant("clip")])
     assert segmenter.set_image(first) is remembered
     assert np.array_equal(segmenter.predict("cat; dog").image, first)
+
+
+def test_every_method_has_exactly_one_last_block() -> None:
+    assert list(encoder_module.LAST_BLOCKS) == list(METHODS)
+    assert METHODS == typing.get_args(Method)
+
+
+def test_the_stages_of_a_comparison_method_are_ignored_so_equal_runs_compare_equal() -> None:
+    off = Stages.without("anomaly", "multi_level")
+    assert Variant("clip", off) == Variant("clip")
+    assert Variant("clip", off).stages == Stages()
+    assert not Variant("naclip").stage_on("anomaly")
+    assert Variant("sc-clip", off) != Variant("sc-clip")
+    assert not Variant("sc-clip", off).stage_on("anomaly") and Variant("sc-clip", off).stage_on("pre_aggregation")
+
+
+def test_an_unknown_method_is_refused_with_the_choices() -> None:
+    with pytest.raises(InputError, match="unknown method 'segformer'.*sc-clip"):
+        Variant("segformer")  # type: ignore[arg-type]
