@@ -24,7 +24,11 @@ from .presets import CalibrationParams, LayerPreset, Method, Stages, Variant, re
 
 @dataclass
 class CropTrace:
-    """What one crop looked like inside the encoder, for visualisation (CPU float32 tensors)."""
+    """What one crop looked like inside the encoder, for visualisation (CPU float32 tensors).
+
+    `vanilla_embeddings` (N, E) are CLIP's own last-block patch embeddings (normalised), so that what a patch
+    matches before calibration can be shown beside what it matches after.
+    """
 
     grid: tuple[int, int]
     anomaly_indices: Tensor
@@ -37,6 +41,7 @@ class CropTrace:
     attention_uncalibrated: Tensor
     attention_calibrated: Tensor
     token_norms: Tensor
+    vanilla_embeddings: Tensor
     beta: float
     window: tuple[int, int, int, int] | None = None
 
@@ -561,6 +566,7 @@ def _crop_traces(
     shallow_similarity = shared.shallow_similarity()
     vanilla_attention, last_similarity, token_norms = shared.vanilla_views()
     calibrated_similarity = cal.cosine_affinity(embeddings.float())
+    vanilla_embeddings = F.normalize(_project(shared.visual, shared.vanilla()[0][:, 1:]).float(), dim=-1)
     return [
         CropTrace(
             grid=shared.grid,
@@ -574,6 +580,7 @@ def _crop_traces(
             attention_uncalibrated=vanilla_attention[i].cpu(),
             attention_calibrated=attention_calibrated[i].float().cpu(),
             token_norms=token_norms[i].cpu(),
+            vanilla_embeddings=vanilla_embeddings[i].cpu(),
             beta=shared.params.beta,
         )
         for i in range(embeddings.shape[0])

@@ -110,6 +110,15 @@ def test_trace_changes_nothing_in_the_embeddings(tower, images, layers, full_out
     assert torch.allclose(plain.patch_embeddings, full_output.patch_embeddings, atol=1e-6)
 
 
+def test_trace_carries_vanilla_clip_patch_embeddings(tower, images, layers, full_output):
+    """What a patch matches before calibration: the trace's vanilla embeddings are CLIP's own, normalised."""
+    vanilla = encode_dense(tower, images, layers=layers, method="clip").patch_embeddings
+    for index, crop in enumerate(full_output.trace):
+        expected = torch.nn.functional.normalize(vanilla[index].reshape(-1, vanilla.shape[-1]).float(), dim=-1)
+        assert crop.vanilla_embeddings.shape == expected.shape
+        assert torch.allclose(crop.vanilla_embeddings, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("stage", Stages.names())
 def test_each_stage_flag_changes_the_output(tower, images, layers, full_output, stage):
     output = encode_dense(tower, images, layers=layers, stages=Stages.without(stage))
