@@ -19,6 +19,15 @@ _EXPORTS = {
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("to_rgb_array",),
     "pamr": ("pamr_refine",),
+    "patch_names": (
+        "NameMatch",
+        "PatchLocation",
+        "PatchNamer",
+        "PointNames",
+        "locate_patch",
+        "top_names",
+        "window_embeddings",
+    ),
     "presets": (
         "LAYER_PRESETS",
         "METHODS",
@@ -40,6 +49,7 @@ _EXPORTS = {
         "parse_classes",
         "parse_words",
     ),
+    "vocabularies": ("VOCABULARY_PRESETS", "VocabularyPreset", "builtin_vocabulary", "vocabulary_preset"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
