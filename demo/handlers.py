@@ -17,9 +17,17 @@ import numpy as np
 from PIL import Image
 
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
-from demo.inputs import RunSettings, image_path, load_image, number, parse_settings, parse_vocabulary, probe_image
+from demo.inputs import (
+    RequestSettings,
+    image_path,
+    load_image,
+    parse_rules,
+    parse_settings,
+    parse_vocabulary,
+    probe_image,
+)
 from demo.memory import release_freed_memory
-from demo.sessions import RUN_AGAIN, ImageSideKey, SessionResult, SessionStore, compact, file_digest
+from demo.sessions import RUN_AGAIN, SessionResult, SessionStore, compact, file_digest
 from demo.views import (
     COMPARISON_METHODS,
     METHOD_LABELS,
@@ -28,11 +36,9 @@ from demo.views import (
     ablation_views,
     describe_run,
     legend_html,
-    locate_patch,
     overlay_picture,
     summary,
     timings_html,
-    window_boxes,
     window_crop,
     write_outputs,
 )
@@ -85,7 +91,7 @@ class Handlers:
         area_threshold: Any,
         templates: Any,
         refine_edges: Any = False,
-    ) -> RunSettings:
+    ) -> RequestSettings:
         return parse_settings(
             method,
             stage_names,
@@ -103,29 +109,26 @@ class Handlers:
         self,
         image: Any,
         classes_text: Any,
-        settings: RunSettings,
+        settings: RequestSettings,
         previous: SessionResult | None,
         *,
         trace: bool,
         progress: gr.Progress | None,
     ) -> SessionResult:
-        """Validate, then run the engine, reusing the previous image side when the image and settings match."""
+        """Validate, then run the engine, which reuses the previous image side when its key matches (the same
+        uploaded file is not even decoded again)."""
         path = image_path(image)
         input_size = probe_image(path)
         vocabulary = parse_vocabulary(classes_text, settings, self.host.limits)
         self.host.segmenter(settings.templates)
-        key = ImageSideKey(file_digest(path), settings.method, settings.stages, settings.params)
-        reusable = previous is not None and previous.key == key and (previous.embedding.trace is not None or not trace)
-        rgb = previous.embedding.image if reusable else load_image(path, self.host.config.max_input_side)
+        digest = file_digest(path)
+        kept = previous.embedding if previous is not None else None
+        same_upload = previous is not None and previous.upload_digest == digest
+        rgb = kept.image if same_upload else load_image(path, self.host.config.max_input_side)
         embedding, segmentation = run_segment(
-            self.host,
-            rgb,
-            previous.embedding if reusable else None,
-            vocabulary,
-            settings,
-            trace=trace,
-            progress=self._progress(progress),
+            self.host, rgb, kept, vocabulary, settings, trace=trace, progress=self._progress(progress)
         )
+        reused = embedding is kept
         if (rgb.shape[1], rgb.shape[0]) != input_size:
             segmentation.notices.append(
                 f"processed at {rgb.shape[1]}x{rgb.shape[0]} (this demo's size cap of "
@@ -133,14 +136,14 @@ class Handlers:
                 f"{input_size[0]}x{input_size[1]}"
             )
         embedding, segmentation, relabeller = compact(embedding, segmentation)
-        data = summary(segmentation, reused_image_side=reusable)
+        data = summary(segmentation, reused_image_side=reused)
         label_path, summary_path = write_outputs(segmentation, data, input_size)
         return SessionResult(
-            key=key,
+            upload_digest=digest,
             embedding=embedding,
             segmentation=segmentation,
             relabeller=relabeller,
-            reused_image_side=reusable,
+            reused_image_side=reused,
             input_size=input_size,
             summary=data,
             label_path=label_path,
@@ -279,20 +282,19 @@ class Handlers:
     def _relabel(self, session: SessionResult, prob_threshold: Any, area_threshold: Any) -> SessionResult:
         """The kept result under new thresholds (a query-less background class is added when a threshold needs
         one), with fresh downloads; no model."""
-        prob = number(prob_threshold, "the background threshold", 0.0, 1.0, self.host.default_prob_threshold)
-        area = number(area_threshold, "the area threshold", 0.0, 1.0, 0.0) or None
         segmentation, relabeller = session.segmentation, session.relabeller
+        thresholds = parse_rules(prob_threshold, area_threshold, self.host.default_prob_threshold)
+        rules = replace(thresholds, logit_scale=segmentation.rules.logit_scale)  # the relabeller's
         names, background = segmentation.class_names, segmentation.background_index
-        if background is None and (prob > 0 or area):
+        if background is None and rules.needs_background:
             names, background = [*names, "background"], len(names)
             relabeller = relabeller.with_empty_class()
         relabelled = replace(
             segmentation,
-            labels=relabeller.labels(background, prob, area),
+            labels=relabeller.labels(background, rules.prob_threshold, rules.area_threshold),
             class_names=names,
             background_index=background,
-            prob_threshold=prob,
-            area_threshold=area,
+            rules=rules,
         )
         data = summary(relabelled, reused_image_side=session.reused_image_side)
         label_path, summary_path = write_outputs(relabelled, data, session.input_size)
@@ -389,11 +391,10 @@ class Handlers:
         image = segmentation.image
         height, width = image.shape[:2]
         point = point or (width // 2, height // 2)
-        boxes = window_boxes(segmentation)
-        grids = [tuple(crop.grid) for crop in trace]
-        window, patch = locate_patch(boxes, grids, point)
+        boxes = segmentation.window_boxes()
+        location = segmentation.locate_patch(*point)
+        window, patch, grid = location.window, location.index, segmentation.grid
         crop_trace = trace[window]
-        grid = grids[window]
         crop = window_crop(image, boxes[window])
         note = UNTRAINED_NOTE if segmentation.is_random_weights else None
         method = METHOD_LABELS.get(segmentation.method, segmentation.method)
@@ -437,7 +438,7 @@ class Handlers:
         )
         marked = render.mark_point(image, point, boxes[window])
         message = (
-            f"Patch {patch} (row {patch // grid[1]}, column {patch % grid[1]}) of window {window + 1}/{len(boxes)} "
+            f"Patch {patch} (row {location.row}, column {location.column}) of window {window + 1}/{len(boxes)} "
             f"at x={point[0]}, y={point[1]}. Click another spot on the image to move it."
         )
         return marked, overview, attention, marked, similarity, message, message

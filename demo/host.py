@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RunSettings
+from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RequestSettings
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
     ImageEmbedding,
@@ -135,8 +135,8 @@ class ModelHost:
         return 0.0 if self.is_random else TRAINED_PROB_THRESHOLD
 
     def segmenter(self, templates: str) -> Segmenter:
-        """The shared segmenter for a template set (always called with an explicit embedding), or the load
-        failure as an error."""
+        """The shared segmenter for a template set, or the load failure as an error. Shared by every visitor, so
+        it is only used through `embed_image` and explicit embeddings: it never remembers an image."""
         if not self._segmenters:
             raise ScclipError(
                 f"The model is not available, so nothing can run. Reason: {self.load_error} "
@@ -197,21 +197,26 @@ class ModelHost:
 def run_segment(
     host: ModelHost,
     image: np.ndarray,
-    embedding: ImageEmbedding | None,
+    previous: ImageEmbedding | None,
     vocabulary: Vocabulary,
-    settings: RunSettings,
+    settings: RequestSettings,
     *,
     trace: bool,
     progress: Progress | None,
 ) -> tuple[ImageEmbedding, Segmentation]:
-    """The image side (unless `embedding` is given), the text side in turns, then the prediction."""
+    """The image side (`previous` itself when its key is this request's, without a turn at the model), the text
+    side in turns, then the prediction."""
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
-    if embedding is None:
+    variant = settings.variant
+    key = segmenter.image_key(image, method=variant.method, stages=variant.stages, params=settings.params)
+    if previous is not None and previous.serves(key, trace):
+        embedding = previous
+    else:
         with host.turns.turn():
-            embedding = segmenter.set_image(
+            embedding = segmenter.embed_image(
                 image,
-                method=settings.method,
-                stages=settings.stages,
+                method=variant.method,
+                stages=variant.stages,
                 params=settings.params,
                 trace=trace,
                 progress=progress,
@@ -219,11 +224,7 @@ def run_segment(
     host.embed_text(segmenter, vocabulary.queries)
     with host.turns.turn():
         segmentation = segmenter.predict(
-            vocabulary,
-            embedding=embedding,
-            prob_threshold=settings.prob_threshold,
-            area_threshold=settings.area_threshold,
-            pamr_steps=settings.pamr_steps,
+            vocabulary, embedding=embedding, rules=settings.rules, pamr_steps=settings.pamr_steps
         )
     if notice:
         segmentation.notices.append(notice)
@@ -235,7 +236,7 @@ def run_ablation(
     host: ModelHost,
     image: np.ndarray,
     vocabulary: Vocabulary,
-    settings: RunSettings,
+    settings: RequestSettings,
     configurations: Sequence[tuple[str, Variant]],
     *,
     preview_side: int = PREVIEW_SIDE,
@@ -264,11 +265,7 @@ def run_ablation(
         with host.turns.turn():
             started = time.perf_counter()
             segmentation = segmenter.predict(
-                vocabulary,
-                embedding=embedding,
-                prob_threshold=settings.prob_threshold,
-                area_threshold=settings.area_threshold,
-                pamr_steps=settings.pamr_steps,
+                vocabulary, embedding=embedding, rules=settings.rules, pamr_steps=settings.pamr_steps
             )
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:

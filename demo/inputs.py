@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, TiffImagePlugin
 
 from scclip_core import (
-    METHODS,
     CalibrationParams,
     InputError,
+    LabelRules,
     Stages,
+    Variant,
     Vocabulary,
     parse_classes,
     parse_words,
+    probe_size,
     to_rgb_array,
 )
 from scclip_core.images import cap_size
@@ -32,10 +33,7 @@ TEMPLATE_LABELS: dict[str, str] = {
 DEFAULT_BETA = CalibrationParams().beta
 TRAINED_PROB_THRESHOLD = 0.15
 PAMR_STEPS = 10
-MAX_IMAGE_PIXELS = 80_000_000
-EXIF_ORIENTATION = 0x0112
-TIFF_WIDTH, TIFF_HEIGHT = 256, 257
-ROTATED_ORIENTATIONS = (5, 6, 7, 8)
+MAX_IMAGE_PIXELS = 80_000_000  # this demo's limit per upload, below the engine's MAX_READ_PIXELS
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,13 @@ LIMITS = RequestLimits()
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """The user's choices for one run, validated."""
+class RequestSettings:
+    """One request's choices as the engine's types (which validate themselves), from `parse_settings`."""
 
-    method: str
-    stages: Stages
+    variant: Variant
     params: CalibrationParams
+    rules: LabelRules
     background: tuple[str, ...] | None
-    prob_threshold: float
-    area_threshold: float | None
     templates: str
     pamr_steps: int = 0
 
@@ -124,6 +120,14 @@ def stage_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return names
 
 
+def parse_rules(prob_threshold: Any, area_threshold: Any, default_prob_threshold: float) -> LabelRules:
+    """The background rules from the threshold sliders (an area threshold of 0 switches the area rule off)."""
+    return LabelRules(
+        prob_threshold=number(prob_threshold, "the background threshold", 0.0, 1.0, default_prob_threshold),
+        area_threshold=number(area_threshold, "the area threshold", 0.0, 1.0, 0.0) or None,
+    )
+
+
 def parse_settings(
     method: str | None,
     stage_names: str | Sequence[str] | None,
@@ -136,35 +140,32 @@ def parse_settings(
     refine_edges: Any = False,
     *,
     default_prob_threshold: float = TRAINED_PROB_THRESHOLD,
-) -> RunSettings:
-    """Turn raw widget or API values into RunSettings, raising InputError with a message per field."""
+) -> RequestSettings:
+    """Turn raw widget or API values into RequestSettings, raising InputError with a message per field."""
     method = method or "sc-clip"
     templates = templates or "openai"
     if templates not in TEMPLATE_LABELS:
         raise InputError(f"unknown template set {templates!r}; choose one of {', '.join(TEMPLATE_LABELS)}")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     chosen = stage_list(stage_names)
+    stages = Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages()
+    variant = Variant(method, stages)
     params = CalibrationParams(beta=number(beta, "β", 0.0, 1.0, DEFAULT_BETA), detector=detector or "lof")
-    threshold = number(prob_threshold, "the background threshold", 0.0, 1.0, default_prob_threshold)
-    area = number(area_threshold, "the area threshold", 0.0, 1.0, 0.0)
+    rules = parse_rules(prob_threshold, area_threshold, default_prob_threshold)
     if background_words is not None and not isinstance(background_words, str):
         raise InputError(f"background words must be text, not {type(background_words).__name__}")
     if refine_edges not in (None, True, False):
         raise InputError(f"refine_edges must be true or false, not {refine_edges!r}")
-    return RunSettings(
-        method=method,
-        stages=Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages(),
+    return RequestSettings(
+        variant=variant,
         params=params,
+        rules=rules,
         background=parse_words(background_words) or None,
-        prob_threshold=threshold,
-        area_threshold=area or None,
         templates=templates,
         pamr_steps=PAMR_STEPS if refine_edges else 0,
     )
 
 
-def parse_vocabulary(classes_text: Any, settings: RunSettings, limits: RequestLimits = LIMITS) -> Vocabulary:
+def parse_vocabulary(classes_text: Any, settings: RequestSettings, limits: RequestLimits = LIMITS) -> Vocabulary:
     """The class list as typed, with the background class, within the per-request limits."""
     if classes_text is not None and not isinstance(classes_text, str):
         raise InputError(f"classes must be text, not {type(classes_text).__name__}")
@@ -182,59 +183,13 @@ def image_path(value: Any) -> str | None:
     return str(value)
 
 
-def header_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 = upright) from what opening the file already read: TIFF tags, or the EXIF block
-    that JPEG, WebP and PNG (an eXIf chunk before the pixel data) keep in `info`. Never decodes pixels."""
-    try:
-        if isinstance(image, TiffImagePlugin.TiffImageFile):
-            stored = (image.tag_v2.get(TIFF_WIDTH), image.tag_v2.get(TIFF_HEIGHT))
-            orientation = int(image.tag_v2.get(EXIF_ORIENTATION, 1))
-            return orientation if image.size == stored else 1  # newer Pillow reports TIFF sizes upright already
-        raw = image.info.get("exif")
-        if not raw:
-            return 1
-        exif = Image.Exif()
-        exif.load(raw)
-        return int(exif.get(EXIF_ORIENTATION, 1))
-    except Exception:
-        return 1
-
-
 def probe_image(path: str | None) -> tuple[int, int]:
-    """The (width, height) an image file shows upright, from its header alone.
-
-    Refuses missing, unreadable and enormous images with a message a person understands, before a single pixel
-    is decoded (a 12000x12000 PNG costs nothing to refuse).
-    """
+    """The (width, height) an uploaded image shows upright, from its header alone, within this demo's limit."""
     if not path:
         raise InputError("no image: upload, paste or pick an example image first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise InputError(
-                        f"the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
-                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Please downscale it first."
-                    )
-                orientation = header_orientation(image)
-    except InputError:
-        raise
-    except FileNotFoundError as error:
-        raise InputError("the uploaded image is gone from the server; please upload it again") from error
-    except Image.DecompressionBombError as error:
-        raise InputError(
-            f"the image is too large to open safely ({error}); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
-            "Please downscale it first."
-        ) from error
-    except Exception as error:
-        raise InputError(
-            f"could not read the file as an image ({type(error).__name__}); use a JPEG, PNG, WebP, GIF, BMP or TIFF"
-        ) from error
-    if width < 1 or height < 1:
-        raise InputError(f"the image has no pixels ({width}x{height})")
-    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
+    if not Path(path).is_file():
+        raise InputError("the uploaded image is gone from the server; please upload it again")
+    return probe_size(path, MAX_IMAGE_PIXELS)
 
 
 def load_image(path: str, max_side: int | None) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from demo.memory import release_freed_memory
-from scclip_core import CalibrationParams, ImageEmbedding, PixelScores, Segmentation, Stages, label_dtype
+from scclip_core import ImageEmbedding, Segmentation, label_dtype
 from scclip_core.scores import small_classes
 
 SESSION_TTL_S = 20 * 60
@@ -44,7 +44,7 @@ _DRAWN_MATRICES = (
 
 
 def file_digest(path: str) -> str:
-    """SHA-1 of a file's bytes: the same picture uploaded twice gets the same key."""
+    """SHA-1 of a file's bytes: the same picture uploaded twice gets the same digest."""
     digest = hashlib.sha1()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -67,9 +67,11 @@ class Relabeller:
     probs: np.ndarray
 
     @classmethod
-    def from_scores(cls, scores: PixelScores, size: tuple[int, int], probs_bytes: int = KEPT_PROBS_BYTES) -> Relabeller:
-        """Built from a segmentation's pixel scores band by band: never C x H x W at the output size."""
-        band = scores.band_probabilities(size)
+    def from_segmentation(cls, segmentation: Segmentation, probs_bytes: int = KEPT_PROBS_BYTES) -> Relabeller:
+        """Built from a segmentation's pixel scores at its input size and logit scale, band by band: never
+        C x H x W at the output size."""
+        scores, size, logit_scale = segmentation.pixel_scores, segmentation.input_size, segmentation.rules.logit_scale
+        band = scores.band_probabilities(size, logit_scale)
         best_class = np.empty(size, dtype=label_dtype(scores.num_classes))
         best_prob = np.empty(size, dtype=np.float32)
         step = scores.band_rows(size[1])
@@ -80,7 +82,7 @@ class Relabeller:
                 best_class[top : top + step] = index.cpu().numpy()
         scale = min(1.0, math.sqrt(probs_bytes / (2 * scores.num_classes * size[0] * size[1])))
         small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
-        return cls(best_class, best_prob, scores.probabilities(small).astype(np.float16))
+        return cls(best_class, best_prob, scores.probabilities(small, logit_scale).astype(np.float16))
 
     @property
     def num_classes(self) -> int:
@@ -92,7 +94,8 @@ class Relabeller:
         return replace(self, probs=np.concatenate([self.probs, empty]))
 
     def labels(self, background_index: int, prob_threshold: float, area_threshold: float | None) -> np.ndarray:
-        """Labels under the background rules, as the engine's `label_map` assigns them (see there)."""
+        """Labels under the background rules' thresholds, as the engine's `label_map` assigns them (see there); the
+        logit scale is the one the relabeller was built at."""
         labels = self.best_class.copy()
         best = self.best_prob
         if area_threshold:
@@ -113,21 +116,12 @@ class Relabeller:
 
 
 @dataclass(frozen=True)
-class ImageSideKey:
-    """Everything the image side of a run depends on; equal keys mean the embedding can be reused."""
-
-    image_digest: str
-    method: str
-    stages: Stages
-    params: CalibrationParams
-
-
-@dataclass(frozen=True)
 class SessionResult:
-    """One session's latest run: the reusable image side, the segmentation as currently thresholded, and the
-    downloadable files written for it."""
+    """One session's latest run: the reusable image side (its `key` says what for), the segmentation as currently
+    thresholded, and the downloadable files written for it. `upload_digest` identifies the uploaded file, so the
+    same file sent again is not decoded again."""
 
-    key: ImageSideKey
+    upload_digest: str
     embedding: ImageEmbedding
     segmentation: Segmentation
     relabeller: Relabeller
@@ -176,7 +170,7 @@ def compact(embedding: ImageEmbedding, segmentation: Segmentation) -> tuple[Imag
     """The parts of a run that a session keeps: the trace in float16 (shared by embedding and segmentation),
     and the segmentation's working-size scores replaced by a `Relabeller`."""
     trace = compact_trace(embedding.trace)
-    relabeller = Relabeller.from_scores(segmentation.pixel_scores, segmentation.input_size)
+    relabeller = Relabeller.from_segmentation(segmentation)
     return (
         replace(embedding, trace=trace),
         replace(segmentation, pixel_scores=None, trace=trace),

@@ -1,5 +1,5 @@
 """Engine results as the page shows them: the overlay, the legend, the run description, the downloads, the
-window geometry of the inside views, and the ablation's gallery and table. Pure functions of their inputs."""
+window crops of the inside views, and the ablation's gallery and table. Pure functions of their inputs."""
 
 from __future__ import annotations
 
@@ -183,25 +183,6 @@ def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
     )
 
 
-def window_boxes(segmentation: Segmentation) -> list[Box]:
-    """The sliding windows (y0, x0, y1, x1) mapped from the resized image to output-image pixels.
-
-    Windows of small images reach past the image (the engine pads the canvas), so boxes may exceed it.
-    """
-    height, width = segmentation.image.shape[:2]
-    resized_height, resized_width = segmentation.resized_size
-    scale_y, scale_x = height / resized_height, width / resized_width
-    return [
-        (
-            round(y0 * scale_y),
-            round(x0 * scale_x),
-            max(round(y1 * scale_y), round(y0 * scale_y) + 1),
-            max(round(x1 * scale_x), round(x0 * scale_x) + 1),
-        )
-        for y0, x0, y1, x1 in segmentation.windows
-    ]
-
-
 def window_crop(image: np.ndarray, box: Box) -> np.ndarray:
     """The image under `box`, padded with grey where the box reaches past the image, so the patch grid fits."""
     y0, x0, y1, x1 = box
@@ -209,23 +190,6 @@ def window_crop(image: np.ndarray, box: Box) -> np.ndarray:
     inside = image[y0:y1, x0:x1]
     crop[: inside.shape[0], : inside.shape[1]] = inside
     return crop
-
-
-def locate_patch(boxes: Sequence[Box], grids: Sequence[tuple[int, int]], point: tuple[int, int]) -> tuple[int, int]:
-    """(window index, flat patch index) for a point (x, y): the window containing it whose centre is nearest."""
-    x, y = point
-
-    def distance(index: int) -> float:
-        y0, x0, y1, x1 = boxes[index]
-        inside = y0 <= y < y1 and x0 <= x < x1
-        return (0.0 if inside else 1e12) + ((y0 + y1) / 2 - y) ** 2 + ((x0 + x1) / 2 - x) ** 2
-
-    window = min(range(len(boxes)), key=distance)
-    y0, x0, y1, x1 = boxes[window]
-    rows, cols = grids[window]
-    row = int(np.clip((y - y0) * rows // max(1, y1 - y0), 0, rows - 1))
-    col = int(np.clip((x - x0) * cols // max(1, x1 - x0), 0, cols - 1))
-    return window, row * cols + col
 
 
 def agreement(labels: np.ndarray, reference: np.ndarray) -> float:

@@ -5,6 +5,7 @@
     result = segmenter.segment("photo.jpg", "sky, cloud; grass; person")
     result.labels, result.class_names                   # labels at the input size, any number of classes
     result.probs                                         # class probabilities, computed when first read
+    result.with_rules(LabelRules(prob_threshold=0.3))    # relabelled from the kept scores, no model
 
 Names are imported when first used, so the command line answers `--help` without loading torch.
 """
@@ -17,30 +18,29 @@ _EXPORTS = {
     "backbones": ("LoadedModel", "available_models", "load_model"),
     "encoder": ("LAST_BLOCKS", "CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
-    "images": ("to_rgb_array",),
+    "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
     "pamr": ("pamr_refine",),
     "patch_names": (
         "NameMatch",
-        "PatchLocation",
         "PatchNamer",
         "PointNames",
-        "locate_patch",
         "top_names",
-        "window_embeddings",
     ),
     "presets": (
         "LAYER_PRESETS",
         "METHODS",
         "PAMR_DILATIONS",
         "CalibrationParams",
+        "LabelRules",
         "LayerPreset",
         "Method",
+        "SegmenterConfig",
         "Stages",
         "Variant",
         "ablation_variants",
     ),
     "scores": ("PixelScores", "assign_labels", "label_dtype"),
-    "segmenter": ("ImageEmbedding", "Segmentation", "Segmenter", "SegmenterConfig"),
+    "segmenter": ("ImageEmbedding", "ImageSideKey", "PatchLocation", "Segmentation", "Segmenter"),
     "text": (
         "DEFAULT_BACKGROUND_WORDS",
         "TextEmbeddingCache",

@@ -20,7 +20,7 @@ import numpy as np
 from .cache import atomic_write
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
-from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages
+from .presets import METHODS, CalibrationParams, LabelRules, SegmenterConfig, Stages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
@@ -38,6 +38,7 @@ def _dilations(text: str) -> tuple[int, ...]:
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    config, rules = SegmenterConfig(), LabelRules()
     parser = argparse.ArgumentParser(prog=prog, description="SC-CLIP open-vocabulary segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
     evaluation = commands.add_parser("eval", help="benchmark mIoU on a dataset", description=eval_cli.DESCRIPTION)
@@ -69,26 +70,32 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="STAGE",
         help=f"switch a stage off (repeatable): {', '.join(n.replace('_', '-') for n in Stages.names())}",
     )
-    method.add_argument("--detector", choices=("lof", "l2norm"), default="lof")
+    method.add_argument("--detector", choices=("lof", "l2norm"), default=CalibrationParams.detector)
     method.add_argument("--beta", type=float, default=CalibrationParams.beta, help="affinity threshold")
     protocol = segment.add_argument_group("inference")
-    protocol.add_argument("--short-side", type=int, default=336, help="resize the short side to this (0: keep size)")
-    protocol.add_argument("--crop", type=int, default=224)
-    protocol.add_argument("--stride", type=int, default=112, help="window stride (0: whole image as one window)")
-    protocol.add_argument("--logit-scale", type=float, default=40.0)
-    protocol.add_argument("--pamr-steps", type=int, default=0, metavar="N", help="PAMR refinement steps (0: off)")
+    protocol.add_argument(
+        "--short-side", type=int, default=config.short_side or 0, help="resize the short side to this (0: keep size)"
+    )
+    protocol.add_argument("--crop", type=int, default=config.crop)
+    protocol.add_argument(
+        "--stride", type=int, default=config.stride or 0, help="window stride (0: whole image as one window)"
+    )
+    protocol.add_argument("--logit-scale", type=float, default=rules.logit_scale)
+    protocol.add_argument(
+        "--pamr-steps", type=int, default=config.pamr_steps, metavar="N", help="PAMR refinement steps (0: off)"
+    )
     protocol.add_argument(
         "--pamr-dilations",
         type=_dilations,
-        default=PAMR_DILATIONS,
+        default=config.pamr_dilations,
         metavar="D,D",
-        help="PAMR neighbour distances in pixels (default 8,16)",
+        help=f"PAMR neighbour distances in pixels (default {','.join(map(str, config.pamr_dilations))})",
     )
-    protocol.add_argument("--templates", choices=("openai", "simple"), default="openai")
+    protocol.add_argument("--templates", choices=("openai", "simple"), default=config.templates)
     protocol.add_argument(
         "--max-side",
         type=int,
-        default=2048,
+        default=config.max_input_side or 0,
         help="downscale larger inputs for the image side (0: never); labels stay at the input size",
     )
     cache = protocol.add_mutually_exclusive_group()
@@ -102,8 +109,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     background = protocol.add_mutually_exclusive_group()
     background.add_argument("--background", default=None, metavar="WORDS", help="background words, comma separated")
     background.add_argument("--no-background", action="store_true", help="no background class")
-    protocol.add_argument("--prob-threshold", type=float, default=0.0)
-    protocol.add_argument("--area-threshold", type=float, default=None)
+    protocol.add_argument("--prob-threshold", type=float, default=rules.prob_threshold)
+    protocol.add_argument("--area-threshold", type=float, default=rules.area_threshold)
     output = segment.add_argument_group("output")
     output.add_argument(
         "--out",
@@ -122,7 +129,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     output.add_argument(
         "--probs-budget",
         type=float,
-        default=DEFAULT_PROBS_BUDGET / 2**30,
+        default=config.probs_budget_bytes / 2**30,
         metavar="GIB",
         help="largest probability array kept at the input size (default %(default)g GiB)",
     )
@@ -208,7 +215,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     from . import load_model
     from .eval import distributed
-    from .segmenter import Segmenter, SegmenterConfig, check_thresholds
+    from .segmenter import Segmenter
     from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
 
     background = (
@@ -218,7 +225,9 @@ def _segment(args: argparse.Namespace) -> int:
     )
     class_text = args.classes if args.classes is not None else _read_text(Path(args.classes_file))
     vocabulary = parse_classes(class_text, background=background)
-    check_thresholds(args.prob_threshold, args.area_threshold)
+    rules = LabelRules(
+        prob_threshold=args.prob_threshold, area_threshold=args.area_threshold, logit_scale=args.logit_scale
+    )
     if args.probs_budget <= 0:
         raise InputError(f"--probs-budget must be positive, not {args.probs_budget}")
     stages = Stages.without(*args.disable)
@@ -227,7 +236,6 @@ def _segment(args: argparse.Namespace) -> int:
         short_side=args.short_side or None,
         crop=args.crop,
         stride=args.stride or None,
-        logit_scale=args.logit_scale,
         max_input_side=args.max_side or None,
         templates=args.templates,
         pamr_steps=args.pamr_steps,
@@ -267,7 +275,7 @@ def _segment(args: argparse.Namespace) -> int:
         try:
             show = several and process.is_main
             for path in tqdm(mine, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
-                record = _segment_one(segmenter, path, vocabulary, args, stages, params, several)
+                record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, several)
                 failures += record["status"] == "error"
                 if records is not None:
                     records.write(json.dumps({**record, "rank": process.rank}) + "\n")
@@ -297,6 +305,7 @@ def _segment_one(
     segmenter: Segmenter,
     path: Path,
     vocabulary: Vocabulary,
+    rules: LabelRules,
     args: argparse.Namespace,
     stages: Stages,
     params: CalibrationParams,
@@ -313,8 +322,7 @@ def _segment_one(
             method=args.method,
             stages=stages,
             params=params,
-            prob_threshold=args.prob_threshold,
-            area_threshold=args.area_threshold,
+            rules=rules,
         )
         written = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)

@@ -1,36 +1,96 @@
-"""Turning whatever users hand us into an RGB uint8 array: files, PIL images in any mode, numpy arrays."""
+"""Reading whatever users hand us: image files (header checks first), PIL images in any mode, numpy arrays."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin
 
 from .errors import InputError
 
 MAX_READ_PIXELS = 400_000_000
 _ARRAY_MODES = ("RGB", "RGBA", "L", "LA", "1", "I", "F")
+_EXIF_ORIENTATION = 0x0112
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+_ROTATED_ORIENTATIONS = (5, 6, 7, 8)
+_PILLOW_LIMIT = threading.Lock()  # Pillow's own pixel limit is a global: one reader at a time changes it
 
 
-def _from_path(path: Path) -> Image.Image:
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InputError(
+            f"the image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels. Please downscale it first."
+        )
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_READ_PIXELS) -> Image.Image:
+    """The image file with only its header read: missing, unreadable, empty and oversized files are refused
+    before a single pixel is decoded (a 12000x12000 PNG costs nothing to refuse)."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"image file {path} not found")
     try:
-        with warnings.catch_warnings():
+        with _PILLOW_LIMIT, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_READ_PIXELS
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
             try:
                 image = Image.open(path)
                 image.size  # noqa: B018 - the header is read lazily
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path.name} is too large to read safely: {error}") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(f"could not read {path.name} as an image: {error}") from error
+        raise InputError(
+            f"{path.name} is too large to open safely ({error}); the limit is {max_pixels / 1e6:.0f} megapixels. "
+            "Please downscale it first."
+        ) from error
+    except Exception as error:  # a malformed header can fail in any way
+        raise InputError(
+            f"could not read the file as an image ({path.name}: {type(error).__name__}); use a JPEG, PNG, WebP, GIF, "
+            "BMP or TIFF"
+        ) from error
+    _check_pixels(*image.size, max_pixels)
     return image
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright) from what opening the file already read: TIFF tags, or the EXIF block
+    that JPEG, WebP and PNG (an eXIf chunk before the pixel data) keep in `info`. Never decodes pixels."""
+    try:
+        if isinstance(image, TiffImagePlugin.TiffImageFile):
+            stored = (image.tag_v2.get(_TIFF_WIDTH), image.tag_v2.get(_TIFF_HEIGHT))
+            orientation = int(image.tag_v2.get(_EXIF_ORIENTATION, 1))
+            return orientation if image.size == stored else 1  # newer Pillow reports TIFF sizes upright already
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def probe_size(path: str | Path, max_pixels: int = MAX_READ_PIXELS) -> tuple[int, int]:
+    """The (width, height) an image file shows upright (EXIF orientation applied), from its header alone;
+    refused as `open_image` refuses."""
+    with open_image(path, max_pixels) as image:
+        width, height = image.size
+        orientation = _header_orientation(image)
+    return (height, width) if orientation in _ROTATED_ORIENTATIONS else (width, height)
+
+
+def fingerprint(rgb: np.ndarray) -> str:
+    """A digest of an array's pixels and shape: equal digests, equal images."""
+    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
+    digest.update(str(rgb.shape).encode())
+    return digest.hexdigest()
 
 
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -91,13 +151,13 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
 def to_rgb_array(image: object) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from a path, a PIL image in any mode (EXIF orientation applied) or an array.
 
-    Transparent pixels are composited over white; 16-bit and float images are scaled to 0..255.
+    Files and PIL images are refused above MAX_READ_PIXELS. Transparent pixels are composited over white;
+    16-bit and float images are scaled to 0..255.
     """
     if isinstance(image, (str, Path)):
-        image = _from_path(Path(image))
+        image = open_image(image)
     if isinstance(image, Image.Image):
-        if image.width * image.height > MAX_READ_PIXELS:
-            raise InputError(f"image of {image.width}x{image.height} pixels is too large (limit {MAX_READ_PIXELS:,})")
+        _check_pixels(image.width, image.height, MAX_READ_PIXELS)
         rgb = _pil_to_rgb(image)
     elif isinstance(image, np.ndarray):
         rgb = _array_to_rgb(image)

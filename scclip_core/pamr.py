@@ -18,19 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .presets import PAMR_DILATIONS
+from .presets import PAMR_DILATIONS, check_pamr_settings
 
 _BAND_ELEMENTS = 1 << 24
 _SIGMA_WEIGHT = 0.1
 _SIGMA_EPSILON = 1e-8
-
-
-def check_pamr_settings(steps: int, dilations: tuple[int, ...]) -> None:
-    """Raise InputError unless `steps` is a non-negative int and `dilations` are positive ints."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise InputError(f"pamr_steps must be a whole number >= 0 (0 switches PAMR off), not {steps!r}")
-    if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
-        raise InputError(f"pamr_dilations must be one or more positive whole numbers, not {dilations!r}")
 
 
 def neighbour_offsets(dilations: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""Frozen configuration: SC-CLIP layer presets per backbone, stage flags and hyperparameters."""
+"""Frozen configuration: SC-CLIP layer presets per backbone, stage flags, hyperparameters, the inference
+protocol and the labelling rules. Free of torch, so the command line can build them before loading a model."""
 
 from __future__ import annotations
 
@@ -30,14 +31,14 @@ class LayerPreset:
     res_cls: float
 
     def validate(self, depth: int) -> None:
-        """Raise ValueError unless every index addresses one of the first `depth - 1` block outputs."""
+        """Raise InputError unless every index addresses one of the first `depth - 1` block outputs."""
         last = depth - 2
         for name in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx"):
             value = getattr(self, name)
             if not 0 <= value <= last:
-                raise ValueError(f"{name}={value} is outside 0..{last} for a {depth}-block backbone")
+                raise InputError(f"{name}={value} is outside 0..{last} for a {depth}-block backbone")
         if not self.multi_start_idx < self.multi_end_idx <= last + 1:
-            raise ValueError(
+            raise InputError(
                 f"multi-level range [{self.multi_start_idx}, {self.multi_end_idx}) must be non-empty "
                 f"and end at most at {last + 1} for a {depth}-block backbone"
             )
@@ -55,7 +56,7 @@ def preset_for_depth(depth: int) -> LayerPreset:
         if depth == preset_depth:
             return preset
     if depth < 4:
-        raise ValueError(f"SC-CLIP needs at least 4 blocks; this backbone has {depth}")
+        raise InputError(f"SC-CLIP needs at least 4 blocks; this backbone has {depth}")
 
     def scaled(index: int) -> int:
         return min(max(round(index * depth / 12), 0), depth - 2)
@@ -80,7 +81,7 @@ def resolve_layers(layers: str | LayerPreset, depth: int) -> LayerPreset:
     elif layers in LAYER_PRESETS:
         preset = LAYER_PRESETS[layers]
     else:
-        raise ValueError(
+        raise InputError(
             f"unknown layer preset {layers!r}; use one of {sorted(LAYER_PRESETS)}, 'auto' or a LayerPreset"
         )
     preset.validate(depth)
@@ -107,7 +108,7 @@ class Stages:
         normalised = [name.replace("-", "_") for name in names]
         unknown = sorted(set(normalised) - set(cls.names()))
         if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(cls.names())}")
+            raise InputError(f"unknown stage(s) {unknown}; stages are {list(cls.names())}")
         return cls(**{name: name not in normalised for name in cls.names()})
 
 
@@ -164,6 +165,73 @@ class CalibrationParams:
         _check_range("naclip_sigma", self.naclip_sigma, 0.0, math.inf, low_open=True)
         if isinstance(self.lof_k, bool) or not isinstance(self.lof_k, int) or self.lof_k < 1:
             raise InputError(f"lof_k must be a whole number of at least 1, not {self.lof_k!r}")
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """How class probabilities become labels: the softmax's logit scale, then the background rules.
+
+    Pixels whose best probability is below `prob_threshold` go to the background class; a non-background class
+    covering at most `area_threshold` of the non-background area is dropped first (None or 0: no area rule).
+    Background words are not a rule but part of the vocabulary (they are text queries); a vocabulary without
+    them gets a query-less background class that only takes the pixels these rules reject.
+    """
+
+    prob_threshold: float = 0.0
+    area_threshold: float | None = None
+    logit_scale: float = 40.0
+
+    def __post_init__(self) -> None:
+        _check_range("prob_threshold", self.prob_threshold, 0.0, 1.0)
+        if self.area_threshold is not None:
+            _check_range("area_threshold", self.area_threshold, 0.0, 1.0)
+        _check_range("logit_scale", self.logit_scale, 0.0, math.inf, low_open=True)
+
+    @property
+    def needs_background(self) -> bool:
+        """Whether a rule can reject pixels, which then need a background class to go to."""
+        return self.prob_threshold > 0 or bool(self.area_threshold)
+
+
+def check_pamr_settings(steps: int, dilations: tuple[int, ...]) -> None:
+    """Raise InputError unless `steps` is a non-negative int and `dilations` are positive ints."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise InputError(f"pamr_steps must be a whole number >= 0 (0 switches PAMR off), not {steps!r}")
+    if not dilations or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dilations):
+        raise InputError(f"pamr_dilations must be one or more positive whole numbers, not {dilations!r}")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Inference protocol. Defaults are the paper's: short side 336, 224 windows with stride 112.
+
+    `stride=None` runs the whole resized image as one window; `short_side=None` keeps the image size;
+    `max_input_side` downscales larger inputs for the image side first (None: never); labels are always at the
+    input size. `templates` names the prompt template set of the text side. `probs_budget_bytes` bounds
+    `Segmentation.probs` (float32 C x H x W): above it they are kept at the working size instead of the input
+    size. `pamr_steps` > 0 refines the logits with PAMR at those `pamr_dilations` (off by default, as in the
+    paper; NACLIP uses 10 steps at 8 and 16).
+    """
+
+    short_side: int | None = 336
+    max_long_side: int = 2048
+    crop: int = 224
+    stride: int | None = 112
+    max_input_side: int | None = 2048
+    batch_size: int = 8
+    templates: str = "openai"
+    pamr_steps: int = 0
+    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
+    probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
+
+    def __post_init__(self) -> None:
+        if self.short_side is not None and self.short_side < 1:
+            raise InputError(f"short_side must be positive, not {self.short_side}")
+        if self.crop < 1 or (self.stride is not None and self.stride < 1):
+            raise InputError(f"crop and stride must be positive (crop={self.crop}, stride={self.stride})")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be positive, not {self.batch_size}")
+        check_pamr_settings(self.pamr_steps, self.pamr_dilations)
 
 
 def _check_range(

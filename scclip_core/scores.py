@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .presets import LabelRules
 
 BAND_ELEMENTS = 1 << 22
 BandProbabilities = Callable[[int, int], Tensor]
@@ -36,14 +37,6 @@ def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int,
     return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
 
 
-def check_thresholds(prob_threshold: float, area_threshold: float | None) -> None:
-    """Raise InputError unless both thresholds are fractions."""
-    if not 0.0 <= prob_threshold <= 1.0:
-        raise InputError(f"prob_threshold must be in [0, 1], not {prob_threshold}")
-    if area_threshold is not None and not 0.0 <= area_threshold <= 1.0:
-        raise InputError(f"area_threshold must be in [0, 1], not {area_threshold}")
-
-
 def small_classes(areas: np.ndarray, background_index: int, area_threshold: float) -> np.ndarray:
     """Non-background classes whose area is at most `area_threshold` times the whole non-background area."""
     areas = areas.astype(np.float64)
@@ -59,21 +52,20 @@ def label_map(
     num_classes: int,
     band_rows: int,
     background_index: int | None,
-    prob_threshold: float = 0.0,
-    area_threshold: float | None = None,
+    rules: LabelRules,
 ) -> np.ndarray:
     """Argmax labels (H, W) after the background rules, from class probabilities made band by band.
 
-    Area rule: a non-background class whose predicted area is at most `area_threshold` times the whole
+    Area rule: a non-background class whose predicted area is at most `rules.area_threshold` times the whole
     non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
-    (remaining) highest probability is below `prob_threshold` go to the background class. The area rule needs
-    every class's area before any pixel is final, so it takes two passes: the first takes each band's argmax
-    and counts areas; the second recomputes only the bands holding pixels of a too-small class and gives those
-    pixels their best remaining class (every other pixel keeps its argmax, which masking cannot change).
+    (remaining) highest probability is below `rules.prob_threshold` go to the background class. The area rule
+    needs every class's area before any pixel is final, so it takes two passes: the first takes each band's
+    argmax and counts areas; the second recomputes only the bands holding pixels of a too-small class and gives
+    those pixels their best remaining class (every other pixel keeps its argmax, which masking cannot change).
     """
-    check_thresholds(prob_threshold, area_threshold)
-    if background_index is None and (prob_threshold > 0 or area_threshold):
+    if background_index is None and rules.needs_background:
         raise InputError("thresholds need a background class to assign rejected pixels to")
+    prob_threshold, area_threshold = rules.prob_threshold, rules.area_threshold
     height, width = size
     labels = np.empty(size, dtype=label_dtype(num_classes))
     uncertain = np.zeros(size, dtype=bool) if prob_threshold > 0 else None
@@ -105,10 +97,9 @@ def label_map(
     return labels
 
 
-def assign_labels(
-    probs: Tensor, background_index: int | None, prob_threshold: float = 0.0, area_threshold: float | None = None
-) -> Tensor:
-    """`label_map` for class probabilities already in memory, (C, ...) -> (...) int64."""
+def assign_labels(probs: Tensor, background_index: int | None, rules: LabelRules | None = None) -> Tensor:
+    """`label_map` for class probabilities already in memory, (C, ...) -> (...) int64; the probabilities were made
+    at some logit scale already, so only the thresholds of `rules` (default: none) apply."""
     flat = probs.reshape(probs.shape[0], 1, -1)
     labels = label_map(
         lambda top, bottom: flat[:, top:bottom],
@@ -116,8 +107,7 @@ def assign_labels(
         probs.shape[0],
         1,
         background_index,
-        prob_threshold,
-        area_threshold,
+        rules or LabelRules(),
     )
     return torch.from_numpy(labels.astype(np.int64)).view(probs.shape[1:])
 
@@ -141,12 +131,12 @@ class AxisResampling:
 
 @dataclass(frozen=True)
 class PixelScores:
-    """Every query's cosine logits at the working size (Q, h, w), and how they become class probabilities."""
+    """Every query's cosine logits at the working size (Q, h, w) and the class of each query; class
+    probabilities follow at a logit scale (`LabelRules.logit_scale`)."""
 
     logits: Tensor
     query_classes: Tensor
     num_classes: int
-    logit_scale: float
 
     @property
     def working_size(self) -> tuple[int, int]:
@@ -164,7 +154,7 @@ class PixelScores:
         """Output rows per band: a band's query and class planes stay near BAND_ELEMENTS values."""
         return max(1, BAND_ELEMENTS // ((self.logits.shape[0] + self.num_classes) * width))
 
-    def band_probabilities(self, size: tuple[int, int]) -> BandProbabilities:
+    def band_probabilities(self, size: tuple[int, int], logit_scale: float) -> BandProbabilities:
         """A function (top, bottom) -> class probabilities (C, bottom - top, W) of those rows at `size`."""
         rows = (
             None
@@ -184,32 +174,25 @@ class PixelScores:
                 logits = torch.lerp(low, high, rows.weight[top:bottom].view(1, -1, 1))
             if columns is not None:
                 logits = torch.lerp(logits[:, :, columns.low], logits[:, :, columns.high], columns.weight)
-            return class_probabilities(logits, self.query_classes, self.num_classes, self.logit_scale)
+            return class_probabilities(logits, self.query_classes, self.num_classes, logit_scale)
 
         return band
 
-    def labels(
-        self,
-        size: tuple[int, int],
-        background_index: int | None,
-        prob_threshold: float = 0.0,
-        area_threshold: float | None = None,
-    ) -> np.ndarray:
-        """The label map at `size`, computed in bands."""
+    def labels(self, size: tuple[int, int], background_index: int | None, rules: LabelRules) -> np.ndarray:
+        """The label map at `size` under `rules`, computed in bands."""
         with torch.inference_mode():
             return label_map(
-                self.band_probabilities(size),
+                self.band_probabilities(size, rules.logit_scale),
                 size,
                 self.num_classes,
                 self.band_rows(size[1]),
                 background_index,
-                prob_threshold,
-                area_threshold,
+                rules,
             )
 
-    def probabilities(self, size: tuple[int, int]) -> np.ndarray:
+    def probabilities(self, size: tuple[int, int], logit_scale: float) -> np.ndarray:
         """Class probabilities (C, H, W) float32 at `size`, filled band by band."""
-        band = self.band_probabilities(size)
+        band = self.band_probabilities(size, logit_scale)
         probs = np.empty((self.num_classes, *size), dtype=np.float32)
         step = self.band_rows(size[1])
         with torch.inference_mode():

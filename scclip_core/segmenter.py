@@ -6,7 +6,6 @@ segment-anything's predictor: new class names or thresholds on the same image re
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +20,19 @@ from torch import Tensor
 from .backbones import LoadedModel
 from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
-from .images import cap_size, to_rgb_array
-from .pamr import check_pamr_settings, pamr_refine
-from .presets import DEFAULT_PROBS_BUDGET, METHODS, PAMR_DILATIONS, CalibrationParams, Stages, Variant
-from .scores import PixelScores, check_thresholds, probs_size
+from .images import cap_size, fingerprint, to_rgb_array
+from .pamr import pamr_refine
+from .presets import (
+    DEFAULT_PROBS_BUDGET,
+    CalibrationParams,
+    LabelRules,
+    Method,
+    SegmenterConfig,
+    Stages,
+    Variant,
+    check_pamr_settings,
+)
+from .scores import PixelScores, probs_size
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 
 Progress = Callable[[float, str], None]
@@ -35,38 +43,16 @@ SHARED_VARIANT_TIMINGS = ("preprocess", "backbone_shared")
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
-    """Inference protocol. Defaults are the paper's: short side 336, 224 windows with stride 112, scale 40.
+class ImageSideKey:
+    """Everything an image side depends on besides its segmenter's protocol: equal keys, equal embeddings.
 
-    `stride=None` runs the whole resized image as one window; `short_side=None` keeps the image size;
-    `max_input_side` downscales larger inputs for the image side first (None: never); labels are always at the
-    input size. `probs_budget_bytes` bounds `Segmentation.probs` (float32 C x H x W): above it they are kept at
-    the working size instead of the input size. `pamr_steps` > 0 refines the logits with PAMR at those
-    `pamr_dilations` (off by default, as in the paper; NACLIP uses 10 steps at 8 and 16).
+    `image` is the `fingerprint` of the RGB array the embedding was made from (and labels come out at).
     """
 
-    short_side: int | None = 336
-    max_long_side: int = 2048
-    crop: int = 224
-    stride: int | None = 112
-    logit_scale: float = 40.0
-    max_input_side: int | None = 2048
-    batch_size: int = 8
-    templates: str = "openai"
-    pamr_steps: int = 0
-    pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
-    probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
-
-    def __post_init__(self) -> None:
-        if self.short_side is not None and self.short_side < 1:
-            raise InputError(f"short_side must be positive, not {self.short_side}")
-        if self.crop < 1 or (self.stride is not None and self.stride < 1):
-            raise InputError(f"crop and stride must be positive (crop={self.crop}, stride={self.stride})")
-        if self.logit_scale <= 0:
-            raise InputError(f"logit_scale must be positive, not {self.logit_scale}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be positive, not {self.batch_size}")
-        check_pamr_settings(self.pamr_steps, self.pamr_dilations)
+    image: str
+    variant: Variant
+    params: CalibrationParams
+    model_key: str
 
 
 @dataclass
@@ -74,49 +60,116 @@ class ImageEmbedding:
     """The image side of a segmentation: everything `predict` needs that does not depend on the classes.
 
     `image` is the input as given (labels come out at its size); the windows ran on it resized to `resized_size`.
-    `shared_timings` names the `timings` entries spent once for a group of embeddings (`set_image_variants`):
-    whoever adds up the group counts them once.
+    `embeddings` are (windows, grid rows, grid columns, E). `shared_timings` names the `timings` entries spent
+    once for a group of embeddings (`set_image_variants`): whoever adds up the group counts them once.
     """
 
     image: np.ndarray
     resized_size: tuple[int, int]
     windows: list[Window]
     embeddings: Tensor
-    method: str
-    stages: Stages
-    params: CalibrationParams
-    model_key: str
-    fingerprint: str
+    key: ImageSideKey
     trace: list[CropTrace] | None = None
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     shared_timings: tuple[str, ...] = ()
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch rows and columns of every window."""
+        return int(self.embeddings.shape[1]), int(self.embeddings.shape[2])
+
+    def locate_patch(self, x: int, y: int) -> PatchLocation:
+        """The window and patch that input pixel (x, y) falls in (see `locate_patch`)."""
+        return locate_patch(self.windows, self.resized_size, self.image.shape[:2], self.grid, x, y)
+
+    def serves(self, key: ImageSideKey, trace: bool = False) -> bool:
+        """Whether this embedding is the image side `key` asks for (with a trace, when one is asked for)."""
+        return self.key == key and (self.trace is not None or not trace)
+
+
+@dataclass(frozen=True)
+class PatchLocation:
+    """Where an input pixel falls: window `window`, patch (`row`, `column`) of its grid, `index` as traces
+    number patches (row-major)."""
+
+    window: int
+    row: int
+    column: int
+    index: int
+
+
+def window_boxes(windows: Sequence[Window], resized_size: tuple[int, int], input_size: tuple[int, int]) -> list[Window]:
+    """Windows (y0, x0, y1, x1) on the resized canvas mapped to input pixels, each at least one pixel.
+
+    Windows of small images reach past the image (the canvas is padded), so boxes may exceed it.
+    """
+    scale_y, scale_x = input_size[0] / resized_size[0], input_size[1] / resized_size[1]
+    return [
+        (
+            round(y0 * scale_y),
+            round(x0 * scale_x),
+            max(round(y1 * scale_y), round(y0 * scale_y) + 1),
+            max(round(x1 * scale_x), round(x0 * scale_x) + 1),
+        )
+        for y0, x0, y1, x1 in windows
+    ]
+
+
+def locate_patch(
+    windows: Sequence[Window],
+    resized_size: tuple[int, int],
+    input_size: tuple[int, int],
+    grid: tuple[int, int],
+    x: int,
+    y: int,
+) -> PatchLocation:
+    """The patch under input pixel (x, y): the pixel's centre is mapped onto the resized canvas, and among the
+    windows containing it the one whose centre is nearest wins (the first on a tie); the patch is its `grid` cell
+    there. Raises InputError for a point outside the image."""
+    height, width = input_size
+    if not (0 <= x < width and 0 <= y < height):
+        raise InputError(f"point x={x}, y={y} is outside the {width}x{height} image")
+    v, u = (y + 0.5) * resized_size[0] / height, (x + 0.5) * resized_size[1] / width
+
+    def distance(index: int) -> float:
+        y0, x0, y1, x1 = windows[index]
+        return ((y0 + y1) / 2 - v) ** 2 + ((x0 + x1) / 2 - u) ** 2
+
+    inside = [index for index, (y0, x0, y1, x1) in enumerate(windows) if y0 <= v < y1 and x0 <= u < x1]
+    window = min(inside, key=distance)
+    y0, x0, y1, x1 = windows[window]
+    rows, columns = grid
+    row = min(math.floor((v - y0) * rows / (y1 - y0)), rows - 1)
+    column = min(math.floor((u - x0) * columns / (x1 - x0)), columns - 1)
+    return PatchLocation(window, row, column, row * columns + column)
 
 
 @dataclass
 class Segmentation:
     """Per-pixel labels at the input resolution, with what produced them; class probabilities on request.
 
-    `probs` is computed when first read, from the working-size logits in `pixel_scores`: (C, H, W) float32 at
-    the input size when that fits `probs_budget_bytes`, otherwise at the working size `resized_size`;
-    `probs_size` says which before anything is computed and `probs_note` explains a reduced size.
+    `probs` is computed when first read, from the working-size logits in `pixel_scores` at `rules.logit_scale`:
+    (C, H, W) float32 at the input size when that fits `probs_budget_bytes`, otherwise at the working size
+    `resized_size`; `probs_size` says which before anything is computed and `probs_note` explains a reduced size.
+    `windows` are on the resized canvas, each a `grid` of patches.
     """
 
     image: np.ndarray
     labels: np.ndarray
     class_names: list[str]
     background_index: int | None
-    prob_threshold: float
-    area_threshold: float | None
+    rules: LabelRules
     timings: dict[str, float]
     notices: list[str]
     is_random_weights: bool
-    method: str
+    method: Method
     stages: Stages
     model_name: str
     weights: str
     windows: list[Window]
     resized_size: tuple[int, int]
+    grid: tuple[int, int]
     pixel_scores: PixelScores
     trace: list[CropTrace] | None = None
     pamr_steps: int = 0
@@ -147,29 +200,38 @@ class Segmentation:
     @cached_property
     def probs(self) -> np.ndarray:
         """Class probabilities (C, H, W) float32 at `probs_size`, computed on first use."""
-        return self.pixel_scores.probabilities(self.probs_size)
+        return self.pixel_scores.probabilities(self.probs_size, self.rules.logit_scale)
 
     def shares(self) -> dict[str, float]:
         """Fraction of the pixels given to each class."""
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
         return {name: float(count) / self.labels.size for name, count in zip(self.class_names, counts)}
 
-    def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> Segmentation:
-        """The same scores relabelled under other thresholds (in bands, at the input size); no model involved."""
+    def with_rules(self, rules: LabelRules) -> Segmentation:
+        """The same scores relabelled under other rules (in bands, at the input size); no model involved.
+
+        A threshold on a vocabulary without background adds a query-less background class, as `predict` does.
+        """
         scores, names, background = self.pixel_scores, self.class_names, self.background_index
-        if background is None and (prob_threshold > 0 or area_threshold):
+        if background is None and rules.needs_background:
             names, background = [*names, "background"], len(names)
             scores = scores.with_num_classes(len(names))
-        labels = scores.labels(self.input_size, background, prob_threshold, area_threshold)
+        labels = scores.labels(self.input_size, background, rules)
         return replace(
-            self,
-            pixel_scores=scores,
-            labels=labels,
-            class_names=names,
-            background_index=background,
-            prob_threshold=prob_threshold,
-            area_threshold=area_threshold,
+            self, pixel_scores=scores, labels=labels, class_names=names, background_index=background, rules=rules
         )
+
+    def with_thresholds(self, prob_threshold: float, area_threshold: float | None = None) -> Segmentation:
+        """`with_rules` at the same logit scale with other thresholds."""
+        return self.with_rules(replace(self.rules, prob_threshold=prob_threshold, area_threshold=area_threshold))
+
+    def window_boxes(self) -> list[Window]:
+        """The windows (y0, x0, y1, x1) in input pixels; they may reach past the image (the canvas is padded)."""
+        return window_boxes(self.windows, self.resized_size, self.input_size)
+
+    def locate_patch(self, x: int, y: int) -> PatchLocation:
+        """The window and patch that input pixel (x, y) falls in (see `locate_patch`)."""
+        return locate_patch(self.windows, self.resized_size, self.input_size, self.grid, x, y)
 
     def to_json(self) -> dict:
         """A plain summary: what ran, on what, and how the pixels were shared."""
@@ -182,8 +244,8 @@ class Segmentation:
             "pamr_steps": self.pamr_steps,
             "classes": self.class_names,
             "background_index": self.background_index,
-            "prob_threshold": self.prob_threshold,
-            "area_threshold": self.area_threshold,
+            "prob_threshold": self.rules.prob_threshold,
+            "area_threshold": self.rules.area_threshold,
             "shares": self.shares(),
             "image_size": [int(self.labels.shape[1]), int(self.labels.shape[0])],
             "resized_size": [int(self.resized_size[1]), int(self.resized_size[0])],
@@ -209,12 +271,6 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Win
         return [min(index * stride, size - crop) for index in range(count)]
 
     return [(y, x, y + crop, x + crop) for y in starts(height) for x in starts(width)]
-
-
-def _fingerprint(rgb: np.ndarray) -> str:
-    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    digest.update(str(rgb.shape).encode())
-    return digest.hexdigest()
 
 
 class Segmenter:
@@ -318,52 +374,75 @@ class Segmenter:
             progress(1.0, "windows encoded")
         return [torch.cat(parts) for parts in embeddings], traces, shared_seconds, own_seconds
 
-    def set_image(
+    def image_key(
         self,
         image: object,
         *,
-        method: str = "sc-clip",
+        method: Method = "sc-clip",
+        stages: Stages | None = None,
+        params: CalibrationParams | None = None,
+    ) -> ImageSideKey:
+        """The key of the image side that `embed_image` would compute for these arguments (cheap for arrays)."""
+        return self._key(to_rgb_array(image), Variant(method, stages or Stages()), params or CalibrationParams())
+
+    def _key(self, rgb: np.ndarray, variant: Variant, params: CalibrationParams) -> ImageSideKey:
+        return ImageSideKey(fingerprint(rgb), variant, params, self.model.key)
+
+    def _embed(
+        self, original: np.ndarray, key: ImageSideKey, trace: bool, progress: Progress | None, started: float
+    ) -> ImageEmbedding:
+        """Run the backbone over the windows of the decoded input (`started`: when its preprocessing began)."""
+        rgb, _ = cap_size(original, self.config.max_input_side)
+        resized, windows, crops = self._windows(rgb)
+        preprocess = time.perf_counter()
+        embeddings, traces, _, _ = self._encode_windows(crops, windows, [key.variant], key.params, trace, progress)
+        done = time.perf_counter()
+        return ImageEmbedding(
+            image=original,
+            resized_size=resized,
+            windows=windows,
+            embeddings=embeddings[0],
+            key=key,
+            trace=traces[0] if trace else None,
+            notices=self._notices(original, rgb),
+            timings={"preprocess": preprocess - started, "backbone": done - preprocess},
+        )
+
+    def embed_image(
+        self,
+        image: object,
+        *,
+        method: Method = "sc-clip",
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
         trace: bool = False,
         progress: Progress | None = None,
     ) -> ImageEmbedding:
-        """Run the backbone over the image's windows; the result is remembered and also returned."""
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-        stages, params = stages or Stages(), params or CalibrationParams()
-        start = time.perf_counter()
+        """Run the backbone over the image's windows, for `predict(..., embedding=...)`; nothing is remembered,
+        so callers serving several users never share an image side by accident."""
+        started = time.perf_counter()
+        variant, params = Variant(method, stages or Stages()), params or CalibrationParams()
         original = to_rgb_array(image)
-        rgb, _ = cap_size(original, self.config.max_input_side)
-        fingerprint = _fingerprint(original)
-        last = self._last
-        if (
-            last is not None
-            and (last.fingerprint, last.method, last.stages, last.params, last.model_key)
-            == (fingerprint, method, stages, params, self.model.key)
-            and (last.trace is not None or not trace)
-        ):
-            return last
-        resized, windows, crops = self._windows(rgb)
-        preprocess = time.perf_counter()
-        embeddings, traces, _, _ = self._encode_windows(
-            crops, windows, [Variant(method, stages)], params, trace, progress
-        )
-        done = time.perf_counter()
-        self._last = ImageEmbedding(
-            image=original,
-            resized_size=resized,
-            windows=windows,
-            embeddings=embeddings[0],
-            method=method,
-            stages=stages,
-            params=params,
-            model_key=self.model.key,
-            fingerprint=fingerprint,
-            trace=traces[0] if trace else None,
-            notices=self._notices(original, rgb),
-            timings={"preprocess": preprocess - start, "backbone": done - preprocess},
-        )
+        return self._embed(original, self._key(original, variant, params), trace, progress, started)
+
+    def set_image(
+        self,
+        image: object,
+        *,
+        method: Method = "sc-clip",
+        stages: Stages | None = None,
+        params: CalibrationParams | None = None,
+        trace: bool = False,
+        progress: Progress | None = None,
+    ) -> ImageEmbedding:
+        """`embed_image`, remembered for `predict` without an embedding; the remembered one is returned again
+        when it serves the same key."""
+        started = time.perf_counter()
+        variant, params = Variant(method, stages or Stages()), params or CalibrationParams()
+        original = to_rgb_array(image)
+        key = self._key(original, variant, params)
+        if self._last is None or not self._last.serves(key, trace):
+            self._last = self._embed(original, key, trace, progress, started)
         return self._last
 
     def set_image_variants(
@@ -387,7 +466,7 @@ class Segmenter:
         start = time.perf_counter()
         original = to_rgb_array(image)
         rgb, _ = cap_size(original, self.config.max_input_side)
-        fingerprint = _fingerprint(original)
+        image_digest = fingerprint(original)
         resized, windows, crops = self._windows(rgb)
         preprocess = time.perf_counter() - start
         embeddings, _, shared_seconds, own_seconds = self._encode_windows(
@@ -399,11 +478,7 @@ class Segmenter:
                 resized_size=resized,
                 windows=windows,
                 embeddings=variant_embeddings,
-                method=variant.method,
-                stages=variant.stages,
-                params=params,
-                model_key=self.model.key,
-                fingerprint=fingerprint,
+                key=ImageSideKey(image_digest, variant, params, self.model.key),
                 notices=self._notices(original, rgb),
                 timings={"preprocess": preprocess, "backbone_shared": shared_seconds, "last_block": seconds},
                 shared_timings=SHARED_VARIANT_TIMINGS,
@@ -449,28 +524,24 @@ class Segmenter:
         *,
         embedding: ImageEmbedding | None = None,
         background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
-        prob_threshold: float = 0.0,
-        area_threshold: float | None = None,
-        logit_scale: float | None = None,
+        rules: LabelRules | None = None,
         pamr_steps: int | None = None,
     ) -> Segmentation:
         """Segment the last image set (or `embedding`) into `classes`; only the text side runs.
 
-        `logit_scale` and `pamr_steps` override the config's for this call (None: the config's).
+        `background` words join classes given as text. `rules` turn probabilities into labels (None: the
+        defaults); `pamr_steps` overrides the config's for this call (None: the config's).
         """
         embedding = embedding or self._last
         if embedding is None:
             raise InputError("no image set: call set_image first")
-        if embedding.model_key != self.model.key:
+        if embedding.key.model_key != self.model.key:
             raise InputError("this image embedding was computed with other weights")
-        check_thresholds(prob_threshold, area_threshold)
+        rules = rules or LabelRules()
         start = time.perf_counter()
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
-        if vocabulary.background_index is None and (prob_threshold > 0 or area_threshold):
+        if vocabulary.background_index is None and rules.needs_background:
             vocabulary = vocabulary.with_background()
-        logit_scale = self.config.logit_scale if logit_scale is None else logit_scale
-        if logit_scale <= 0:
-            raise InputError(f"logit_scale must be positive, not {logit_scale}")
         pamr_steps = self.config.pamr_steps if pamr_steps is None else pamr_steps
         check_pamr_settings(pamr_steps, self.config.pamr_dilations)
         notices = list(embedding.notices)
@@ -481,11 +552,9 @@ class Segmenter:
             if pamr_steps:
                 logits = self._refine(logits, embedding, pamr_steps)
             query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
-            scores = PixelScores(logits, query_classes, len(vocabulary.classes), logit_scale)
+            scores = PixelScores(logits, query_classes, len(vocabulary.classes))
             logits_done = time.perf_counter()
-            labels = scores.labels(
-                embedding.image.shape[:2], vocabulary.background_index, prob_threshold, area_threshold
-            )
+            labels = scores.labels(embedding.image.shape[:2], vocabulary.background_index, rules)
         end = time.perf_counter()
         timings = dict(embedding.timings)
         timings.update(text=text_done - start, logits=logits_done - text_done, postprocess=end - logits_done)
@@ -495,17 +564,17 @@ class Segmenter:
             labels=labels,
             class_names=vocabulary.names,
             background_index=vocabulary.background_index,
-            prob_threshold=prob_threshold,
-            area_threshold=area_threshold,
+            rules=rules,
             timings=timings,
             notices=notices,
             is_random_weights=self.model.is_random,
-            method=embedding.method,
-            stages=embedding.stages,
+            method=embedding.key.variant.method,
+            stages=embedding.key.variant.stages,
             model_name=self.model.name,
             weights=self.model.weights,
             windows=embedding.windows,
             resized_size=embedding.resized_size,
+            grid=embedding.grid,
             pixel_scores=scores,
             trace=embedding.trace,
             pamr_steps=pamr_steps,
@@ -517,28 +586,18 @@ class Segmenter:
         image: object,
         classes: str | Vocabulary,
         *,
-        method: str = "sc-clip",
+        method: Method = "sc-clip",
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
         trace: bool = False,
         progress: Progress | None = None,
         background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
-        prob_threshold: float = 0.0,
-        area_threshold: float | None = None,
-        logit_scale: float | None = None,
+        rules: LabelRules | None = None,
         pamr_steps: int | None = None,
     ) -> Segmentation:
         """`set_image` then `predict`; classes are checked first, and an unchanged image with unchanged
         settings reuses the cached image side. `pamr_steps` overrides the config's (None: the config's)."""
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
-        check_thresholds(prob_threshold, area_threshold)
         check_pamr_settings(self.config.pamr_steps if pamr_steps is None else pamr_steps, self.config.pamr_dilations)
         embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
-        return self.predict(
-            vocabulary,
-            embedding=embedding,
-            prob_threshold=prob_threshold,
-            area_threshold=area_threshold,
-            logit_scale=logit_scale,
-            pamr_steps=pamr_steps,
-        )
+        return self.predict(vocabulary, embedding=embedding, rules=rules, pamr_steps=pamr_steps)

@@ -22,7 +22,6 @@ from gradio_client.exceptions import AppError
 from demo.handlers import LOCAL_SESSION, Handlers
 from demo.host import ModelHost
 from demo.ui import ASSETS_DIR, load_examples
-from demo.views import locate_patch
 from scclip_core import parse_classes
 from tests.serving import FAST_CONFIG, serve
 
@@ -225,7 +224,7 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
     assert summary["shares"]["background"] == 1.0, "a threshold of 1 sends every pixel to the background"
     assert np.all(np.asarray(Image.open(label_path)) == 2)
     updated = handlers.store.get(LOCAL_SESSION)
-    assert updated.segmentation.prob_threshold == 1.0 and updated.embedding is kept.embedding
+    assert updated.segmentation.rules.prob_threshold == 1.0 and updated.embedding is kept.embedding
 
     views = handlers.patch_views((90, 10))
     assert all(isinstance(view, Image.Image) for view in views[:5])
@@ -244,14 +243,6 @@ def test_example_preview_renders_a_default_run(images: dict[str, Path]) -> None:
     assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
     assert "backbone" in timings and Image.open(label_path).size == (96, 64)
     assert summary["classes"] == ["red", "blue", "background"] and "Segment" in status
-
-
-def test_locate_patch_picks_the_window_and_patch_under_the_point() -> None:
-    boxes = [(0, 0, 100, 100), (0, 50, 100, 150)]
-    grids = [(10, 10), (10, 10)]
-    assert locate_patch(boxes, grids, (10, 95)) == (0, 9 * 10 + 1)
-    assert locate_patch(boxes, grids, (140, 5)) == (1, 9)
-    assert locate_patch(boxes, grids, (110, 50))[0] == 1, "the window whose centre is nearest wins"
 
 
 def test_examples_are_real_licensed_photos_with_suitable_classes() -> None:

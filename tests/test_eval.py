@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, InputError, LabelRules, Segmenter
 from scclip_core.eval import (
     LAYOUTS,
     OWN_PROTOCOLS,
@@ -35,7 +35,7 @@ from scclip_core.eval import (
     scores,
 )
 from scclip_core.eval.cli import main
-from scclip_core.eval.runner import ProgressBar, RunSettings, build_segmenter, build_vocabulary, predict_labels
+from scclip_core.eval.runner import EvalSettings, ProgressBar, build_segmenter, build_vocabulary, predict_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,8 +186,10 @@ def test_presets_follow_the_spec() -> None:
     for name, (classes, queries, short, scale, prob, area, background) in expected.items():
         preset = get_preset(name)
         assert (preset.num_classes, sum(map(len, preset.queries))) == (classes, queries), name
-        assert (preset.short_side, preset.max_long_side, preset.crop, preset.stride) == (short, 2048, 224, 112)
-        assert (preset.logit_scale, preset.prob_threshold, preset.area_threshold) == (scale, prob, area), name
+        config, rules = preset.config, preset.rules
+        assert (config.short_side, config.max_long_side, config.crop, config.stride) == (short, 2048, 224, 112)
+        assert (config.max_input_side, config.templates) == (None, "openai"), name
+        assert (rules.logit_scale, rules.prob_threshold, rules.area_threshold) == (scale, prob, area), name
         assert preset.background_index == background
     assert PRESETS["voc21"].queries[0] == DEFAULT_BACKGROUND_WORDS == PRESETS["coco_object"].queries[0]
     assert PRESETS["context60"].queries[0] == ("background",)
@@ -203,10 +205,16 @@ def test_presets_follow_the_spec() -> None:
     assert PRESETS["coco_object"].queries[1][-1] == "body"
     assert PRESETS["voc20"].queries[-1] == ("television monitor", "tv monitor", "monitor", "television", "screen")
     assert PRESETS["voc21"].class_names[:5] == ["background", "aeroplane", "bicycle", "bird", "ship"]
-    large = get_preset("VOC21", "ViT-L/14")
+    large = get_preset("VOC21", "ViT-L/14").rules
     assert (large.logit_scale, large.prob_threshold, large.area_threshold) == (40, 0.2, 0.1)
-    assert get_preset("coco-object", "ViT-L/14").prob_threshold == 0.25
-    assert get_preset("voc21").with_overrides(area_threshold=None, logit_scale=30).area_threshold is None
+    assert get_preset("coco-object", "ViT-L/14").rules.prob_threshold == 0.25
+    overridden = get_preset("voc21").with_overrides(area_threshold=None, logit_scale=30, crop=448, precision="fp32")
+    assert overridden.rules == LabelRules(prob_threshold=0.15, area_threshold=None, logit_scale=30)
+    assert (overridden.config.crop, overridden.precision) == (448, "fp32")
+    with pytest.raises(InputError, match="unknown preset field"):
+        get_preset("voc21").with_overrides(threshold=0.2)
+    with pytest.raises(InputError, match="stride <= crop"):
+        get_preset("voc21").with_overrides(crop=64)
     with pytest.raises(ValueError, match="no background class"):
         get_preset("ade20k").with_overrides(prob_threshold=0.2)
     with pytest.raises(ValueError, match="unknown dataset"):
@@ -226,7 +234,7 @@ PROTOCOL_FIELDS = (
 
 
 def _protocol(preset: DatasetPreset) -> tuple:
-    return tuple(getattr(preset, name) for name in PROTOCOL_FIELDS)
+    return tuple(preset.settings()[name] for name in PROTOCOL_FIELDS)
 
 
 def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> None:
@@ -268,7 +276,7 @@ def test_own_protocol_runs_end_to_end_with_whole_images_and_pamr(tmp_path: Path,
     common = {"method": "naclip", "templates": "simple", "show_progress": False}
     own = evaluate("voc21", data, tiny_model, protocol="own", out=tmp_path / "out", **common)
     assert own.settings.protocol == "own" and own.to_json()["protocol"] == "own"
-    assert (own.settings.preset.stride, own.settings.preset.pamr_steps) == (None, 10)
+    assert (own.settings.preset.config.stride, own.settings.preset.config.pamr_steps) == (None, 10)
     assert own.settings.preset.precision == "fp32"  # what ran: the tiny model on the CPU
     assert "protocol own, PAMR steps 10" in own.table()
     without_pamr = evaluate(own.settings.preset.with_overrides(pamr_steps=0), data, tiny_model, **common)
@@ -276,16 +284,49 @@ def test_own_protocol_runs_end_to_end_with_whole_images_and_pamr(tmp_path: Path,
     assert build_segmenter(tiny_model, own.settings.preset).config.pamr_steps == 10
 
 
+def test_run_names_are_those_earlier_runs_resume_from() -> None:
+    """The run folder is named by a hash of the settings: presets holding a config and rules hash as before."""
+    expected = {
+        ("voc21", "sc-clip", "scclip"): "voc21-sc-clip-ViT-B-16-cf18783d",
+        ("cityscapes", "sc-clip", "scclip"): "cityscapes-sc-clip-ViT-B-16-e4b175c4",
+        ("voc21", "naclip", "own"): "voc21-naclip-ViT-B-16-be137ecf",
+    }
+    for (dataset, method, protocol), name in expected.items():
+        preset = get_preset(dataset, "ViT-B/16", method=method, protocol=protocol)
+        settings = EvalSettings(preset, "ViT-B/16", "openai", method=method, protocol=protocol)
+        assert settings.run_name() == name
+        assert settings.to_json()["templates"] == "openai"
+
+
+def test_the_segmenter_runs_the_preset_config_and_predict_gets_its_rules(
+    tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_random_dataset(tmp_path, count=1)
+    preset = get_preset("voc21").with_overrides(short_side=112, crop=112, stride=112, templates="simple")
+    received = []
+    original = Segmenter.predict
+
+    def recording(self, *args, **kwargs):
+        received.append((self.config, kwargs["rules"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "predict", recording)
+    evaluate(preset, tmp_path, tiny_model, show_progress=False)
+    ran = preset.with_overrides(precision="fp32")  # the tiny model on the CPU
+    assert received == [(ran.config, ran.rules)] and ran.rules == LabelRules(0.15, 0.1, 50.0)
+
+
 def write_predictions_as_ground_truth(root: Path, preset: DatasetPreset, model) -> None:
     """Segment synthetic images with the evaluation settings and store the labels as the dataset's labels."""
-    segmenter = build_segmenter(model, preset, templates="simple")
-    settings = RunSettings(preset=preset, model_name=model.name, weights=model.weights, templates="simple")
+    preset = preset.with_overrides(templates="simple")
+    segmenter = build_segmenter(model, preset)
+    settings = EvalSettings(preset=preset, model_name=model.name, weights=model.weights)
     rng = np.random.default_rng(2)
     ids = SAMPLE_IDS[preset.layout][:2]
     for sample_id, shape in zip(ids, [(90, 120), (111, 73)]):
         image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
         stored = read_image(write_sample(root, preset.layout, sample_id, image, np.zeros(shape)))
-        labels = predict_labels(segmenter, build_vocabulary(preset), preset, stored, settings)
+        labels = predict_labels(segmenter, build_vocabulary(preset), stored, settings)
         write_label(root, preset.layout, sample_id, labels + 1 if preset.reduce_zero_label else labels)
     write_split(root, preset.layout, ids)
 
@@ -348,11 +389,10 @@ def test_interrupted_run_resumes_without_redoing_recorded_images(tmp_path: Path,
     restarted = evaluate(preset, data, tiny_model, out=out, resume=False, **common)
     assert restarted.images_this_run == 3 and len(records.read_text().splitlines()) == 3
 
-    changed = RunSettings(
-        preset=preset.with_overrides(logit_scale=20),
+    changed = EvalSettings(
+        preset=preset.with_overrides(logit_scale=20, templates="simple"),
         model_name=tiny_model.name,
         weights=tiny_model.weights,
-        templates="simple",
     )
     assert (out / changed.run_name()) != first.run_dir  # other settings never resume from these records
 

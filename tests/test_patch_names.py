@@ -14,11 +14,8 @@ from scclip_core import (
     PatchNamer,
     Segmenter,
     SegmenterConfig,
-    Variant,
     builtin_vocabulary,
-    locate_patch,
     top_names,
-    window_embeddings,
 )
 from scclip_core.patch_names import unique_names
 
@@ -47,9 +44,9 @@ def segmenter(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def pair(segmenter):
-    """SC-CLIP and vanilla CLIP embeddings of a 200x300 image: two 224 windows on a 224x336 canvas."""
-    return segmenter.set_image_variants(_image(200, 300), [Variant(), Variant("clip")])
+def traced(segmenter):
+    """A traced SC-CLIP embedding of a 200x300 image: two 224 windows on a 224x336 canvas."""
+    return segmenter.embed_image(_image(200, 300), trace=True)
 
 
 # top_names on synthetic embeddings
@@ -143,106 +140,74 @@ def test_empty_vocabulary_is_rejected(segmenter):
 # Points to patches
 
 
-def test_locate_patch_at_the_corners_of_a_sliding_window_layout(pair):
-    embedding = pair[0]
-    assert embedding.resized_size == (224, 336)
-    assert embedding.windows == [(0, 0, 224, 224), (0, 112, 224, 336)]
-    top_left = locate_patch(embedding, 0, 0)
-    assert (top_left.window, top_left.row, top_left.col, top_left.grid) == (0, 0, 0, (14, 14))
-    assert top_left.patch_index == 0
-    assert top_left.window_box == (0, 0, 200, 200)  # scaled back by 200/224
-    assert top_left.patch_box[:2] == (0, 0)
-    bottom_right = locate_patch(embedding, 299, 199)
-    assert (bottom_right.window, bottom_right.row, bottom_right.col) == (1, 13, 13)
-    assert bottom_right.patch_index == 14 * 14 - 1
-    assert bottom_right.window_box == (0, 100, 200, 300) and bottom_right.patch_box[2:] == (200, 300)
-    top_right, bottom_left = locate_patch(embedding, 299, 0), locate_patch(embedding, 0, 199)
-    assert (top_right.window, top_right.row, top_right.col) == (1, 0, 13)
-    assert (bottom_left.window, bottom_left.row, bottom_left.col) == (0, 13, 0)
+def test_locate_patch_at_the_corners_of_a_sliding_window_layout(traced):
+    assert traced.resized_size == (224, 336) and traced.grid == (14, 14)
+    assert traced.windows == [(0, 0, 224, 224), (0, 112, 224, 336)]
+    corners = {(0, 0): (0, 0, 0), (299, 199): (1, 13, 13), (299, 0): (1, 0, 13), (0, 199): (0, 13, 0)}
+    for (x, y), expected in corners.items():
+        location = traced.locate_patch(x, y)
+        assert (location.window, location.row, location.column) == expected
+        assert location.index == location.row * 14 + location.column
     # In the overlap the window whose centre is nearer wins: x=150 is 168.6 px on the canvas, centres 112 and 224.
-    middle = locate_patch(embedding, 150, 100)
-    assert (middle.window, middle.col) == (1, 3)
+    middle = traced.locate_patch(150, 100)
+    assert (middle.window, middle.column) == (1, 3)
 
 
-def test_every_pixel_lies_in_its_patch_box(pair):
-    embedding = pair[0]
+def test_every_pixel_centre_lies_in_its_patch_on_the_canvas(traced):
+    scale_y, scale_x = 224 / 200, 336 / 300
     for y in range(0, 200, 7):
         for x in range(0, 300, 7):
-            location = locate_patch(embedding, x, y)
-            y0, x0, y1, x1 = location.patch_box
-            assert y0 <= y < y1 and x0 <= x < x1
-            wy0, wx0, wy1, wx1 = location.window_box
-            assert wy0 <= y0 and wx0 <= x0 and y1 <= wy1 and x1 <= wx1
+            location = traced.locate_patch(x, y)
+            y0, x0, _, _ = traced.windows[location.window]
+            v, u = (y + 0.5) * scale_y, (x + 0.5) * scale_x
+            assert y0 + 16 * location.row <= v < y0 + 16 * (location.row + 1)
+            assert x0 + 16 * location.column <= u < x0 + 16 * (location.column + 1)
 
 
 def test_locate_patch_in_whole_image_mode_and_on_a_downscaled_input(tiny_model):
     whole = Segmenter(tiny_model, SegmenterConfig(short_side=None, stride=None, templates="simple"))
-    embedding = whole.set_image(_image(40, 50))
-    assert embedding.windows == [(0, 0, 48, 64)] and embedding.embeddings.shape[1:3] == (3, 4)
-    corner = locate_patch(embedding, 49, 39)
-    assert (corner.window, corner.row, corner.col) == (0, 2, 3)
-    assert corner.patch_box == (32, 48, 48, 64)  # the last cell reaches into the padding
+    embedding = whole.embed_image(_image(40, 50))
+    assert embedding.windows == [(0, 0, 48, 64)] and embedding.grid == (3, 4)
+    corner = embedding.locate_patch(49, 39)
+    assert (corner.window, corner.row, corner.column) == (0, 2, 3)
     capped = Segmenter(tiny_model, SegmenterConfig(short_side=224, max_input_side=256, templates="simple"))
-    big = capped.set_image(_image(400, 600))
+    big = capped.embed_image(_image(400, 600))
     assert big.image.shape[:2] == (400, 600) and big.resized_size == (224, 335)
-    far = locate_patch(big, 599, 399)
-    assert (far.window, far.row, far.col) == (1, 13, 13) and far.patch_box[2:] == (400, 600)
+    far = big.locate_patch(599, 399)
+    assert (far.window, far.row, far.column) == (1, 13, 13)
 
 
 @pytest.mark.parametrize(("x", "y"), [(-1, 0), (0, -0.5), (300, 0), (0, 200)])
-def test_points_outside_the_image_are_rejected(pair, x, y):
+def test_points_outside_the_image_are_rejected(traced, x, y):
     with pytest.raises(InputError, match="outside the 300x200 image"):
-        locate_patch(pair[0], x, y)
+        traced.locate_patch(x, y)
 
 
 # Calibrated and vanilla names of one point
 
 
-def test_window_embeddings_equal_the_shared_pass(segmenter, pair):
-    for window in range(len(pair[0].windows)):
-        both = window_embeddings(segmenter, pair[0], window, [Variant(), Variant("clip")])
-        assert both.shape == (2, *pair[0].embeddings.shape[1:])
-        assert torch.allclose(both[0], pair[0].embeddings[window], atol=1e-5)
-        assert torch.allclose(both[1], pair[1].embeddings[window], atol=1e-5)
-    vanilla = window_embeddings(segmenter, pair[0], 1)
-    assert torch.allclose(vanilla[0], pair[1].embeddings[1], atol=1e-5)
-
-
-def test_window_embeddings_check_their_embedding(segmenter, tiny_model, pair):
-    with pytest.raises(InputError, match="window 2 does not exist"):
-        window_embeddings(segmenter, pair[0], 2)
-    other = Segmenter(tiny_model, SegmenterConfig(short_side=256, templates="simple"))
-    with pytest.raises(InputError, match="other resize or window settings"):
-        window_embeddings(other, pair[0], 0)
-    with pytest.raises(InputError, match="not the one it was computed from"):
-        window_embeddings(segmenter, replace(pair[0], image=_image(200, 300, seed=1)), 0)
-
-
-def test_name_point_from_two_embeddings_or_on_demand(segmenter, pair, monkeypatch):
+def test_name_point_names_the_calibrated_and_the_vanilla_patch(segmenter, traced, monkeypatch):
     namer = PatchNamer(segmenter.text)
     assert len(namer.embeddings) == len(builtin_vocabulary())
     calls = _count_encodings(segmenter.text, monkeypatch)
-    calibrated, vanilla = pair
-    named = namer.name_point(calibrated, vanilla, 150, 100, k=10, extra_names=["my red kite"])
+    named = namer.name_point(traced, 150, 100, k=10, extra_names=["my red kite"])
     location = named.location
-    assert (location.window, location.row, location.col) == (1, 7, 3)
+    assert (location.window, location.row, location.column) == (1, 7, 3)
     assert len(named.calibrated) == len(named.vanilla) == 10
-    expected = namer.name(calibrated.embeddings[1, 7, 3], k=10, extra_names=["my red kite"])
-    assert named.calibrated == expected
-    assert named.vanilla == namer.name(vanilla.embeddings[1, 7, 3], k=10, extra_names=["my red kite"])
+    assert named.calibrated == namer.name(traced.embeddings[1, 7, 3], k=10, extra_names=["my red kite"])
+    vanilla = segmenter.embed_image(_image(200, 300), method="clip").embeddings[1, 7, 3]
+    expected = namer.name(vanilla, k=10, extra_names=["my red kite"])
+    assert [match.name for match in named.vanilla] == [match.name for match in expected]
+    assert [match.cosine for match in named.vanilla] == pytest.approx([m.cosine for m in expected], abs=1e-5)
     assert named.calibrated != named.vanilla
-    assert calls == [["my red kite"]]
-    on_demand = namer.name_point(calibrated, segmenter, 150, 100, k=10, extra_names=["my red kite"])
-    assert on_demand.location == location and on_demand.calibrated == named.calibrated
-    assert [match.name for match in on_demand.vanilla] == [match.name for match in named.vanilla]
-    assert [match.cosine for match in on_demand.vanilla] == pytest.approx([m.cosine for m in named.vanilla], abs=1e-5)
+    assert calls == [["my red kite"]], "the vocabulary and the extra name are each encoded once"
+    namer.name_point(traced, 10, 10, extra_names=["my red kite"])
     assert len(calls) == 1
 
 
-def test_name_point_refuses_mismatched_embeddings(segmenter, tiny_model, pair):
+def test_name_point_needs_a_trace_and_the_same_weights(segmenter, traced):
     namer = PatchNamer(segmenter.text, ["cat", "dog"])
-    other_image = segmenter.set_image_variants(_image(200, 300, seed=2), [Variant("clip")])[0]
-    with pytest.raises(InputError, match="not of the same image"):
-        namer.name_point(pair[0], other_image, 10, 10)
+    with pytest.raises(InputError, match="traced image embedding"):
+        namer.name_point(segmenter.embed_image(_image(200, 300)), 10, 10)
     with pytest.raises(InputError, match="other weights"):
-        namer.name_point(replace(pair[0], model_key="elsewhere"), pair[1], 10, 10)
+        namer.name_point(replace(traced, key=replace(traced.key, model_key="elsewhere")), 10, 10)

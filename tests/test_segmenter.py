@@ -1,4 +1,4 @@
-"""Images in every mode, the inference protocol's geometry, post-processing rules, and the image-side cache."""
+"""Images in every mode, the inference protocol's geometry, the labelling rules, and the image-side cache."""
 
 import io
 
@@ -8,10 +8,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from scclip_core import InputError, Segmenter, SegmenterConfig, Stages, Vocabulary, assign_labels, to_rgb_array
+from scclip_core import (
+    CalibrationParams,
+    InputError,
+    LabelRules,
+    PatchLocation,
+    Segmenter,
+    SegmenterConfig,
+    Stages,
+    Variant,
+    Vocabulary,
+    assign_labels,
+    probe_size,
+    to_rgb_array,
+)
+from scclip_core import images as images_module
 from scclip_core import segmenter as segmenter_module
 from scclip_core.scores import AxisResampling, PixelScores, class_probabilities, label_dtype
-from scclip_core.segmenter import resized_shape, sliding_windows
+from scclip_core.segmenter import locate_patch, resized_shape, sliding_windows, window_boxes
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +46,28 @@ def test_axis_resampling_equals_torch_interpolate(out_size, in_size):
     assert torch.allclose(resampled, expected, atol=1e-5)
 
 
-def _random_scores(queries=5, classes=4, size=(9, 13), seed=0, scale=40.0) -> PixelScores:
+def _random_scores(queries=5, classes=4, size=(9, 13), seed=0) -> PixelScores:
     generator = torch.Generator().manual_seed(seed)
     logits = torch.rand(queries, *size, generator=generator) * 0.2
     query_classes = torch.tensor([index % classes for index in range(queries)])
-    return PixelScores(logits, query_classes, classes, scale)
+    return PixelScores(logits, query_classes, classes)
 
 
-def _full_resolution_probs(scores: PixelScores, size) -> torch.Tensor:
+def _full_resolution_probs(scores: PixelScores, size, logit_scale: float) -> torch.Tensor:
     upsampled = F.interpolate(scores.logits[None], size=size, mode="bilinear", align_corners=False)[0]
-    return class_probabilities(upsampled, scores.query_classes, scores.num_classes, scores.logit_scale)
+    return class_probabilities(upsampled, scores.query_classes, scores.num_classes, logit_scale)
 
 
 @pytest.mark.parametrize("rows_per_band", [1, 3, 1000])
-@pytest.mark.parametrize("thresholds", [(0.0, None), (0.3, None), (0.0, 0.2), (0.4, 0.25)])
-def test_banded_labels_equal_labels_from_full_resolution_probabilities(monkeypatch, rows_per_band, thresholds):
+@pytest.mark.parametrize("rules", [LabelRules(), LabelRules(0.3), LabelRules(0.0, 0.2, 30.0), LabelRules(0.4, 0.25)])
+def test_banded_labels_equal_labels_from_full_resolution_probabilities(monkeypatch, rows_per_band, rules):
     scores = _random_scores(queries=7, classes=5)
     size = (40, 57)
     monkeypatch.setattr(PixelScores, "band_rows", lambda self, width: rows_per_band)
-    full = _full_resolution_probs(scores, size)
-    expected = assign_labels(full, 4, *thresholds).numpy()
-    assert np.array_equal(scores.labels(size, 4, *thresholds), expected)
-    assert np.allclose(scores.probabilities(size), full.numpy(), atol=1e-5)
+    full = _full_resolution_probs(scores, size, rules.logit_scale)
+    expected = assign_labels(full, 4, rules).numpy()
+    assert np.array_equal(scores.labels(size, 4, rules), expected)
+    assert np.allclose(scores.probabilities(size, rules.logit_scale), full.numpy(), atol=1e-5)
 
 
 def test_area_rule_moves_pixels_of_small_classes_to_their_next_best_class():
@@ -61,10 +75,10 @@ def test_area_rule_moves_pixels_of_small_classes_to_their_next_best_class():
     logits[0] = 0.5
     logits[1, 0, :2] = 0.9
     logits[2] = 0.4
-    scores = PixelScores(logits, torch.arange(3), 3, 40.0)
-    labels = scores.labels((1, 20), background_index=2, area_threshold=0.1)
+    scores = PixelScores(logits, torch.arange(3), 3)
+    labels = scores.labels((1, 20), 2, LabelRules(area_threshold=0.1))
     assert labels.tolist() == [[0] * 20]
-    assert scores.labels((1, 20), background_index=2, area_threshold=0.05).tolist() == [[1, 1] + [0] * 18]
+    assert scores.labels((1, 20), 2, LabelRules(area_threshold=0.05)).tolist() == [[1, 1] + [0] * 18]
 
 
 def test_label_type_grows_with_the_number_of_classes():
@@ -98,8 +112,8 @@ def test_class_probabilities_softmax_over_queries_then_max_over_synonyms():
 def test_probability_threshold_sends_unsure_pixels_to_background():
     probs = torch.tensor([[0.6, 0.3], [0.3, 0.3], [0.1, 0.4]]).view(3, 1, 2)
     assert assign_labels(probs, 2).flatten().tolist() == [0, 2]
-    assert assign_labels(probs, 2, prob_threshold=0.5).flatten().tolist() == [0, 2]
-    assert assign_labels(probs, 1, prob_threshold=0.5).flatten().tolist() == [0, 1]
+    assert assign_labels(probs, 2, LabelRules(prob_threshold=0.5)).flatten().tolist() == [0, 2]
+    assert assign_labels(probs, 1, LabelRules(prob_threshold=0.5)).flatten().tolist() == [0, 1]
 
 
 def test_area_threshold_drops_small_classes_before_the_argmax():
@@ -107,14 +121,34 @@ def test_area_threshold_drops_small_classes_before_the_argmax():
     probs[0, 0, :] = 0.5
     probs[1, 0, :2] = 0.9
     probs[2, 0, :] = 0.4
-    labels = assign_labels(probs, background_index=2, area_threshold=0.1)
+    labels = assign_labels(probs, 2, LabelRules(area_threshold=0.1))
     assert labels.flatten().tolist() == [0] * 20
     probs[1, 0, :3] = 0.9
-    assert assign_labels(probs, background_index=2, area_threshold=0.1).flatten().tolist()[:3] == [1, 1, 1]
-    with pytest.raises(InputError):
-        assign_labels(probs, None, prob_threshold=0.2)
-    with pytest.raises(InputError):
-        assign_labels(probs, 2, prob_threshold=1.5)
+    assert assign_labels(probs, 2, LabelRules(area_threshold=0.1)).flatten().tolist()[:3] == [1, 1, 1]
+    with pytest.raises(InputError, match="need a background class"):
+        assign_labels(probs, None, LabelRules(prob_threshold=0.2))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"prob_threshold": 1.5}, r"prob_threshold must be in \[0, 1\], not 1.5"),
+        ({"prob_threshold": -0.1}, r"prob_threshold must be in \[0, 1\], not -0.1"),
+        ({"prob_threshold": float("nan")}, r"prob_threshold must be a finite number in \[0, 1\], not nan"),
+        ({"area_threshold": 2}, r"area_threshold must be in \[0, 1\], not 2"),
+        ({"area_threshold": "big"}, r"area_threshold must be a finite number in \[0, 1\], not 'big'"),
+        ({"logit_scale": 0}, r"logit_scale must be in \(0, inf\), not 0"),
+        ({"logit_scale": True}, r"logit_scale must be a finite number in \(0, inf\), not True"),
+    ],
+)
+def test_label_rules_refuse_bad_values_with_their_name(values, message):
+    with pytest.raises(InputError, match=message):
+        LabelRules(**values)
+
+
+def test_label_rules_say_when_they_need_a_background():
+    assert not LabelRules().needs_background and not LabelRules(area_threshold=0.0).needs_background
+    assert LabelRules(prob_threshold=0.1).needs_background and LabelRules(area_threshold=0.1).needs_background
 
 
 def test_stitching_and_resizing_put_each_class_where_its_embedding_is(segmenter):
@@ -139,13 +173,77 @@ def test_new_classes_and_thresholds_reuse_the_image_side(segmenter, monkeypatch)
     calls = []
     original = segmenter_module.encode_dense_variants
     monkeypatch.setattr(segmenter_module, "encode_dense_variants", lambda *a, **k: calls.append(1) or original(*a, **k))
-    second = segmenter.segment(image, "bird; tree; car", prob_threshold=0.4)
+    second = segmenter.segment(image, "bird; tree; car", rules=LabelRules(prob_threshold=0.4))
     assert not calls
     assert second.class_names == ["bird", "tree", "car", "background"]
     relabelled = first.with_thresholds(0.99)
     assert relabelled.class_names == ["cat", "dog", "background"] and (relabelled.labels == 2).all()
     segmenter.segment(image, "cat", stages=Stages.without("anomaly"))
     assert calls
+
+
+@pytest.mark.parametrize(
+    "rules", [LabelRules(0.3), LabelRules(0.2, 0.3), LabelRules(0.0, None, 25.0), LabelRules(0.34, 0.2, 60.0)]
+)
+@pytest.mark.parametrize("background", [None, ("sky",)])
+def test_predict_and_relabelling_give_the_same_labels_for_the_same_rules(segmenter, rules, background):
+    embedding = segmenter.embed_image(_photo(seed=4))
+    plain = segmenter.predict("cat; dog; tree", embedding=embedding, background=background)
+    direct = segmenter.predict("cat; dog; tree", embedding=embedding, background=background, rules=rules)
+    relabelled = plain.with_rules(rules)
+    assert relabelled.rules == direct.rules == rules and relabelled.class_names == direct.class_names
+    assert np.array_equal(relabelled.labels, direct.labels)
+    assert np.allclose(relabelled.probs, direct.probs, atol=1e-6)
+    if rules.logit_scale == LabelRules().logit_scale:
+        same = plain.with_thresholds(rules.prob_threshold, rules.area_threshold)
+        assert same.rules == rules and np.array_equal(same.labels, direct.labels)
+    assert direct.to_json()["prob_threshold"] == rules.prob_threshold
+
+
+def test_image_side_keys_decide_reuse_and_embed_image_remembers_nothing(segmenter):
+    image, other = _photo(seed=8), _photo(seed=9)
+    remembered = segmenter.set_image(image)
+    key = segmenter.image_key(image)
+    assert remembered.key == key and remembered.serves(key) and not remembered.serves(key, trace=True)
+    assert (key.variant, key.params, key.model_key) == (Variant(), CalibrationParams(), segmenter.model.key)
+    assert segmenter.image_key(image.copy()) == key, "the key follows the pixels, not the array object"
+    assert segmenter.image_key(image, stages=Stages.without("anomaly")) != key
+    assert segmenter.image_key(image, method="naclip") != key
+    assert segmenter.image_key(image, params=CalibrationParams(beta=0.5)) != key
+    assert segmenter.image_key(other) != key
+    fresh = segmenter.embed_image(other)
+    assert fresh.key == segmenter.image_key(other) and fresh.grid == tuple(fresh.embeddings.shape[1:3])
+    assert segmenter.set_image(image) is remembered, "embed_image left the remembered image side alone"
+    assert segmenter.predict("cat", embedding=fresh).image is other
+    assert segmenter.predict("cat").image is image
+    assert Segmenter(segmenter.model, segmenter.config).embed_image(image).key == key
+
+
+def test_window_geometry_in_input_pixels_with_known_answers():
+    windows = [(0, 0, 224, 224), (0, 112, 224, 336), (0, 224, 224, 448)]
+    boxes = window_boxes(windows, (224, 448), (100, 200))
+    assert boxes == [(0, 0, 100, 100), (0, 50, 100, 150), (0, 100, 100, 200)]
+    assert window_boxes([(0, 0, 224, 224)], (150, 100), (300, 200)) == [(0, 0, 448, 448)], "padded past the image"
+    assert window_boxes([(0, 0, 1, 1)], (100, 100), (10, 10)) == [(0, 0, 1, 1)], "never empty"
+    canvas, image = (224, 448), (100, 200)
+    assert locate_patch(windows, canvas, image, (14, 14), x=10, y=95) == PatchLocation(0, 13, 1, 13 * 14 + 1)
+    assert locate_patch(windows, canvas, image, (14, 14), x=140, y=5) == PatchLocation(2, 0, 5, 5), "nearest centre"
+    assert locate_patch(windows, canvas, image, (14, 14), x=80, y=50) == PatchLocation(1, 7, 4, 7 * 14 + 4)
+    assert locate_patch(windows, canvas, image, (14, 14), x=199, y=99) == PatchLocation(2, 13, 13, 14 * 14 - 1)
+    with pytest.raises(InputError, match="outside the 200x100 image"):
+        locate_patch(windows, canvas, image, (14, 14), x=200, y=50)
+    two = [(0, 0, 100, 100), (0, 50, 100, 150)]
+    assert locate_patch(two, (100, 150), (100, 150), (10, 10), x=10, y=95) == PatchLocation(0, 9, 1, 91)
+    assert locate_patch(two, (100, 150), (100, 150), (10, 10), x=110, y=50).window == 1
+
+
+def test_a_segmentation_locates_patches_on_its_own_layout(tiny_model):
+    wide = Segmenter(tiny_model, SegmenterConfig(short_side=224, templates="simple"))
+    result = wide.segment(_photo(100, 200), "cat; dog", trace=True)
+    assert result.resized_size == (224, 448) and result.grid == (14, 14) == result.trace[0].grid
+    assert result.window_boxes() == [(0, 0, 100, 100), (0, 50, 100, 150), (0, 100, 100, 200)]
+    assert result.locate_patch(140, 5) == PatchLocation(2, 0, 5, 5)
+    assert result.locate_patch(80, 50) == PatchLocation(1, 7, 4, 102)
 
 
 def test_trace_covers_every_window(segmenter):
@@ -248,10 +346,36 @@ def test_truncated_and_missing_files(tmp_path):
         to_rgb_array(tmp_path / "missing.png")
 
 
+def test_the_header_gives_the_upright_size_and_refuses_before_decoding(tmp_path, monkeypatch):
+    rotated, plain, fake = tmp_path / "rotated.jpg", tmp_path / "plain.png", tmp_path / "fake.jpg"
+    picture = Image.fromarray(_photo(40, 60))
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    picture.save(rotated, exif=exif)
+    Image.new("L", (300, 200)).save(plain)
+    fake.write_text("hello")
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("pixel data was decoded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+        assert probe_size(rotated) == (40, 60) and probe_size(plain) == (300, 200)
+        with pytest.raises(InputError, match=r"the image is 300x200 \(0 megapixels\); the limit is 0 megapixels"):
+            probe_size(plain, max_pixels=50_000)
+        with pytest.raises(InputError, match=r"could not read the file as an image \(fake.jpg: UnidentifiedImage"):
+            probe_size(fake)
+        with pytest.raises(InputError, match="not found"):
+            probe_size(tmp_path / "missing.png")
+    monkeypatch.setattr(images_module, "MAX_READ_PIXELS", 50_000)
+    with pytest.raises(InputError, match="the image is 300x200"):
+        to_rgb_array(Image.new("RGB", (300, 200)))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (8, 3000, 3), (2500, 30, 3), (2100, 900)])
 def test_segmenter_on_tiny_wide_tall_and_huge_images(segmenter, shape):
     image = np.full(shape, 128, dtype=np.uint8)
-    result = segmenter.segment(image, "cat; dog", prob_threshold=0.3)
+    result = segmenter.segment(image, "cat; dog", rules=LabelRules(prob_threshold=0.3))
     expected = shape[:2]
     assert result.labels.shape == expected and result.probs.shape == (3, *expected)
     assert result.image.shape == (*expected, 3)

@@ -23,7 +23,7 @@ from demo.handlers import Handlers
 from demo.host import ModelHost, ModelTurns
 from demo.inputs import parse_settings, probe_image, stage_list
 from demo.sessions import RUN_AGAIN, SessionStore
-from scclip_core import InputError
+from scclip_core import InputError, LabelRules
 from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
@@ -165,7 +165,9 @@ def test_a_stage_list_sent_as_one_string_works() -> None:
     assert stage_list("anomaly") == ("anomaly",)
     assert stage_list("anomaly, multi-level") == ("anomaly", "multi_level")
     settings = parse_settings("sc-clip", "pre_aggregation", None, 0.5, "", None, None, None)
-    assert settings.stages.pre_aggregation and not settings.stages.anomaly and settings.params.beta == 0.5
+    stages = settings.variant.stages
+    assert stages.pre_aggregation and not stages.anomaly and settings.params.beta == 0.5
+    assert settings.rules == LabelRules(prob_threshold=0.15), "the trained-weights default; area 0 means off"
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +201,18 @@ def test_limits_validation_and_eviction_through_the_api(small_store_app: str, ph
     assert "no longer kept" in expired["message"] and "/segment" in expired["message"]
     _, again = second.predict(0.0, 0.0, api_name="/rethreshold")
     assert again["classes"] == ["red", "green", "background"]
+
+
+def test_the_shared_segmenters_never_remember_a_visitor_image(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    handlers = Handlers(host)
+    handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
+    _, again = handlers.segment(str(photo), "red; green", "", 0.0, progress=None)
+    assert again["reused_image_side"] is True, "reused through the session's own embedding"
+    handlers.ablate(str(photo), "red; blue", "", 0.0, templates="simple", comparisons=[], progress=None)
+    for templates in ("openai", "simple"):
+        with pytest.raises(InputError, match="no image set"):
+            host.segmenter(templates).predict("red")
 
 
 def test_rerendering_after_eviction_says_run_again_instead_of_failing(photo: Path) -> None:
@@ -311,7 +325,7 @@ def scored(photo: Path):
 def test_the_relabeller_applies_the_probability_rule_exactly(scored, prob_threshold: float) -> None:
     from demo.sessions import Relabeller
 
-    relabeller = Relabeller.from_scores(scored.pixel_scores, scored.input_size)
+    relabeller = Relabeller.from_segmentation(scored)
     expected = scored.with_thresholds(prob_threshold).labels
     assert np.array_equal(relabeller.labels(scored.background_index, prob_threshold, None), expected)
 
@@ -320,10 +334,10 @@ def test_the_relabeller_applies_the_probability_rule_exactly(scored, prob_thresh
 def test_the_relabeller_applies_the_area_rule_like_the_engine(scored, area_threshold: float) -> None:
     from demo.sessions import Relabeller
 
-    exact = Relabeller.from_scores(scored.pixel_scores, scored.input_size, probs_bytes=1 << 30)
+    exact = Relabeller.from_segmentation(scored, probs_bytes=1 << 30)
     expected = scored.with_thresholds(0.2, area_threshold).labels
     assert np.array_equal(exact.labels(scored.background_index, 0.2, area_threshold), expected)
-    small = Relabeller.from_scores(scored.pixel_scores, scored.input_size, probs_bytes=2000)
+    small = Relabeller.from_segmentation(scored, probs_bytes=2000)
     assert small.probs.nbytes <= 2000
     assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, (
         "with reduced probabilities only the pixels of dropped classes can differ"

@@ -12,6 +12,7 @@ from scclip_core import (
     METHODS,
     CalibrationParams,
     InputError,
+    LabelRules,
     LayerPreset,
     Method,
     Segmenter,
@@ -198,14 +199,13 @@ def test_segmenter_variants_give_the_labels_and_probs_of_separate_segmentations(
     shared = {name: embeddings[0].timings[name] for name in embeddings[0].shared_timings}
     assert set(shared) == {"preprocess", "backbone_shared"}
     for variant, embedding in zip(ABLATION, embeddings):
-        assert (embedding.method, embedding.stages) == (variant.method, variant.stages)
+        assert embedding.key.variant == variant
         assert set(embedding.timings) == {"preprocess", "backbone_shared", "last_block"}
         assert {name: embedding.timings[name] for name in embedding.shared_timings} == shared
         assert embedding.timings["last_block"] > 0
-        from_variants = segmenter.predict("cat; dog; sky", embedding=embedding, prob_threshold=0.3)
-        alone = segmenter.segment(
-            image, "cat; dog; sky", method=variant.method, stages=variant.stages, prob_threshold=0.3
-        )
+        rules = LabelRules(prob_threshold=0.3)
+        from_variants = segmenter.predict("cat; dog; sky", embedding=embedding, rules=rules)
+        alone = segmenter.segment(image, "cat; dog; sky", method=variant.method, stages=variant.stages, rules=rules)
         assert np.abs(from_variants.probs - alone.probs).max() <= 1e-5
         assert np.array_equal(from_variants.labels, alone.labels)
         assert from_variants.class_names == alone.class_names

@@ -21,7 +21,7 @@ _EXPORTS = {
         "dataset_names",
         "get_preset",
     ),
-    "runner": ("EvalResult", "RunSettings", "evaluate", "run_benchmark"),
+    "runner": ("EvalResult", "EvalSettings", "evaluate", "run_benchmark"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

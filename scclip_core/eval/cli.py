@@ -81,8 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--templates",
         choices=("openai", "simple"),
-        default="openai",
-        help="prompt templates: the 80 OpenAI ones (paper) or open_clip's 7 short ones (faster)",
+        help="prompt templates: the 80 OpenAI ones (paper, the default) or open_clip's 7 short ones (faster)",
     )
     overrides = parser.add_argument_group("preset overrides (default: the dataset's preset, see --list)")
     for flag, kind, text in OVERRIDES:
@@ -102,11 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol_settings(preset: DatasetPreset) -> str:
-    window = "whole image" if preset.stride is None else f"crop {preset.crop} stride {preset.stride}"
-    area = "-" if preset.area_threshold is None else f"{preset.area_threshold:g}"
+    config, rules = preset.config, preset.rules
+    window = "whole image" if config.stride is None else f"crop {config.crop} stride {config.stride}"
+    area = "-" if rules.area_threshold is None else f"{rules.area_threshold:g}"
     return (
-        f"short side {preset.short_side:<4} {window:<20} logit scale {preset.logit_scale:<4g} "
-        f"prob {preset.prob_threshold:<4g} area {area:<4} PAMR {preset.pamr_steps:<2} {preset.precision}"
+        f"short side {config.short_side:<4} {window:<20} logit scale {rules.logit_scale:<4g} "
+        f"prob {rules.prob_threshold:<4g} area {area:<4} PAMR {config.pamr_steps:<2} {preset.precision}"
     )
 
 

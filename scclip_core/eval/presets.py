@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ..errors import InputError
+from ..presets import LabelRules, SegmenterConfig
+
 CLASSES_DIR = Path(__file__).with_name("classes")
 IGNORE_INDEX = 255
 BACKGROUND_NAME = "background"
@@ -26,15 +29,18 @@ PROTOCOLS: tuple[str, ...] = ("scclip", "own")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
+EVAL_CONFIG = SegmenterConfig(max_input_side=None)  # the paper's protocol; images are never downscaled first
+
+
 @dataclass(frozen=True)
 class DatasetPreset:
-    """Everything that defines how one benchmark is evaluated.
+    """Everything that defines how one benchmark is evaluated: its classes, the inference protocol (`config`,
+    whose templates are the text side's), the labelling rules, and the model's precision.
 
-    `background_index` is the class that low-confidence pixels fall back to (prob/area thresholds);
+    `background_index` is the class that pixels rejected by the rules' thresholds fall back to;
     `reduce_zero_label` maps ground-truth 0 to the ignore index and shifts the other labels down by one,
-    as MMSegmentation does for VOC20, Context59 and ADE20K. `stride=None` evaluates whole images, no windows.
-    `pamr_steps` > 0 refines the logits with PAMR (dilations 8 and 16); `precision` is the model's on CUDA
-    (every official implementation runs fp16 there; on the CPU the engine always uses fp32).
+    as MMSegmentation does for VOC20, Context59 and ADE20K. `precision` is the model's on CUDA (every
+    official implementation runs fp16 there; on the CPU the engine always uses fp32).
     """
 
     name: str
@@ -43,45 +49,45 @@ class DatasetPreset:
     classes_file: str
     background_index: int | None
     reduce_zero_label: bool
-    short_side: int = 336
-    max_long_side: int = 2048
-    crop: int = 224
-    stride: int | None = 112
-    logit_scale: float = 40.0
-    prob_threshold: float = 0.0
-    area_threshold: float | None = None
-    pamr_steps: int = 0
+    config: SegmenterConfig = EVAL_CONFIG
+    rules: LabelRules = LabelRules()
     precision: str = "fp16"
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
-        if self.short_side < 1 or self.max_long_side < self.short_side:
-            raise ValueError(
-                f"short_side={self.short_side} must be >= 1 and at most max_long_side={self.max_long_side}"
+        config, rules = self.config, self.rules
+        if config.short_side is None or config.max_long_side < config.short_side:
+            raise InputError(
+                f"short_side={config.short_side} must be set and at most max_long_side={config.max_long_side}"
             )
-        if self.crop < 1 or (self.stride is not None and not 1 <= self.stride <= self.crop):
-            raise ValueError(f"need crop >= 1 and 1 <= stride <= crop, got crop={self.crop}, stride={self.stride}")
-        if self.logit_scale <= 0:
-            raise ValueError(f"logit_scale must be positive, not {self.logit_scale}")
-        if not 0.0 <= self.prob_threshold <= 1.0:
-            raise ValueError(f"prob_threshold must be in [0, 1], not {self.prob_threshold}")
-        if self.area_threshold is not None and not 0.0 <= self.area_threshold <= 1.0:
-            raise ValueError(f"area_threshold must be in [0, 1], not {self.area_threshold}")
-        if self.pamr_steps < 0:
-            raise ValueError(f"pamr_steps must be >= 0, not {self.pamr_steps}")
+        if config.stride is not None and config.stride > config.crop:
+            raise InputError(f"need stride <= crop, got crop={config.crop}, stride={config.stride}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, not {self.precision!r}")
-        if (self.prob_threshold > 0 or self.area_threshold is not None) and self.background_index is None:
-            raise ValueError(
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, not {self.precision!r}")
+        if (rules.prob_threshold > 0 or rules.area_threshold is not None) and self.background_index is None:
+            raise InputError(
                 f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
             )
 
     def with_overrides(self, **changes: object) -> DatasetPreset:
-        """A copy with the given fields replaced (checked again, so a bad value raises ValueError)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        """A copy with the given fields replaced: the preset's own, or those of its config or rules by name
+        (`short_side`, `prob_threshold`, ...). Checked again, so a bad value raises InputError."""
+        own = {f.name for f in dataclasses.fields(self)}
+        of_config = {f.name for f in dataclasses.fields(SegmenterConfig)}
+        of_rules = {f.name for f in dataclasses.fields(LabelRules)}
+        unknown = sorted(set(changes) - own - of_config - of_rules)
         if unknown:
-            raise ValueError(f"unknown preset field(s) {unknown}")
-        return dataclasses.replace(self, **changes)
+            raise InputError(f"unknown preset field(s) {unknown}")
+        replaced = {name: value for name, value in changes.items() if name in own}
+        config = replaced.get("config", self.config)
+        rules = replaced.get("rules", self.rules)
+        replaced["config"] = dataclasses.replace(
+            config, **{name: value for name, value in changes.items() if name in of_config}
+        )
+        replaced["rules"] = dataclasses.replace(
+            rules, **{name: value for name, value in changes.items() if name in of_rules}
+        )
+        return dataclasses.replace(self, **replaced)
 
     @property
     def queries(self) -> tuple[tuple[str, ...], ...]:
@@ -101,8 +107,33 @@ class DatasetPreset:
         return len(self.queries)
 
     def settings(self) -> dict[str, object]:
-        """The fields as plain JSON-ready data."""
-        return dataclasses.asdict(self)
+        """The protocol as flat JSON-ready data. These keys name run folders (`EvalSettings.run_name`), so they
+        stay as they were; image-side config fields beyond them appear only when changed from EVAL_CONFIG."""
+        config, rules = self.config, self.rules
+        changed = {
+            name: getattr(config, name)
+            for name in ("max_input_side", "pamr_dilations")
+            if getattr(config, name) != getattr(EVAL_CONFIG, name)
+        }
+        return {
+            "name": self.name,
+            "title": self.title,
+            "layout": self.layout,
+            "classes_file": self.classes_file,
+            "background_index": self.background_index,
+            "reduce_zero_label": self.reduce_zero_label,
+            "short_side": config.short_side,
+            "max_long_side": config.max_long_side,
+            "crop": config.crop,
+            "stride": config.stride,
+            "logit_scale": rules.logit_scale,
+            "prob_threshold": rules.prob_threshold,
+            "area_threshold": rules.area_threshold,
+            "pamr_steps": config.pamr_steps,
+            "precision": self.precision,
+            "ignore_index": self.ignore_index,
+            **changed,
+        }
 
 
 @cache
@@ -131,9 +162,7 @@ PRESETS: dict[str, DatasetPreset] = {
             classes_file="voc21.txt",
             background_index=0,
             reduce_zero_label=False,
-            logit_scale=50.0,
-            prob_threshold=0.15,
-            area_threshold=0.1,
+            rules=LabelRules(prob_threshold=0.15, area_threshold=0.1, logit_scale=50.0),
         ),
         DatasetPreset(
             name="context60",
@@ -142,7 +171,7 @@ PRESETS: dict[str, DatasetPreset] = {
             classes_file="context60.txt",
             background_index=0,
             reduce_zero_label=False,
-            prob_threshold=0.15,
+            rules=LabelRules(prob_threshold=0.15),
         ),
         DatasetPreset(
             name="coco_object",
@@ -151,8 +180,7 @@ PRESETS: dict[str, DatasetPreset] = {
             classes_file="coco_object.txt",
             background_index=0,
             reduce_zero_label=False,
-            logit_scale=55.0,
-            prob_threshold=0.35,
+            rules=LabelRules(prob_threshold=0.35, logit_scale=55.0),
         ),
         DatasetPreset(
             name="voc20",
@@ -185,7 +213,7 @@ PRESETS: dict[str, DatasetPreset] = {
             classes_file="cityscapes.txt",
             background_index=None,
             reduce_zero_label=False,
-            short_side=560,
+            config=dataclasses.replace(EVAL_CONFIG, short_side=560),
         ),
         DatasetPreset(
             name="ade20k",
@@ -228,8 +256,8 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
 class MethodProtocol:
     """A comparison method's own evaluation settings: `common` applies to every dataset, then `per_dataset`.
 
-    `common` sets every protocol field, so nothing is inherited from SC-CLIP's presets; `source` says where
-    the values were read.
+    Both map preset field names (`DatasetPreset.with_overrides`) to values. `common` sets every protocol field,
+    so nothing is inherited from SC-CLIP's presets; `source` says where the values were read.
     """
 
     source: str
@@ -345,9 +373,9 @@ def get_preset(
     key = dataset.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(PRESETS)}")
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     preset = PRESETS[key]
     if protocol == "own" and method in OWN_PROTOCOLS:
         return preset.with_overrides(**OWN_PROTOCOLS[method].changes(key))

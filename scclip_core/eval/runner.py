@@ -25,16 +25,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from .. import (
-    CalibrationParams,
-    LoadedModel,
-    Segmenter,
-    SegmenterConfig,
-    Stages,
-    TextEmbeddingCache,
-    Vocabulary,
-    load_model,
-)
+from .. import CalibrationParams, LoadedModel, Segmenter, Stages, TextEmbeddingCache, Vocabulary, load_model
 from . import distributed
 from .datasets import LAYOUTS, Sample, list_samples, read_image, read_label
 from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, to_sparse
@@ -45,8 +36,11 @@ _PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """Everything that changes the numbers; equal settings share a run directory (and resume)."""
+class EvalSettings:
+    """Everything that changes the numbers; equal settings share a run directory (and resume).
+
+    The prompt templates are the preset's (`preset.config.templates`).
+    """
 
     preset: DatasetPreset
     model_name: str
@@ -54,7 +48,6 @@ class RunSettings:
     method: str = "sc-clip"
     stages: Stages = field(default_factory=Stages)
     params: CalibrationParams = field(default_factory=CalibrationParams)
-    templates: str = "openai"
     protocol: str = "scclip"
 
     def to_json(self) -> dict[str, object]:
@@ -67,7 +60,7 @@ class RunSettings:
             "method": self.method,
             "stages": dataclasses.asdict(self.stages),
             "params": dataclasses.asdict(self.params),
-            "templates": self.templates,
+            "templates": self.preset.config.templates,
             "record_format": RECORD_FORMAT,
         }
 
@@ -82,7 +75,7 @@ class RunSettings:
 class EvalResult:
     """Scores over all selected images plus how this run went."""
 
-    settings: RunSettings
+    settings: EvalSettings
     scores: SegmentationScores
     confusion: np.ndarray
     images: int
@@ -124,7 +117,7 @@ class EvalResult:
         lines = [
             f"{settings.preset.name}: {settings.preset.title}",
             f"model {settings.model_name} ({settings.weights}), method {settings.method}, "
-            f"protocol {settings.protocol}, PAMR steps {settings.preset.pamr_steps}, "
+            f"protocol {settings.protocol}, PAMR steps {settings.preset.config.pamr_steps}, "
             f"stages off: {', '.join(n for n in Stages.names() if not getattr(settings.stages, n)) or 'none'}",
             f"{self.images} images, {rate}",
             *(f"note: {notice}" for notice in self.notices),
@@ -249,38 +242,22 @@ def build_vocabulary(preset: DatasetPreset) -> Vocabulary:
 _TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = weakref.WeakKeyDictionary()
 
 
-def build_segmenter(model: LoadedModel, preset: DatasetPreset, templates: str = "openai") -> Segmenter:
-    """A segmenter with the paper's evaluation protocol: keep-ratio resize, sliding windows, no input cap.
+def build_segmenter(model: LoadedModel, preset: DatasetPreset) -> Segmenter:
+    """A segmenter with the preset's protocol (for the benchmarks: keep-ratio resize, sliding windows, no input cap).
 
     Segmenters of the same model share text embeddings in memory, so sweeps over stages or thresholds embed
     each class list once; the on-disk cache (keyed by the weights' content) carries them across runs.
     """
-    config = SegmenterConfig(
-        short_side=preset.short_side,
-        max_long_side=preset.max_long_side,
-        crop=preset.crop,
-        stride=preset.stride,
-        logit_scale=preset.logit_scale,
-        max_input_side=None,
-        templates=templates,
-        pamr_steps=preset.pamr_steps,
-    )
-    return Segmenter(model, config, text_cache=_TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache.default()))
+    text_cache = _TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache.default())
+    return Segmenter(model, preset.config, text_cache=text_cache)
 
 
 def predict_labels(
-    segmenter: Segmenter, vocabulary: Vocabulary, preset: DatasetPreset, image: np.ndarray, settings: RunSettings
+    segmenter: Segmenter, vocabulary: Vocabulary, image: np.ndarray, settings: EvalSettings
 ) -> np.ndarray:
-    """Predicted class indices (H, W) at the image's own resolution."""
-    embedding = segmenter.set_image(image, method=settings.method, stages=settings.stages, params=settings.params)
-    segmentation = segmenter.predict(
-        vocabulary,
-        embedding=embedding,
-        prob_threshold=preset.prob_threshold,
-        area_threshold=preset.area_threshold,
-        logit_scale=preset.logit_scale,
-    )
-    return segmentation.labels
+    """Predicted class indices (H, W) at the image's own resolution, under the preset's rules."""
+    embedding = segmenter.embed_image(image, method=settings.method, stages=settings.stages, params=settings.params)
+    return segmenter.predict(vocabulary, embedding=embedding, rules=settings.preset.rules).labels
 
 
 def evaluate(
@@ -291,7 +268,7 @@ def evaluate(
     method: str = "sc-clip",
     stages: Stages | None = None,
     params: CalibrationParams | None = None,
-    templates: str = "openai",
+    templates: str | None = None,
     protocol: str = "scclip",
     out: str | os.PathLike[str] | None = None,
     limit: int | None = None,
@@ -304,19 +281,21 @@ def evaluate(
     summed over processes; every process returns the same result. With `out`, per-image records and
     `results.json` go to `<out>/<run name>/`, and images recorded there before are not run again
     (`resume=False` deletes those records first). A dataset name selects its preset for this model, method
-    and `protocol` (`scclip` or `own`, see `get_preset`); a DatasetPreset is used as given.
+    and `protocol` (`scclip` or `own`, see `get_preset`); a DatasetPreset is used as given. `templates` replaces
+    the preset's prompt templates (None: the preset's).
     """
     if isinstance(preset, str):
         preset = get_preset(preset, model.name, method=method, protocol=protocol)
     preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
-    settings = RunSettings(
+    if templates is not None:
+        preset = preset.with_overrides(templates=templates)
+    settings = EvalSettings(
         preset=preset,
         model_name=model.name,
         weights=model.weights,
         method=method,
         stages=stages or Stages(),
         params=params or CalibrationParams(),
-        templates=templates,
         protocol=protocol,
     )
     process = distributed.start(str(model.device))
@@ -327,7 +306,7 @@ def evaluate(
 
 
 def _evaluate_in_group(
-    settings: RunSettings,
+    settings: EvalSettings,
     root: str | os.PathLike[str],
     model: LoadedModel,
     process: distributed.ProcessInfo,
@@ -336,7 +315,7 @@ def _evaluate_in_group(
     resume: bool,
     show_progress: bool,
 ) -> EvalResult:
-    preset, templates = settings.preset, settings.templates
+    preset = settings.preset
     samples = list_samples(LAYOUTS[preset.layout], root, limit)
     run_dir = Path(out) / settings.run_name() if out is not None else None
     store = RecordStore(run_dir, preset.num_classes) if run_dir is not None else None
@@ -357,13 +336,13 @@ def _evaluate_in_group(
         _write_json(run_dir / "settings.json", settings.to_json())
     distributed.barrier()
 
-    segmenter = build_segmenter(model, preset, templates)
+    segmenter = build_segmenter(model, preset)
     vocabulary = build_vocabulary(preset)
     label = preset.name if process.world_size == 1 else f"{preset.name} rank 0/{process.world_size}"
     progress = ProgressBar(len(mine), label) if show_progress and process.is_main and mine else None
 
     started = time.perf_counter()
-    current = _evaluate_samples(mine, segmenter, vocabulary, preset, settings, store, process.rank, progress)
+    current = _evaluate_samples(mine, segmenter, vocabulary, settings, store, process.rank, progress)
     seconds = distributed.max_across(time.perf_counter() - started)
     current = distributed.sum_across(current)
     processed = int(distributed.sum_across(np.array([len(mine)], dtype=np.int64))[0])
@@ -391,13 +370,13 @@ def _evaluate_samples(
     samples: list[Sample],
     segmenter: Segmenter,
     vocabulary: Vocabulary,
-    preset: DatasetPreset,
-    settings: RunSettings,
+    settings: EvalSettings,
     store: RecordStore | None,
     rank: int,
     progress: ProgressBar | None,
 ) -> np.ndarray:
     """Summed confusion matrix over `samples`, recording each image as it finishes."""
+    preset = settings.preset
     total = np.zeros((preset.num_classes, preset.num_classes), dtype=np.int64)
     if not samples:
         return total
@@ -406,7 +385,7 @@ def _evaluate_samples(
         started = time.perf_counter()
         for sample, image, truth in _read_ahead(samples, preset):
             with torch.inference_mode():
-                predicted = predict_labels(segmenter, vocabulary, preset, image, settings)
+                predicted = predict_labels(segmenter, vocabulary, image, settings)
             if predicted.shape != truth.shape:
                 raise RuntimeError(
                     f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
@@ -465,7 +444,7 @@ def run_benchmark(
     disable: tuple[str, ...] = (),
     params: CalibrationParams | None = None,
     overrides: dict[str, object] | None = None,
-    templates: str = "openai",
+    templates: str | None = None,
     protocol: str = "scclip",
     out: str | os.PathLike[str] | None = None,
     limit: int | None = None,
