@@ -25,6 +25,8 @@ from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
     ImageEmbedding,
     LoadedModel,
+    PatchNamer,
+    PointNames,
     ScclipError,
     Segmentation,
     Segmenter,
@@ -33,6 +35,7 @@ from scclip_core import (
     Variant,
     Vocabulary,
     load_model,
+    preset_queries,
 )
 from scclip_core.images import cap_size
 
@@ -108,6 +111,7 @@ class ModelHost:
         self.turns = ModelTurns()
         self.model: LoadedModel | None = None
         self._segmenters: dict[str, Segmenter] = {}
+        self.namer: PatchNamer | None = None
         self.load_error: str | None = None
         try:
             self.model = load_model(model_name, weights=weights)
@@ -118,6 +122,7 @@ class ModelHost:
             }
             for segmenter in self._segmenters.values():
                 segmenter.text.embed(DEFAULT_BACKGROUND_WORDS)
+            self.namer = PatchNamer(self._segmenters["simple"].text)
         except ScclipError as error:
             self.load_error = str(error)
         except Exception as error:
@@ -165,6 +170,33 @@ class ModelHost:
         for start in range(0, len(missing), step):
             with self.turns.turn():
                 segmenter.text.embed(missing[start : start + step])
+
+    def warm_up(self) -> threading.Thread | None:
+        """Embed the vocabulary presets' names and the patch namer's vocabulary with the short templates, in the
+        background and in turns, so that picking a preset or naming a patch costs no text encoding later (the
+        on-disk text cache keeps them across restarts). Returns the thread, or None without a model."""
+        if not self._segmenters:
+            return None
+        names = list(dict.fromkeys([*preset_queries(), *self.namer.names]))
+
+        def embed() -> None:
+            try:
+                self.embed_text(self._segmenters["simple"], names)
+                _ = self.namer.embeddings
+            except Exception:
+                LOGGER.exception("embedding the preset vocabularies failed; they will be embedded when first used")
+
+        thread = threading.Thread(target=embed, name="scclip-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def name_patch(self, embedding: ImageEmbedding, point: tuple[int, int], extra_names: Sequence[str]) -> PointNames:
+        """The top 10 names of the patch under `point`, calibrated and in vanilla CLIP (text encoding in turns)."""
+        if self.namer is None:
+            self.segmenter("simple")
+        self.embed_text(self._segmenters["simple"], [*self.namer.names, *extra_names])
+        with self.turns.turn():
+            return self.namer.name_point(embedding, *point, k=10, extra_names=extra_names)
 
     def banner_html(self) -> str:
         """A coloured banner: the load failure with its fix, the untrained-weights warning, or the model info."""

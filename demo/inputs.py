@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from scclip_core import (
     Vocabulary,
     parse_classes,
     parse_words,
+    preset_queries,
     probe_size,
     to_rgb_array,
 )
@@ -40,33 +41,44 @@ MAX_IMAGE_PIXELS = 80_000_000  # this demo's limit per upload, below the engine'
 class RequestLimits:
     """What one request may ask of the shared model, so that no visitor holds it for long.
 
-    Above `full_template_prompts` new prompts (class names not yet embedded, times 80 templates), a request runs
-    with the 7 short templates instead, and says so.
+    Classes whose every name comes from a vocabulary preset (`preset_names`) are free: their text is embedded
+    once, when the app starts. Above `full_template_prompts` new prompts (class names not yet embedded, times 80
+    templates), a request runs with the 7 short templates instead, and says so.
     """
 
     max_classes: int = 100
     max_names: int = 200
     full_template_prompts: int = 2400
+    preset_names: frozenset[str] = field(default_factory=lambda: frozenset(name.lower() for name in preset_queries()))
 
     def check(self, vocabulary: Vocabulary) -> None:
-        """Raise InputError when the class list is longer than one request may be."""
-        typed = [synonyms for index, synonyms in enumerate(vocabulary.classes) if index != vocabulary.background_index]
-        if len(typed) > self.max_classes:
+        """Raise InputError when the class list (besides preset classes) is longer than one request may be."""
+        own = [
+            synonyms
+            for index, synonyms in enumerate(vocabulary.classes)
+            if index != vocabulary.background_index and not self._from_presets(synonyms)
+        ]
+        if len(own) > self.max_classes:
             raise InputError(
-                f"{len(typed)} classes given; this demo takes at most {self.max_classes} per request so that other "
-                "visitors are not kept waiting. Split the list, or run the command-line tool for larger vocabularies."
+                f"{len(own)} classes of your own given; this demo takes at most {self.max_classes} per request (the "
+                "vocabulary presets' classes do not count) so that other visitors are not kept waiting. Split the "
+                "list, or run the command-line tool for larger vocabularies."
             )
-        names = len(vocabulary.queries)
+        names = sum(len(synonyms) for synonyms in vocabulary.classes if not self._from_presets(synonyms))
         if names > self.max_names:
             raise InputError(
-                f"{names} names given (classes, synonyms and background words together); this demo takes at most "
-                f"{self.max_names} per request. Drop some synonyms or background words."
+                f"{names} names given (classes, synonyms and background words together, besides the presets'); "
+                f"this demo takes at most {self.max_names} per request. Drop some synonyms or background words."
             )
+
+    def _from_presets(self, synonyms: Sequence[str]) -> bool:
+        return all(name.lower() in self.preset_names for name in synonyms)
 
     def describe(self) -> str:
         return (
-            f"up to {self.max_classes} classes and {self.max_names} names (synonyms and background words included) "
-            f"per request; above {self.full_template_prompts // 80} new names, the 7 short prompt templates are used"
+            f"up to {self.max_classes} classes and {self.max_names} names of your own (synonyms and background words "
+            "included) per request, besides any classes of the vocabulary presets; above "
+            f"{self.full_template_prompts // 80} new names, the 7 short prompt templates are used"
         )
 
 

@@ -34,12 +34,13 @@ RUN_AGAIN = (
     f"(results are kept for {SESSION_TTL_S // 60} minutes after their last use, and the oldest go first when many "
     "people use the demo). Press **Segment** to run again."
 )
-_DRAWN_MATRICES = (
+_HALF_PRECISION_VIEWS = (
     "mid_similarity",
     "last_similarity",
     "calibrated_similarity",
     "attention_uncalibrated",
     "attention_calibrated",
+    "vanilla_embeddings",
 )
 
 
@@ -156,12 +157,13 @@ def _nbytes(*values: Any) -> int:
 
 
 def compact_trace(trace: list | None) -> list | None:
-    """The inside-view matrices in float16, as they are only ever drawn; the ones never drawn are dropped."""
+    """The inside-view matrices (only ever drawn) and the vanilla patch embeddings (only ranked against text) in
+    float16; the parts never shown are dropped."""
     if trace is None:
         return None
     empty = torch.empty(0, dtype=torch.float16)
     return [
-        replace(crop, shallow_similarity=empty, **{name: getattr(crop, name).half() for name in _DRAWN_MATRICES})
+        replace(crop, shallow_similarity=empty, **{name: getattr(crop, name).half() for name in _HALF_PRECISION_VIEWS})
         for crop in trace
     ]
 

@@ -49,7 +49,13 @@ _EXPORTS = {
         "parse_classes",
         "parse_words",
     ),
-    "vocabularies": ("VOCABULARY_PRESETS", "VocabularyPreset", "builtin_vocabulary", "vocabulary_preset"),
+    "vocabularies": (
+        "VOCABULARY_PRESETS",
+        "VocabularyPreset",
+        "builtin_vocabulary",
+        "preset_queries",
+        "vocabulary_preset",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

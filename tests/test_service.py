@@ -23,7 +23,7 @@ from demo.handlers import Handlers
 from demo.host import ModelHost, ModelTurns
 from demo.inputs import parse_settings, probe_image, stage_list
 from demo.sessions import RUN_AGAIN, SessionStore
-from scclip_core import InputError, LabelRules
+from scclip_core import InputError, LabelRules, preset_queries, vocabulary_preset
 from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
@@ -342,3 +342,34 @@ def test_the_relabeller_applies_the_area_rule_like_the_engine(scored, area_thres
     assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, (
         "with reduced probabilities only the pixels of dropped classes can differ"
     )
+
+
+def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    coco = vocabulary_preset("coco_stuff").as_text()
+    _, summary = handlers.segment(str(photo), coco, "", 0.0, templates="simple", progress=None)
+    assert len(summary["classes"]) == 171, "171 classes, over the 100 a visitor may type, run as a preset"
+    own = "; ".join(f"thing {index}" for index in range(101))
+    with pytest.raises(gr.Error, match="101 classes of your own"):
+        handlers.segment(str(photo), f"{coco}\n{own}", "", 0.0, templates="simple", progress=None)
+    with pytest.raises(gr.Error, match="101 classes of your own"):
+        handlers.segment(str(photo), own, "", 0.0, templates="simple", progress=None)
+
+
+def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host.warm_up().join(60)
+    short = host.segmenter("simple")
+    assert short.text.uncached(preset_queries()) == [] and short.text.uncached(host.namer.names) == []
+    handlers = Handlers(host)
+    _, summary = handlers.segment(str(photo), vocabulary_preset("ade20k").as_text(), "", 0.0, progress=None)
+    assert any("7 short prompt templates" in notice for notice in summary["notices"]), "80 templates: too many new"
+
+
+def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    embedding = host.segmenter("simple").embed_image(str(photo), trace=True)
+    named = host.name_patch(embedding, (10, 10), ["red square"])
+    assert len(named.calibrated) == len(named.vanilla) == 10
+    assert named.location.window == 0 and named.calibrated != named.vanilla
+    assert "red square" in host.namer.vocabulary(["red square"])[0]
