@@ -31,7 +31,8 @@ def build_demo(
     config: SegmenterConfig | None = None,
     session_budget_mb: int | None = None,
 ) -> gr.Blocks:
-    """Load the one model of this process (never raising: a failure becomes a banner) and build the page.
+    """Load the one model of this process (never raising: a failure becomes a banner), start embedding the
+    vocabulary presets in the background, and build the page.
 
     `config` overrides the paper's inference protocol (tests use a smaller one to stay fast).
     """
@@ -39,7 +40,9 @@ def build_demo(
     model_name = model_name or os.environ.get("SCCLIP_MODEL", DEFAULT_MODEL)
     weights = weights or os.environ.get("SCCLIP_WEIGHTS", DEFAULT_WEIGHTS)
     budget = session_budget_mb or int(os.environ.get("SCCLIP_SESSION_BUDGET_MB", DEFAULT_BUDGET_MB))
-    return build_interface(ModelHost(model_name, weights, config=config), SessionStore(budget << 20))
+    host = ModelHost(model_name, weights, config=config)
+    host.warm_up()
+    return build_interface(host, SessionStore(budget << 20))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -37,12 +37,13 @@ from demo.views import (
     describe_run,
     legend_html,
     overlay_picture,
+    patch_names_html,
     summary,
     timings_html,
     window_crop,
     write_outputs,
 )
-from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render
+from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render, vocabulary_preset
 
 LOGGER = logging.getLogger(__name__)
 LOCAL_SESSION = "local"
@@ -265,6 +266,8 @@ class Handlers:
             None,
             "",
             "",
+            "",
+            "",
             [],
         )
 
@@ -442,6 +445,28 @@ class Handlers:
             f"at x={point[0]}, y={point[1]}. Click another spot on the image to move it."
         )
         return marked, overview, attention, marked, similarity, message, message
+
+    def patch_names(self, point: tuple[int, int] | None, request: gr.Request = None) -> tuple[Any, Any]:
+        """What the picked patch (default: the image centre) looks like in words, after calibration and in
+        vanilla CLIP, for both inside-view tabs."""
+        session = self.store.get(session_id(request))
+        if session is None or not session.embedding.trace:
+            return "", ""
+        segmentation = session.segmentation
+        height, width = segmentation.image.shape[:2]
+        own = [name for index, name in enumerate(segmentation.class_names) if index != segmentation.background_index]
+        named = self.host.name_patch(session.embedding, point or (width // 2, height // 2), own)
+        view = patch_names_html(named, segmentation.method, own, untrained=segmentation.is_random_weights)
+        return view, view
+
+    def preset_classes(self, key: str | None) -> Any:
+        """The class box's text for a vocabulary preset; 'my classes' leaves the box as it is."""
+        if not key:
+            return gr.skip()
+        try:
+            return vocabulary_preset(key).as_text("; ")
+        except InputError as error:
+            raise user_error(error) from error
 
     def forget(self, request: gr.Request = None) -> None:
         """The tab was closed: its result is dropped at once."""

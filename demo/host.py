@@ -113,6 +113,8 @@ class ModelHost:
         self._segmenters: dict[str, Segmenter] = {}
         self.namer: PatchNamer | None = None
         self.load_error: str | None = None
+        self._warm_lock = threading.Lock()
+        self._warm_thread: threading.Thread | None = None
         try:
             self.model = load_model(model_name, weights=weights)
             text_cache = TextEmbeddingCache.default()
@@ -174,27 +176,33 @@ class ModelHost:
     def warm_up(self) -> threading.Thread | None:
         """Embed the vocabulary presets' names and the patch namer's vocabulary with the short templates, in the
         background and in turns, so that picking a preset or naming a patch costs no text encoding later (the
-        on-disk text cache keeps them across restarts). Returns the thread, or None without a model."""
+        on-disk text cache keeps them across restarts). Starts once; returns the thread, or None without a model."""
         if not self._segmenters:
             return None
-        names = list(dict.fromkeys([*preset_queries(), *self.namer.names]))
+        with self._warm_lock:
+            if self._warm_thread is None:
+                names = list(dict.fromkeys([*preset_queries(), *self.namer.names]))
 
-        def embed() -> None:
-            try:
-                self.embed_text(self._segmenters["simple"], names)
-                _ = self.namer.embeddings
-            except Exception:
-                LOGGER.exception("embedding the preset vocabularies failed; they will be embedded when first used")
+                def embed() -> None:
+                    try:
+                        self.embed_text(self._segmenters["simple"], names)
+                    except Exception:
+                        LOGGER.exception("embedding the preset vocabularies failed")
 
-        thread = threading.Thread(target=embed, name="scclip-warm-up", daemon=True)
-        thread.start()
-        return thread
+                self._warm_thread = threading.Thread(target=embed, name="scclip-warm-up", daemon=True)
+                self._warm_thread.start()
+            return self._warm_thread
 
-    def name_patch(self, embedding: ImageEmbedding, point: tuple[int, int], extra_names: Sequence[str]) -> PointNames:
-        """The top 10 names of the patch under `point`, calibrated and in vanilla CLIP (text encoding in turns)."""
-        if self.namer is None:
-            self.segmenter("simple")
-        self.embed_text(self._segmenters["simple"], [*self.namer.names, *extra_names])
+    def name_patch(
+        self, embedding: ImageEmbedding, point: tuple[int, int], extra_names: Sequence[str]
+    ) -> PointNames | None:
+        """The top 10 names of the patch under `point`, calibrated and in vanilla CLIP; None while the namer's
+        vocabulary is still being embedded (`warm_up`, started here if it was not), so a click never waits."""
+        simple = self.segmenter("simple")
+        if simple.text.uncached(self.namer.names):
+            self.warm_up()
+            return None
+        self.embed_text(simple, extra_names)
         with self.turns.turn():
             return self.namer.name_point(embedding, *point, k=10, extra_names=extra_names)
 

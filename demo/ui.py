@@ -18,7 +18,7 @@ from demo.host import ModelHost
 from demo.inputs import DEFAULT_BETA, MAX_IMAGE_PIXELS, TEMPLATE_LABELS
 from demo.sessions import SESSION_TTL_S, SessionStore
 from demo.views import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, VOCABULARY_PRESETS, Stages
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
@@ -108,6 +108,13 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                     elem_id="input-image",
                 )
                 examples_anchor = gr.Column(elem_id="examples-column")
+                vocabulary = gr.Dropdown(
+                    choices=[("my classes", ""), *((preset.label, preset.key) for preset in VOCABULARY_PRESETS)],
+                    value="",
+                    label="Vocabulary",
+                    info="A benchmark's class list fills the box below (its text is precomputed); edit it freely.",
+                    elem_id="vocabulary-preset",
+                )
                 classes = gr.Textbox(
                     label="Classes",
                     info=CLASS_HELP,
@@ -219,6 +226,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             elem_classes="figure-view",
                         )
                         patch_message = gr.Markdown("", elem_id="patch-message")
+                        anomaly_names = gr.HTML("", elem_id="anomaly-patch-names")
                         with gr.Row(equal_height=False):
                             anomaly_click = gr.Image(
                                 label="Pick a patch",
@@ -243,6 +251,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             "calibrate the last layer. Green contours: the β threshold; pairs inside are aggregated."
                         )
                         similarity_message = gr.Markdown("", elem_id="similarity-message")
+                        similarity_names = gr.HTML("", elem_id="similarity-patch-names")
                         similarity_click = gr.Image(
                             label="Pick a patch",
                             interactive=False,
@@ -341,6 +350,8 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             hidden,
             status,
             *patch_outputs,
+            anomaly_names,
+            similarity_names,
             heatmap_gallery,
         ]
         segmented = gr.on(
@@ -382,6 +393,12 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             handlers.patch_views,
             inputs=point,
             outputs=patch_outputs,
+            api_visibility="private",
+            show_progress="hidden",
+        ).success(
+            handlers.patch_names,
+            inputs=point,
+            outputs=[anomaly_names, similarity_names],
             api_visibility="private",
             show_progress="hidden",
         ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
@@ -426,7 +443,11 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             inputs=point,
             outputs=patch_outputs,
             **cheap,
+        ).success(handlers.patch_names, inputs=point, outputs=[anomaly_names, similarity_names], **cheap)
+        vocabulary.input(
+            handlers.preset_classes, inputs=vocabulary, outputs=classes, api_visibility="private", queue=False
         )
+        classes.input(lambda: "", outputs=vocabulary, api_visibility="private", queue=False, show_progress="hidden")
         demo.unload(handlers.forget)
 
         run_ablation.click(

@@ -18,7 +18,7 @@ from PIL import Image
 
 from demo.host import AblationRun
 from demo.sessions import SESSION_TTL_S
-from scclip_core import METHODS, Segmentation, Stages, render
+from scclip_core import METHODS, NameMatch, PointNames, Segmentation, Stages, render
 
 STAGE_LABELS: dict[str, str] = {
     "anomaly": "anomaly resolution",
@@ -162,6 +162,40 @@ def legend_html(segmentation: Segmentation, hidden: Sequence[str] = ()) -> str:
         else ""
     )
     return f'<div id="legend-entries">{warning}{"".join(rows)}</div>'
+
+
+def patch_names_html(named: PointNames | None, method: str, own_names: Sequence[str], *, untrained: bool) -> str:
+    """The top names of the picked patch after calibration beside vanilla CLIP's, each with its cosine; the
+    visitor's own classes in bold. Two columns that stack on a phone."""
+    if named is None:
+        return (
+            '<div class="patch-names-pending">The names to compare with (the five vocabulary presets, 288 names) are '
+            "still being embedded on this server; click the patch again in a minute.</div>"
+        )
+    own = {name.lower() for name in own_names}
+
+    def column(title: str, matches: Sequence[NameMatch], kind: str) -> str:
+        rows = "".join(
+            f'<li data-name="{html.escape(match.name)}">'
+            f"{'<b>' if match.name.lower() in own else ''}{html.escape(match.name)}"
+            f"{'</b>' if match.name.lower() in own else ''} "
+            f'<span style="color:#6b7280;font-variant-numeric:tabular-nums">{match.cosine:.3f}</span></li>'
+            for match in matches
+        )
+        return (
+            f'<div class="patch-names-{kind}" style="flex:1 1 12em;min-width:12em">'
+            f'<b>{html.escape(title)}</b><ol style="margin:4px 0 0 1.4em;padding:0">{rows}</ol></div>'
+        )
+
+    warning = f'<div style="color:#b91c1c;font-weight:600">{UNTRAINED_NOTE}</div>' if untrained else ""
+    return (
+        f'<div class="patch-names">{warning}<div style="margin-bottom:4px">What is this patch? The 10 names whose '
+        "text embedding is closest (cosine) to the patch's embedding, among the vocabulary presets and your "
+        "classes (bold).</div>"
+        '<div style="display:flex;flex-wrap:wrap;gap:16px">'
+        f"{column(f'{METHOD_LABELS.get(method, method)} (as run)', named.calibrated, 'calibrated')}"
+        f"{column('vanilla CLIP', named.vanilla, 'vanilla')}</div></div>"
+    )
 
 
 def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:

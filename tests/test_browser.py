@@ -134,3 +134,33 @@ def test_a_failed_run_clears_the_results_and_says_so(page) -> None:
     assert not image_loaded(page, "#overlay")
     assert "Done" not in page.locator("#run-status").inner_text()
     page.screenshot(path=str(ARTIFACTS / "error.png"))
+
+
+def test_a_vocabulary_preset_fills_the_box_and_a_patch_gets_names(page) -> None:
+    page.goto(page.app_url)
+    page.locator("#vocabulary-preset input").click()
+    page.get_by_role("option", name="Pascal VOC (20)").click()
+    box = page.locator("#classes textarea")
+    page.wait_for_function(
+        "() => document.querySelector('#classes textarea').value.startsWith('aeroplane; bicycle')", timeout=30_000
+    )
+    assert box.input_value().count(";") == 19
+    box.press("End")
+    box.type("; kite")
+    page.wait_for_function(
+        "() => document.querySelector('#vocabulary-preset input').value === 'my classes'", timeout=30_000
+    )
+
+    segment_in_page(page, page.app_url, ROOT / "assets" / "astronaut.jpg", "person; flag; helmet", background="")
+    open_tab(page, "Anomalies")
+    names = page.locator("#anomaly-patch-names .patch-names-calibrated li")
+    for _ in range(6):
+        click_image_at(page, "#anomaly-click", 0.5, 0.3)
+        try:
+            names.first.wait_for(timeout=10_000)
+            break
+        except sync_api.TimeoutError:
+            assert "still being embedded" in page.locator("#anomaly-patch-names").inner_text()
+    assert names.count() == 10
+    assert page.locator("#anomaly-patch-names .patch-names-vanilla li").count() == 10
+    page.screenshot(path=str(ARTIFACTS / "patch-names.png"), full_page=True)

@@ -369,7 +369,31 @@ def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Pa
 def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> None:
     host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
     embedding = host.segmenter("simple").embed_image(str(photo), trace=True)
+    assert host.name_patch(embedding, (10, 10), ["red square"]) is None, "no waiting while the names are embedded"
+    host.warm_up().join(60)
     named = host.name_patch(embedding, (10, 10), ["red square"])
     assert len(named.calibrated) == len(named.vanilla) == 10
     assert named.location.window == 0 and named.calibrated != named.vanilla
     assert "red square" in host.namer.vocabulary(["red square"])[0]
+
+
+def test_the_inside_views_name_the_picked_patch_before_and_after_calibration(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    handlers = Handlers(host)
+    handlers.segment(str(photo), "red square; blue square", "", 0.0, templates="simple", progress=None)
+    pending, _ = handlers.patch_names((5, 5))
+    assert "still being embedded" in pending, "a click never waits for the vocabulary"
+    host.warm_up().join(60)
+    anomaly_view, similarity_view = handlers.patch_names((5, 5))
+    assert anomaly_view == similarity_view
+    assert anomaly_view.count("<li") == 20, "10 names after calibration, 10 in vanilla CLIP"
+    assert "SC-CLIP (as run)" in anomaly_view and "vanilla CLIP" in anomaly_view and "UNTRAINED" in anomaly_view
+
+
+def test_picking_a_vocabulary_preset_fills_the_class_box() -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    text = handlers.preset_classes("pascal_voc")
+    assert text.startswith("aeroplane; bicycle; bird") and text.count(";") == 19
+    assert isinstance(handlers.preset_classes(""), type(gr.skip()))
+    with pytest.raises(gr.Error, match="unknown vocabulary preset 'imagenet'"):
+        handlers.preset_classes("imagenet")
