@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -43,6 +44,7 @@ from demo.views import (
     legend_html,
     locate_patch,
     overlay_picture,
+    prune_share_links,
     summary,
     timings_html,
     window_boxes,
@@ -571,6 +573,10 @@ class Handlers:
             picked.append(items[index])
         (left_path, left_caption), (right_path, right_caption) = picked
         return (left_path, right_path), f"Left: **{left_caption}**. Right: **{right_caption}**. Drag the handle."
+
+    def forget_old_share_links(self) -> None:
+        """On each click on Share: delete the share-link snapshots that outlived their images."""
+        prune_share_links(Path(gr.utils.get_upload_folder()) / "deep_links")
 
     def forget(self, request: gr.Request = None) -> None:
         """The tab was closed: its result is dropped at once."""

@@ -194,7 +194,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
                 run = gr.Button("Segment", variant="primary", elem_id="run")
                 status = gr.Markdown("", elem_id="run-status")
                 with gr.Row(elem_id="share-row"):
-                    gr.DeepLinkButton("Share this view", copied_value="Link copied", size="md", scale=0)
+                    share = gr.DeepLinkButton("Share this view", copied_value="Link copied", size="md", scale=0)
                     gr.Markdown(SHARE_HELP, elem_classes="footnote")
                 open_view = gr.Textbox("segment", visible=False, elem_id="open-view")
                 restore_token = gr.Textbox("", visible=False, elem_id="restore-token")
@@ -454,6 +454,12 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
                 api_visibility="private",
                 show_progress="hidden",
             ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
+        share.click(
+            handlers.forget_old_share_links,
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,
+        )
         # The open tab is known to the server only when told: the share link then carries it.
         tabs = (tab_segment, tab_anomaly, tab_similarity, tab_heatmaps, tab_ablation)
         tab_ids = {tab.label: tab.id for tab in tabs}

@@ -69,6 +69,19 @@ def output_dir() -> Path:
     return folder
 
 
+def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
+    """Delete the share-link snapshots in `folder` (Gradio's `deep_links`: one JSON of about 100 KB per click on
+    Share, which Gradio never deletes) older than `max_age_s`, when the uploads they point to are gone too.
+    Returns how many were deleted."""
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    old = [link for link in folder.iterdir() if link.is_dir() and link.stat().st_mtime < cutoff]
+    for link in old:
+        shutil.rmtree(link, ignore_errors=True)
+    return len(old)
+
+
 def class_colours(segmentation: Segmentation) -> list[str]:
     """Hex colour per class as in the overlay (the background class is drawn uncoloured, black in the PNG)."""
     colours = [render.hex_colour(rgb) for rgb in render.palette(len(segmentation.class_names))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gradio_client.exceptions import AppError
 from demo.handlers import LOCAL_SESSION, Handlers
 from demo.host import ModelHost
 from demo.ui import ASSETS_DIR, load_examples
-from demo.views import locate_patch
+from demo.views import locate_patch, prune_share_links
 from scclip_core import parse_classes
 from tests.serving import FAST_CONFIG, serve
 
@@ -311,6 +312,18 @@ def test_the_run_a_share_link_starts_is_segment_with_its_limits(images: dict[str
         handlers.segment_shared(str(images["rgb"]), too_many, *settings, progress=None)
     with pytest.raises(gr.Error, match="no longer on the server"):
         handlers.segment_shared(str(tmp_path / "deleted.png"), "red", *settings, progress=None)
+
+
+def test_share_link_snapshots_are_deleted_once_their_images_are(tmp_path: Path) -> None:
+    links = tmp_path / "deep_links"
+    for name, age in [("old", 21 * 60), ("fresh", 60)]:
+        (links / name).mkdir(parents=True)
+        (links / name / "state.json").write_text("[]")
+        stamp = time.time() - age
+        os.utime(links / name, (stamp, stamp))
+    assert prune_share_links(links) == 1
+    assert [path.name for path in links.iterdir()] == ["fresh"]
+    assert prune_share_links(tmp_path / "missing") == 0
 
 
 def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path]) -> None:
