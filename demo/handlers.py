@@ -8,8 +8,11 @@ when it has expired or been evicted.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,6 +21,8 @@ from PIL import Image
 
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
 from demo.inputs import (
+    MAX_IMAGE_PIXELS,
+    TEMPLATE_LABELS,
     RequestSettings,
     image_path,
     load_image,
@@ -27,27 +32,42 @@ from demo.inputs import (
     probe_image,
 )
 from demo.memory import release_freed_memory
-from demo.sessions import RUN_AGAIN, SessionResult, SessionStore, compact, file_digest
+from demo.sessions import RUN_AGAIN, SESSION_TTL_S, SessionResult, SessionStore, compact, file_digest
 from demo.views import (
     COMPARISON_METHODS,
     METHOD_LABELS,
     STAGE_LABELS,
     UNTRAINED_NOTE,
     ablation_views,
+    configuration_name,
     describe_run,
     legend_html,
     overlay_picture,
     patch_names_html,
+    prune_share_links,
     summary,
     timings_html,
     window_crop,
     write_outputs,
 )
-from scclip_core import DEFAULT_BACKGROUND_WORDS, InputError, ScclipError, Stages, Variant, render, vocabulary_preset
+from scclip_core import (
+    DEFAULT_BACKGROUND_WORDS,
+    METHODS,
+    InputError,
+    ScclipError,
+    Stages,
+    Variant,
+    render,
+    vocabulary_preset,
+)
 
 LOGGER = logging.getLogger(__name__)
 LOCAL_SESSION = "local"
 DEFAULT_BACKGROUND = ", ".join(DEFAULT_BACKGROUND_WORDS)
+SHARED_IMAGE_GONE = (
+    "The image of this shared link is no longer on the server (uploads are kept for "
+    f"{SESSION_TTL_S // 60} minutes). Ask for a new link, or upload the image and press Segment."
+)
 
 
 def user_error(error: Exception) -> gr.Error:
@@ -169,17 +189,21 @@ class Handlers:
     ) -> tuple[str, dict[str, Any]]:
         """Segment an image with a class list.
 
+        One line per argument: Gradio reads these lines as the parameter descriptions of the API page and of
+        the MCP tool.
+
         Args:
-            image: the photo (JPEG, PNG, WebP, GIF, BMP or TIFF; at most 80 megapixels; processed at 1024 px).
-            classes_text: `;` or new lines between classes, `,` between synonyms (the first is shown).
-            background_words: words of the one "background" class; empty for none.
-            prob_threshold: pixels whose best probability is lower go to background (default 0.15; 0 with
-                untrained weights).
-            method: sc-clip, clip, maskclip, sclip, clearclip or naclip.
-            stage_names: SC-CLIP stages to keep on (a list or one comma-separated string); default all.
-            detector: lof or l2norm. beta: affinity threshold in [0, 1]. area_threshold: in [0, 1].
-            templates: openai (80 templates) or simple (7).
-            refine_edges: refine the class maps with PAMR (10 steps, dilations 8 and 16): sharper edges, slower.
+            image: the photo (over MCP: an http(s) URL or a data: URI): JPEG, PNG, WebP, GIF, BMP or TIFF, <= 80 MP.
+            classes_text: the classes, `;` or a new line between classes, `,` between synonyms: "cat; dog, puppy".
+            background_words: comma-separated words of one added "background" class (default: sky, wall...); "": none.
+            prob_threshold: 0 to 1; pixels whose best probability is lower go to the background (default 0.15).
+            method: sc-clip (default), clip, maskclip, sclip, clearclip or naclip.
+            stage_names: SC-CLIP stages to keep on, a list or one comma-separated string; default all five.
+            detector: anomaly detector of SC-CLIP: lof (default) or l2norm.
+            beta: SC-CLIP's affinity threshold, 0 to 1 (default 0.4).
+            area_threshold: 0 to 1; classes covering at most this share of the foreground are dropped (default 0).
+            templates: prompt templates: openai (80, as in the paper) or simple (7, faster for long class lists).
+            refine_edges: true refines edges with PAMR (10 steps, dilations 8 and 16): sharper, a few seconds slower.
 
         Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
         a JSON summary (classes, shares, timings, notices, legend colours, what ran).
@@ -204,6 +228,31 @@ class Handlers:
             release_freed_memory()
         self.store.put(session_id(request), result)
         return result.label_path, result.summary
+
+    def segment_shared(
+        self,
+        image: Any,
+        classes_text: str,
+        background_words: str,
+        prob_threshold: float | None,
+        method: str,
+        stage_names: Sequence[str] | str | None,
+        detector: str,
+        beta: float,
+        area_threshold: float,
+        templates: str,
+        refine_edges: bool,
+        request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[str, dict[str, Any]]:
+        """`segment` for a page opened from a share link: the same run, or a message saying the link is too old
+        when the shared image is no longer on the server."""
+        path = image_path(image)
+        if path is not None and not os.path.exists(path):
+            LOGGER.info("a share link outlived its image")
+            raise gr.Error(SHARED_IMAGE_GONE, title="Cannot run", print_exception=False)
+        settings = (background_words, prob_threshold, method, stage_names, detector, beta, area_threshold, templates)
+        return self.segment(image, classes_text, *settings, refine_edges, request=request, progress=progress)
 
     def example_preview(
         self, image: Any, classes_text: str, background_words: str
@@ -230,23 +279,48 @@ class Handlers:
     def show_result(self, opacity: float, request: gr.Request = None) -> tuple[Any, ...]:
         """After a run: overlay, legend, timings, the JSON download, a fresh hidden-class chooser, status, and the
         picked point reset."""
-        session = self.store.get(session_id(request))
-        if session is None:
+        return self._show(session_id(request), opacity, (), "Done")
+
+    def show_shared(self, opacity: float, hidden: Sequence[str] | None, request: gr.Request = None) -> tuple[Any, ...]:
+        """After the run that opening a share link starts: as `show_result`, keeping the shared opacity and hidden
+        classes."""
+        return self._show(session_id(request), opacity, hidden or (), "Opened from a shared link")
+
+    def _show(self, session: str, opacity: float, hidden: Sequence[str], headline: str) -> tuple[Any, ...]:
+        kept = self.store.get(session)
+        if kept is None:
             return (*(gr.skip(),) * 5, RUN_AGAIN, gr.skip())
-        segmentation = session.segmentation
+        segmentation = kept.segmentation
         hideable = [
             name for index, name in enumerate(segmentation.class_names) if index != segmentation.background_index
         ]
+        hidden = [name for name in hidden if name in hideable]
         return (
-            overlay_picture(segmentation, opacity, ()),
-            legend_html(segmentation),
-            timings_html(segmentation, reused_image_side=session.reused_image_side),
-            session.summary_path,
-            gr.update(choices=hideable, value=[]),
-            f"**Done: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.** "
+            overlay_picture(segmentation, opacity, hidden),
+            legend_html(segmentation, hidden),
+            timings_html(segmentation, reused_image_side=kept.reused_image_side),
+            kept.summary_path,
+            gr.update(choices=hideable, value=hidden),
+            f"**{headline}: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.** "
             "Drag the opacity or threshold, hide classes, or click the overlay to pick a patch for the inside views.",
             None,
         )
+
+    def open_shared_link(
+        self, image: Any, classes_text: str | None, view: str | None, request: gr.Request = None
+    ) -> tuple[Any, Any]:
+        """On page load. A share link (Gradio's `?deep_link=...`) restores the sharer's inputs and views in this
+        page, but this new session keeps no result yet: when the link restored an image and classes, a fresh
+        token starts the same run as Segment (same limits, same turns at the model). The shared tab opens too.
+
+        Returns the token and the tab selection; both unchanged for a page opened without a link.
+        """
+        query = dict(getattr(request, "query_params", None) or {}) if request is not None else {}
+        if not query.get("deep_link"):
+            return gr.skip(), gr.skip()
+        rerun = image_path(image) is not None and bool((classes_text or "").strip())
+        tab = gr.Tabs(selected=view) if isinstance(view, str) and view.isidentifier() else gr.skip()
+        return (uuid.uuid4().hex if rerun else gr.skip()), tab
 
     def clear_results(self) -> tuple[Any, ...]:
         """After a failed run: the previous results are cleared, so nothing stale stays on screen."""
@@ -467,6 +541,69 @@ class Handlers:
             return vocabulary_preset(key).as_text("; ")
         except InputError as error:
             raise user_error(error) from error
+
+    def model_info(self) -> dict[str, Any]:
+        """What this server runs and accepts, to choose valid arguments for `segment`: the model and its weights
+        (untrained weights make every result meaningless, and `untrained_weights` says so), the methods, SC-CLIP's
+        stages, the prompt template sets, the default thresholds and background words, and the per-request limits.
+
+        Returns:
+            JSON: model, weights, untrained_weights, methods, stages, templates, default thresholds, limits.
+        """
+        limits = self.host.limits
+        return {
+            "model": self.host.model_name,
+            "weights": self.host.weights,
+            "model_loaded": self.host.model is not None,
+            "load_error": self.host.load_error,
+            "untrained_weights": self.host.is_random,
+            "methods": list(METHODS),
+            "stages": list(Stages.names()),
+            "templates": dict(TEMPLATE_LABELS),
+            "default_prob_threshold": self.host.default_prob_threshold,
+            "background_words": list(DEFAULT_BACKGROUND_WORDS),
+            "limits": {
+                "max_classes": limits.max_classes,
+                "max_names": limits.max_names,
+                "max_image_megapixels": MAX_IMAGE_PIXELS / 1e6,
+                "processed_long_side": self.host.config.max_input_side,
+            },
+        }
+
+    def comparison_choices(self, gallery: Sequence[tuple[str, str | None]] | None) -> tuple[Any, Any, Any, str]:
+        """After an ablation: both choosers list its configurations; the slider starts with vanilla CLIP on the
+        left and full SC-CLIP on the right."""
+        captions = [caption or f"configuration {index + 1}" for index, (_, caption) in enumerate(gallery or [])]
+        names = [configuration_name(caption) for caption in captions]
+        if not names:
+            empty = gr.update(choices=[], value=None)
+            return empty, empty, None, ""
+        choices = [(name, index) for index, name in enumerate(names)]
+        before = names.index(METHOD_LABELS["clip"]) if METHOD_LABELS["clip"] in names else 0
+        after = 0 if before != 0 else len(names) - 1
+        slider, message = self.compare(gallery, before, after)
+        return gr.update(choices=choices, value=before), gr.update(choices=choices, value=after), slider, message
+
+    def compare(
+        self, gallery: Sequence[tuple[str, str | None]] | None, left: Any, right: Any
+    ) -> tuple[tuple[str, str] | None, str]:
+        """Two configurations of the ablation in the before/after slider: the gallery's own overlays (preview size,
+        as the ablation predicted them), so nothing more is kept on the server for it."""
+        items = list(gallery or [])
+        if not items:
+            return None, "Run the ablation first: the slider compares two of its configurations."
+        picked = []
+        for value in (left, right):
+            index = value if isinstance(value, int) and not isinstance(value, bool) else None
+            if index is None or not 0 <= index < len(items):
+                return None, "Choose a configuration on each side."
+            picked.append(items[index])
+        (left_path, left_caption), (right_path, right_caption) = picked
+        return (left_path, right_path), f"Left: **{left_caption}**. Right: **{right_caption}**. Drag the handle."
+
+    def forget_old_share_links(self) -> None:
+        """On each click on Share: delete the share-link snapshots that outlived their images."""
+        prune_share_links(Path(gr.utils.get_upload_folder()) / "deep_links")
 
     def forget(self, request: gr.Request = None) -> None:
         """The tab was closed: its result is dropped at once."""

@@ -1,8 +1,9 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
-Every component a test touches has an `elem_id`. The heavy events (segment, ablation) share a concurrency group
-and a bounded queue, and take turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events
-read the visitor's result from the session store and only keep the latest trigger.
+Every component a test touches has an `elem_id`. The heavy events (segment, the re-run that opening a share link
+starts, ablation) share a concurrency group and a bounded queue, and take turns at the model in small steps
+(`demo.host.ModelTurns`); cheap re-render events read the visitor's result from the session store and only keep
+the latest trigger.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ Training-free open-vocabulary segmentation with **Self-Calibrated CLIP** (Bai et
 type any classes and segment, switch SC-CLIP's stages off one by one, and look inside the model
 (anomaly tokens, mid-layer similarity, per-class probability maps).
 """
+SHARE_HELP = (
+    "Copies a link to this view (image, classes, settings, tab) that runs it again for whoever opens it: on this "
+    f"server, for {SESSION_TTL_S // 60} minutes after the upload."
+)
 CLASS_HELP = (
     "Use `;` or a new line between classes and `,` between synonyms (the first one is shown), "
     "e.g. `cat; dog, puppy; sofa, couch`."
@@ -87,9 +92,28 @@ def limits_text(host: ModelHost, store: SessionStore) -> str:
     )
 
 
-def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Blocks:
-    """Lay out the page and wire its events to `Handlers(host, store)`."""
+def segment_description(host: ModelHost, store: SessionStore) -> str:
+    """What /segment does, takes and returns, for the API page and for agents (the MCP tool's description)."""
+    return (
+        "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP): give an image and "
+        "any class names; every pixel gets one of them (or the background class). Returns two things: (1) the "
+        "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
+        "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
+        "share), what ran ('description', 'method', 'stages'), 'timings' in seconds and 'notices'. When "
+        "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
+        f"fix. {limits_text(host, store)}"
+    )
+
+
+def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: bool = False) -> gr.Blocks:
+    """Lay out the page and wire its events to `Handlers(host, store)`.
+
+    With `mcp`, Gradio's MCP server makes every public endpoint a tool: /segment and /model_info stay public,
+    while /ablation and /rethreshold (which reads a session's kept result, meaningless to an agent) become
+    undocumented, still callable from gradio_client.
+    """
     handlers = Handlers(host, store)
+    not_a_tool = "undocumented" if mcp else "public"
     example_rows, _ = load_examples()
     cache_examples = host.model is not None and not host.is_random
 
@@ -176,10 +200,15 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                     )
                 run = gr.Button("Segment", variant="primary", elem_id="run")
                 status = gr.Markdown("", elem_id="run-status")
+                with gr.Row(elem_id="share-row"):
+                    share = gr.DeepLinkButton("Share this view", copied_value="Link copied", size="md", scale=0)
+                    gr.Markdown(SHARE_HELP, elem_classes="footnote")
+                open_view = gr.Textbox("segment", visible=False, elem_id="open-view")
+                restore_token = gr.Textbox("", visible=False, elem_id="restore-token")
 
             with gr.Column(scale=6, min_width=420):
-                with gr.Tabs(elem_id="views"):
-                    with gr.Tab("Segment", id="segment", elem_id="tab-segment"):
+                with gr.Tabs(elem_id="views") as views:
+                    with gr.Tab("Segment", id="segment", elem_id="tab-segment") as tab_segment:
                         overlay = gr.Image(
                             label="Overlay",
                             show_label=False,
@@ -211,7 +240,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             summary_file = gr.File(label="JSON summary", elem_id="summary-file")
                         with gr.Accordion("JSON summary", open=False):
                             summary_json = gr.JSON(label="Summary", elem_id="summary")
-                    with gr.Tab("Anomalies", id="anomaly", elem_id="tab-anomaly"):
+                    with gr.Tab("Anomalies", id="anomaly", elem_id="tab-anomaly") as tab_anomaly:
                         gr.Markdown(
                             "A few patch tokens of CLIP's penultimate layer are outliers that grab attention and "
                             "carry little local information. SC-CLIP finds them with LOF and replaces each by the "
@@ -245,7 +274,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                                 elem_classes="figure-view",
                                 scale=2,
                             )
-                    with gr.Tab("Similarity", id="similarity", elem_id="tab-similarity"):
+                    with gr.Tab("Similarity", id="similarity", elem_id="tab-similarity") as tab_similarity:
                         gr.Markdown(
                             "SC-CLIP reuses the mid layer's patch similarities, which are spatially coherent, to "
                             "calibrate the last layer. Green contours: the β threshold; pairs inside are aggregated."
@@ -267,12 +296,12 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             elem_id="similarity-figure",
                             elem_classes="figure-view",
                         )
-                    with gr.Tab("Heatmaps", id="heatmaps", elem_id="tab-heatmaps"):
+                    with gr.Tab("Heatmaps", id="heatmaps", elem_id="tab-heatmaps") as tab_heatmaps:
                         gr.Markdown("One probability map per class, min-max normalised, jet colours over the image.")
                         heatmap_gallery = gr.Gallery(
                             label="Per-class probability", columns=3, height="auto", format="png", elem_id="heatmaps"
                         )
-                    with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation"):
+                    with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation") as tab_ablation:
                         gr.Markdown(
                             "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
                             "comparison methods on the image and classes on the left, and compares each with full "
@@ -285,14 +314,31 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                             elem_id="comparisons",
                         )
                         run_ablation = gr.Button("Run ablation", variant="primary", elem_id="run-ablation")
-                        ablation_gallery = gr.Gallery(
-                            label="Side by side",
-                            columns=3,
-                            height="auto",
-                            format="png",
-                            preview=False,
-                            elem_id="ablation-gallery",
-                        )
+                        with gr.Row(equal_height=False):
+                            with gr.Column(scale=1, min_width=300):
+                                ablation_gallery = gr.Gallery(
+                                    label="Side by side",
+                                    columns=2,
+                                    height="auto",
+                                    format="png",
+                                    preview=False,
+                                    elem_id="ablation-gallery",
+                                )
+                            with gr.Column(scale=1, min_width=300, elem_id="compare-column"):
+                                compare_left = gr.Dropdown(choices=[], label="Slider: left", elem_id="compare-left")
+                                compare_right = gr.Dropdown(choices=[], label="Slider: right", elem_id="compare-right")
+                                compare_slider = gr.ImageSlider(
+                                    label="Before / after",
+                                    show_label=False,
+                                    interactive=False,
+                                    format="png",
+                                    max_height=640,
+                                    elem_id="compare-slider",
+                                )
+                                compare_message = gr.Markdown(
+                                    "Run the ablation, then choose two of its configurations to compare.",
+                                    elem_id="compare-message",
+                                )
                         ablation_table = gr.Dataframe(
                             label="Timings and agreement",
                             interactive=False,
@@ -354,54 +400,98 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             similarity_names,
             heatmap_gallery,
         ]
+        segment_inputs = [
+            image,
+            classes,
+            background,
+            threshold,
+            method,
+            stages,
+            detector,
+            beta,
+            area_threshold,
+            templates,
+            refine_edges,
+        ]
+        heavy = {"preprocess": False, "concurrency_limit": HEAVY_CONCURRENCY, "concurrency_id": "model"}
         segmented = gr.on(
             [run.click, classes.submit],
             handlers.segment,
-            inputs=[
-                image,
-                classes,
-                background,
-                threshold,
-                method,
-                stages,
-                detector,
-                beta,
-                area_threshold,
-                templates,
-                refine_edges,
-            ],
+            inputs=segment_inputs,
             outputs=[label_file, summary_json],
             api_name="segment",
-            api_description=(
-                "Segment an image: returns the label map (palette PNG at the input size, pixel value = index into "
-                f"summary['classes']) and a JSON summary. {limits_text(host, handlers.store)}"
-            ),
+            api_description=segment_description(host, handlers.store),
+            **heavy,
+        )
+        # A share link restores the inputs and views in the page; this session has no result yet, so the same run
+        # starts once the load event has seen the link (see Handlers.open_shared_link).
+        restored = restore_token.change(
+            handlers.segment_shared,
+            inputs=segment_inputs,
+            outputs=[label_file, summary_json],
+            api_visibility="private",
+            **heavy,
+        )
+        demo.load(
+            handlers.open_shared_link,
+            inputs=[image, classes, open_view],
+            outputs=[restore_token, views],
+            api_visibility="private",
+            show_progress="hidden",
             preprocess=False,
-            concurrency_limit=HEAVY_CONCURRENCY,
-            concurrency_id="model",
+            queue=False,
         )
-        segmented.failure(
-            handlers.clear_results, outputs=result_views, api_visibility="private", show_progress="hidden", queue=False
+        for run_event, show, show_inputs in [
+            (segmented, handlers.show_result, [opacity]),
+            (restored, handlers.show_shared, [opacity, hidden]),
+        ]:
+            run_event.failure(
+                handlers.clear_results,
+                outputs=result_views,
+                api_visibility="private",
+                show_progress="hidden",
+                queue=False,
+            )
+            run_event.success(
+                show,
+                inputs=show_inputs,
+                outputs=[overlay, legend, timings, summary_file, hidden, status, point],
+                api_visibility="private",
+                show_progress="hidden",
+            ).success(
+                handlers.patch_views,
+                inputs=point,
+                outputs=patch_outputs,
+                api_visibility="private",
+                show_progress="hidden",
+            ).success(
+                handlers.patch_names,
+                inputs=point,
+                outputs=[anomaly_names, similarity_names],
+                api_visibility="private",
+                show_progress="hidden",
+            ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
+        share.click(
+            handlers.forget_old_share_links,
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,
         )
-        segmented.success(
-            handlers.show_result,
-            inputs=opacity,
-            outputs=[overlay, legend, timings, summary_file, hidden, status, point],
+        # The open tab is known to the server only when told: the share link then carries it.
+        tabs = (tab_segment, tab_anomaly, tab_similarity, tab_heatmaps, tab_ablation)
+        tab_ids = {tab.label: tab.id for tab in tabs}
+
+        def opened(event: gr.SelectData) -> Any:
+            return tab_ids.get(event.value, gr.skip()) if isinstance(event.value, str) else gr.skip()
+
+        gr.on(
+            [tab.select for tab in tabs],
+            opened,
+            outputs=open_view,
             api_visibility="private",
             show_progress="hidden",
-        ).success(
-            handlers.patch_views,
-            inputs=point,
-            outputs=patch_outputs,
-            api_visibility="private",
-            show_progress="hidden",
-        ).success(
-            handlers.patch_names,
-            inputs=point,
-            outputs=[anomaly_names, similarity_names],
-            api_visibility="private",
-            show_progress="hidden",
-        ).success(handlers.heatmaps, outputs=heatmap_gallery, api_visibility="private", show_progress="hidden")
+            queue=False,
+        )
 
         cheap = {
             "api_visibility": "private",
@@ -430,6 +520,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
             inputs=[threshold, area_threshold],
             outputs=[label_file, summary_json],
             api_name="rethreshold",
+            api_visibility=not_a_tool,
             api_description="Relabel this session's last /segment result under new thresholds, without the model.",
             concurrency_limit=CHEAP_CONCURRENCY,
         )
@@ -459,9 +550,22 @@ def build_interface(host: ModelHost, store: SessionStore | None = None) -> gr.Bl
                 "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side, from one "
                 "shared pass of the frozen blocks."
             ),
-            preprocess=False,
-            concurrency_limit=HEAVY_CONCURRENCY,
-            concurrency_id="model",
+            api_visibility=not_a_tool,
+            **heavy,
+        ).success(
+            handlers.comparison_choices,
+            inputs=ablation_gallery,
+            outputs=[compare_left, compare_right, compare_slider, compare_message],
+            api_visibility="private",
+            show_progress="hidden",
         )
+        gr.on(
+            [compare_left.input, compare_right.input],
+            handlers.compare,
+            inputs=[ablation_gallery, compare_left, compare_right],
+            outputs=[compare_slider, compare_message],
+            **cheap,
+        )
+        gr.api(handlers.model_info, api_name="model_info", queue=False)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
     return demo

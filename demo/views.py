@@ -38,6 +38,7 @@ METHOD_LABELS: dict[str, str] = {
 COMPARISON_METHODS: tuple[str, ...] = tuple(method for method in METHODS if method not in ("sc-clip", "clip"))
 UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
 Box = tuple[int, int, int, int]
+CAPTION_SEPARATOR = " · "
 
 
 def describe_run(method: str, stages: Stages, pamr_steps: int = 0) -> str:
@@ -66,6 +67,19 @@ def output_dir() -> Path:
     folder = root / uuid.uuid4().hex
     folder.mkdir()
     return folder
+
+
+def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
+    """Delete the share-link snapshots in `folder` (Gradio's `deep_links`: one JSON of about 100 KB per click on
+    Share, which Gradio never deletes) older than `max_age_s`, when the uploads they point to are gone too.
+    Returns how many were deleted."""
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    old = [link for link in folder.iterdir() if link.is_dir() and link.stat().st_mtime < cutoff]
+    for link in old:
+        shutil.rmtree(link, ignore_errors=True)
+    return len(old)
 
 
 def class_colours(segmentation: Segmentation) -> list[str]:
@@ -231,6 +245,11 @@ def agreement(labels: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(labels == reference))
 
 
+def configuration_name(caption: str) -> str:
+    """The configuration's name from its gallery caption ("NACLIP · 12%" -> "NACLIP")."""
+    return caption.rsplit(CAPTION_SEPARATOR, 1)[0]
+
+
 def ablation_views(
     shared_seconds: float, runs: Sequence[AblationRun]
 ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
@@ -240,7 +259,7 @@ def ablation_views(
     gallery, rows = [], [["shared pass (blocks 1 to L-1), once", round(shared_seconds, 3), None]]
     for run in runs:
         same = 100 * agreement(run.segmentation.labels, reference)
-        gallery.append((overlay_picture(run.segmentation, 0.6, ()), f"{run.name} · {same:.0f}%"))
+        gallery.append((overlay_picture(run.segmentation, 0.6, ()), f"{run.name}{CAPTION_SEPARATOR}{same:.0f}%"))
         rows.append([run.name, round(run.own_seconds, 3), round(same, 2)])
     table = {"headers": ["configuration", "own time (s)", "agrees with full SC-CLIP (%)"], "data": rows}
     return gallery, table

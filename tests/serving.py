@@ -18,13 +18,17 @@ def serve(
     weights: str = "random",
     config: SegmenterConfig | None = FAST_CONFIG,
     session_budget_mb: int | None = None,
+    mcp: bool = False,
 ) -> Iterator[tuple[gr.Blocks, str]]:
-    """The app launched in this process on a free local port: yields (demo, url), closes it afterwards."""
+    """The app launched in this process on a free local port: yields (demo, url), closes it afterwards.
+
+    `mcp` also starts Gradio's MCP server (at url + "gradio_api/mcp/"), as `python app.py --mcp` does.
+    """
     from app import build_demo
     from demo.ui import launch_options
 
-    demo = build_demo(model, weights, config=config, session_budget_mb=session_budget_mb)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options())
+    demo = build_demo(model, weights, config=config, session_budget_mb=session_budget_mb, mcp=mcp)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, mcp_server=mcp, **launch_options())
     try:
         yield demo, url
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from demo.handlers import LOCAL_SESSION, Handlers
 from demo.host import ModelHost
 from demo.ui import ASSETS_DIR, load_examples
+from demo.views import prune_share_links
 from scclip_core import parse_classes
 from tests.serving import FAST_CONFIG, serve
 
@@ -257,3 +260,96 @@ def test_examples_are_real_licensed_photos_with_suitable_classes() -> None:
         assert len(parse_classes(classes, background=None).names) >= 3
     entries = json.loads((ASSETS_DIR / "examples.json").read_text())
     assert {entry["image"] for entry in entries} == {Path(row[0]).name for row in rows}
+
+
+def test_the_public_api_is_segment_ablation_rethreshold_and_model_info(client: Client) -> None:
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert endpoints == {"/segment", "/ablation", "/rethreshold", "/model_info"}, (
+        "the page's own events (share link, tab tracking, slider, re-render) stay private"
+    )
+    info = client.predict(api_name="/model_info")
+    assert info["untrained_weights"] is True and "naclip" in info["methods"]
+    assert info["stages"][0] == "anomaly" and info["limits"]["max_classes"] == 100
+
+
+class _Request:
+    """A stand-in for gr.Request on page load: the page URL's query parameters."""
+
+    def __init__(self, **query: str) -> None:
+        self.query_params = query
+        self.session_hash = "visitor"
+
+
+def test_a_share_link_reruns_on_load_only_when_it_restored_an_image_and_classes(images: dict[str, Path]) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    image = {"path": str(images["rgb"]), "meta": {"_type": "gradio.FileData"}}
+    token, tab = handlers.open_shared_link(image, "red; blue", "ablation", _Request(deep_link="abc"))
+    assert isinstance(token, str) and len(token) == 32 and tab.selected == "ablation"
+    again, _ = handlers.open_shared_link(image, "red; blue", "ablation", _Request(deep_link="abc"))
+    assert again != token, "each opening starts its own run"
+    for arguments in [(image, "red; blue", "segment", _Request()), (None, "", None, _Request())]:
+        assert handlers.open_shared_link(*arguments) == (gr.skip(), gr.skip()), "a plain page load does nothing"
+    token, tab = handlers.open_shared_link(None, "red", "heatmaps", _Request(deep_link="abc"))
+    assert token == gr.skip() and tab.selected == "heatmaps", "without an image only the tab is restored"
+    assert handlers.open_shared_link(image, "  ", None, _Request(deep_link="abc")) == (gr.skip(), gr.skip())
+
+
+def test_the_run_a_share_link_starts_is_segment_with_its_limits(images: dict[str, Path], tmp_path: Path) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    settings = ("", 0.0, "sc-clip", None, "lof", 0.4, 0.0, "simple", False)
+    _, summary = handlers.segment_shared(str(images["rgb"]), "red; blue", *settings, progress=None)
+    assert summary["classes"] == ["red", "blue"] and handlers.store.get(LOCAL_SESSION) is not None
+    too_many = ";".join(f"class {index}" for index in range(101))
+    with pytest.raises(gr.Error, match="at most 100 per request"):
+        handlers.segment_shared(str(images["rgb"]), too_many, *settings, progress=None)
+    with pytest.raises(gr.Error, match="no longer on the server"):
+        handlers.segment_shared(str(tmp_path / "deleted.png"), "red", *settings, progress=None)
+
+
+def test_share_link_snapshots_are_deleted_once_their_images_are(tmp_path: Path) -> None:
+    links = tmp_path / "deep_links"
+    for name, age in [("old", 21 * 60), ("fresh", 60)]:
+        (links / name).mkdir(parents=True)
+        (links / name / "state.json").write_text("[]")
+        stamp = time.time() - age
+        os.utime(links / name, (stamp, stamp))
+    assert prune_share_links(links) == 1
+    assert [path.name for path in links.iterdir()] == ["fresh"]
+    assert prune_share_links(tmp_path / "missing") == 0
+
+
+def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path]) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    handlers.segment(str(images["rgb"]), "red; blue", "", 0.0, progress=None)
+    overlay, legend, _, _, hidden_update, status, _ = handlers.show_shared(0.5, ["blue", "gone"])
+    assert hidden_update["value"] == ["blue"] and "(hidden)" in legend
+    assert status.startswith("**Opened from a shared link: SC-CLIP, all five stages.**")
+    assert handlers.show_result(0.5)[4]["value"] == [], "a new run of one's own shows every class"
+
+
+def test_the_slider_compares_two_ablation_configurations_from_the_gallery_files(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
+    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    pictures, _ = handlers.ablate(str(images["wide"]), "red; blue", "", 0.0, comparisons=["naclip"], progress=None)
+    gallery = []  # as Gradio hands the gallery back to an event: (file path, caption) pairs
+    for index, (picture, caption) in enumerate(pictures):
+        picture.save(tmp_path / f"{index}.png")
+        gallery.append((str(tmp_path / f"{index}.png"), caption))
+    assert len(handlers.store) == 0, "the slider keeps nothing on the server: it reads the gallery's own files"
+
+    left, right, slider, message = handlers.comparison_choices(gallery)
+    names = [name for name, _ in left["choices"]]
+    assert names[0] == "SC-CLIP (full)" and names[-2:] == ["CLIP (vanilla)", "NACLIP"] and len(names) == 8
+    assert (left["value"], right["value"]) == (6, 0), "vanilla CLIP before, full SC-CLIP after"
+    assert slider == (gallery[6][0], gallery[0][0]) and "Left: **CLIP (vanilla)" in message
+
+    slider, message = handlers.compare(gallery, 1, 7)
+    assert slider == (gallery[1][0], gallery[7][0])
+    assert "− anomaly resolution" in message and "NACLIP" in message
+    sizes = {Image.open(path).size for path in slider}
+    assert sizes == {pictures[0][0].size} and max(pictures[0][0].size) <= 480, "preview size, as predicted"
+    assert handlers.compare(gallery, 1, 8)[0] is None and handlers.compare(gallery, None, 2)[0] is None
+    assert handlers.compare(None, 0, 1)[1].startswith("Run the ablation first")
+    empty_left, _, no_slider, _ = handlers.comparison_choices(None)
+    assert empty_left["choices"] == [] and no_slider is None

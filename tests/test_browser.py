@@ -1,8 +1,9 @@
 """The app in a real browser: Debian's Chromium driven by Playwright (no `playwright install`).
 
 Uploads a photo, types classes, segments, checks the overlay and one legend entry per class, opens every
-inside-view tab and checks its figure rendered, picks a patch by clicking, runs the ablation, checks that bad
-input shows its message in the page, and saves screenshots to $SCCLIP_ARTIFACTS (default tests/artifacts).
+inside-view tab and checks its figure rendered, picks a patch by clicking, runs the ablation and compares two of
+its configurations in the slider, checks that bad input shows its message in the page, opens a share link in a
+second browser, and saves screenshots to $SCCLIP_ARTIFACTS (default tests/artifacts).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from tests.browser import (
     CHROMIUM,
     INSIDE_TABS,
+    RUN_TIMEOUT_MS,
     VIEWPORT,
     browser_page,
     click_image_at,
@@ -47,6 +49,7 @@ def page():
         browser_page(playwright) as browser_tab,
     ):
         browser_tab.app_url = url
+        browser_tab.playwright = playwright
         yield browser_tab
 
 
@@ -108,6 +111,61 @@ def test_ablation_tab_shows_every_configuration_readably(page) -> None:
     page.set_viewport_size(VIEWPORT)
 
 
+def _natural_sizes(page, selector: str) -> list[list[int]]:
+    return page.eval_on_selector_all(selector, "els => els.map(img => [img.naturalWidth, img.naturalHeight])")
+
+
+def _file_names(page, selector: str) -> list[str]:
+    """The served files behind the images (the part of each URL after `file=`)."""
+    return page.eval_on_selector_all(selector, "els => els.map(img => img.src.split('file=').pop())")
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    """Pick an option of a dropdown in the Ablation tab (brought back to the front first if another tab is)."""
+    if not page.locator(f"{dropdown} input").is_visible():
+        open_tab(page, "Ablation")
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_the_slider_compares_any_two_ablation_configurations(page) -> None:
+    open_tab(page, "Ablation")
+    assert page.locator("#ablation-gallery img").count() >= 11, "the ablation of the test above is on screen"
+    page.wait_for_function("() => document.querySelectorAll('#compare-slider img').length === 2", timeout=30_000)
+    wait_for_image(page, "#compare-slider")
+    message = page.locator("#compare-message")
+    assert "Left: CLIP (vanilla)" in message.inner_text() and "Right: SC-CLIP (full)" in message.inner_text()
+
+    _choose(page, "#compare-left", "− anomaly resolution")
+    _choose(page, "#compare-right", "NACLIP")
+    message.get_by_text("NACLIP").wait_for(timeout=30_000)
+    assert "Left: − anomaly resolution" in message.inner_text()
+    page.wait_for_function(
+        """() => { const imgs = Array.from(document.querySelectorAll('#compare-slider img'));
+                   return imgs.length === 2 && imgs.every(img => img.complete && img.naturalWidth > 0); }""",
+        timeout=30_000,
+    )
+    gallery_files = _file_names(page, "#ablation-gallery img")
+    captions = page.locator("#ablation-gallery .caption-label").all_inner_texts()
+    left = next(i for i, caption in enumerate(captions) if caption.startswith("− anomaly resolution"))
+    right = next(i for i, caption in enumerate(captions) if caption.startswith("NACLIP"))
+    page.wait_for_function(
+        "files => { const shown = Array.from(document.querySelectorAll('#compare-slider img'))"
+        ".map(img => img.src.split('file=').pop()); return files.every(f => shown.includes(f)); }",
+        arg=[gallery_files[left], gallery_files[right]],
+        timeout=30_000,
+    )
+    gallery_size = _natural_sizes(page, "#ablation-gallery img")[0]
+    assert _natural_sizes(page, "#compare-slider img") == [gallery_size, gallery_size]
+    assert max(gallery_size) == 480, "the overlays at the ablation's preview size (long side 480 px), not thumbnails"
+    page.screenshot(path=str(ARTIFACTS / "ablation-slider.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 1000})
+    page.wait_for_timeout(500)
+    box = page.locator("#compare-slider").bounding_box()
+    assert box["width"] > 300 and box["x"] >= 0 and box["x"] + box["width"] <= 391, "the slider fits a phone"
+    page.set_viewport_size(VIEWPORT)
+
+
 def test_the_legend_reads_on_a_phone(page) -> None:
     page.set_viewport_size({"width": 390, "height": 900})
     open_tab(page, "Segment")
@@ -164,3 +222,57 @@ def test_a_vocabulary_preset_fills_the_box_and_a_patch_gets_names(page) -> None:
     assert names.count() == 10
     assert page.locator("#anomaly-patch-names .patch-names-vanilla li").count() == 10
     page.screenshot(path=str(ARTIFACTS / "patch-names.png"), full_page=True)
+
+
+def _legend(page) -> list[list[str]]:
+    """Each legend row's class name and share, as shown."""
+    return page.locator("#legend .legend-entry").evaluate_all(
+        "els => els.map(el => [el.dataset.class, el.lastElementChild.textContent])"
+    )
+
+
+def _copied_link(page) -> str:
+    """The share link the button put on the clipboard (it arrives once the server has saved the snapshot)."""
+    for _ in range(100):
+        link = page.evaluate("navigator.clipboard.readText()")
+        if "deep_link=" in link:
+            return link
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no share link on the clipboard: {link!r}")
+
+
+def test_a_share_link_gives_another_visitor_the_same_view_and_legend(page) -> None:
+    segment_in_page(page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES), background="")
+    page.locator("#method-accordion").get_by_text("Method and stages (ablate)").click()
+    page.locator("#stages").get_by_label("multi-level fusion").uncheck()
+    page.locator("#run").click()
+    page.locator("#run-status").get_by_text("without multi-level fusion").wait_for(timeout=RUN_TIMEOUT_MS)
+    page.locator("#threshold input[type=number]").fill("0.2")
+    page.locator("#threshold input[type=number]").press("Enter")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#legend .legend-entry').length === 5", timeout=30_000
+    )  # a threshold above 0 adds the background class
+    open_tab(page, "Heatmaps")
+    wait_for_image(page, "#heatmaps", timeout_ms=30_000)
+    legend = _legend(page)
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("#share-row button").click()
+    link = _copied_link(page)
+    assert link.startswith(page.app_url) and "deep_link=" in link
+
+    with browser_page(page.playwright) as visitor:  # a second browser: another session, nothing kept for it yet
+        visitor.goto(link)
+        visitor.locator("#run-status").get_by_text("Opened from a shared link").wait_for(timeout=RUN_TIMEOUT_MS)
+        assert "without multi-level fusion" in visitor.locator("#run-status").inner_text()
+        assert visitor.get_by_role("tab", selected=True).inner_text() == "Heatmaps", "the shared tab is open"
+        wait_for_image(visitor, "#heatmaps", timeout_ms=30_000)
+        assert visitor.locator("#heatmaps img").count() >= len(CLASSES)
+        visitor.screenshot(path=str(ARTIFACTS / "shared-link.png"))
+        open_tab(visitor, "Segment")
+        assert _legend(visitor) == legend, "the same classes with the same shares"
+        assert visitor.locator("#classes textarea").input_value() == "; ".join(CLASSES)
+        assert float(visitor.locator("#threshold input[type=number]").input_value()) == 0.2
+        wait_for_image(visitor, "#overlay")
+        summary = visitor.locator("#summary-file").inner_text()
+        assert "scclip_summary" in summary, "the visitor has downloads of its own run"
