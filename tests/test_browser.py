@@ -124,8 +124,10 @@ def _choose(page, dropdown: str, option: str) -> None:
     """Pick an option of a dropdown in the Ablation tab (brought back to the front first if another tab is)."""
     if not page.locator(f"{dropdown} input").is_visible():
         open_tab(page, "Ablation")
-    page.locator(f"{dropdown} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    field = page.locator(f"{dropdown} input")
+    field.click()
+    options = page.locator(f"#{field.get_attribute('aria-controls')}")  # this dropdown's list, not another's
+    options.get_by_role("option", name=option, exact=True).click()
 
 
 def test_the_slider_compares_any_two_ablation_configurations(page) -> None:
