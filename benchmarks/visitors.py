@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scclip_core.vocabularies import vocabulary_preset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,9 +125,11 @@ def fairness(args: argparse.Namespace) -> None:
         largest = "; ".join(
             f"big thing {index}, large item {index}" if index < 74 else f"big thing {index}" for index in range(100)
         )
-        scenarios = {  # the 26 background words count towards the 200 names
+        coco = vocabulary_preset("coco_stuff").as_text("; ")
+        scenarios = {  # the 26 background words count towards the 200 names; preset classes do not count
             "100 classes, 200 names (the short templates, as the limits switch to them)": (largest, "openai"),
             "30 new names with the 80 templates": ("; ".join(f"object {index}" for index in range(30)), "openai"),
+            "the COCO-Stuff preset (171 classes) plus those 100 classes": (f"{coco}; {largest}", "openai"),
         }
         for label, (classes, templates) in scenarios.items():
             big, small = Client(url, verbose=False), Client(url, verbose=False)

@@ -21,7 +21,6 @@ from PIL import Image
 
 from demo.host import ON_ZERO_GPU, ModelHost, run_ablation, run_segment
 from demo.inputs import (
-    MAX_IMAGE_PIXELS,
     TEMPLATE_LABELS,
     RequestSettings,
     image_path,
@@ -139,7 +138,7 @@ class Handlers:
         """Validate, then run the engine, which reuses the previous image side when its key matches (the same
         uploaded file is not even decoded again)."""
         path = image_path(image)
-        input_size = probe_image(path)
+        input_size = probe_image(path, self.host.limits)
         vocabulary = parse_vocabulary(classes_text, settings, self.host.limits)
         self.host.segmenter(settings.templates)
         digest = file_digest(path)
@@ -565,7 +564,7 @@ class Handlers:
             "limits": {
                 "max_classes": limits.max_classes,
                 "max_names": limits.max_names,
-                "max_image_megapixels": MAX_IMAGE_PIXELS / 1e6,
+                "max_image_megapixels": limits.max_image_pixels / 1e6,
                 "processed_long_side": self.host.config.max_input_side,
             },
         }
@@ -649,7 +648,7 @@ class Handlers:
                 for method in ["clip", *[m for m in COMPARISON_METHODS if m in chosen]]
             ]
             path = image_path(image)
-            probe_image(path)
+            probe_image(path, self.host.limits)
             vocabulary = parse_vocabulary(classes_text, base, self.host.limits)
             rgb = load_image(path, self.host.config.max_input_side)
             shared, runs = run_ablation(

@@ -34,14 +34,15 @@ TEMPLATE_LABELS: dict[str, str] = {
 DEFAULT_BETA = CalibrationParams().beta
 TRAINED_PROB_THRESHOLD = 0.15
 PAMR_STEPS = 10
-MAX_IMAGE_PIXELS = 80_000_000  # this demo's limit per upload, below the engine's MAX_READ_PIXELS
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     """What one request may ask of the shared model, so that no visitor holds it for long.
 
-    Classes whose every name comes from a vocabulary preset (`preset_names`) are free: their text is embedded
+    Images larger than `max_image_pixels` are refused before any pixel is decoded (the engine reads up to
+    `MAX_READ_PIXELS`, but one visitor must not make a shared server decode that much). Classes whose every name
+    comes from a vocabulary preset (`preset_names`) are free: their text is embedded
     once, when the app starts. Above `full_template_prompts` new prompts (class names not yet embedded, times 80
     templates), a request runs with the 7 short templates instead, and says so.
     """
@@ -49,6 +50,7 @@ class RequestLimits:
     max_classes: int = 100
     max_names: int = 200
     full_template_prompts: int = 2400
+    max_image_pixels: int = 80_000_000  # per upload, checked from the header; below the engine's MAX_READ_PIXELS
     preset_names: frozenset[str] = field(default_factory=lambda: frozenset(name.lower() for name in preset_queries()))
 
     def check(self, vocabulary: Vocabulary) -> None:
@@ -78,7 +80,8 @@ class RequestLimits:
         return (
             f"up to {self.max_classes} classes and {self.max_names} names of your own (synonyms and background words "
             "included) per request, besides any classes of the vocabulary presets; above "
-            f"{self.full_template_prompts // 80} new names, the 7 short prompt templates are used"
+            f"{self.full_template_prompts // 80} new names, the 7 short prompt templates are used; images up to "
+            f"{self.max_image_pixels / 1e6:.0f} megapixels"
         )
 
 
@@ -195,13 +198,13 @@ def image_path(value: Any) -> str | None:
     return str(value)
 
 
-def probe_image(path: str | None) -> tuple[int, int]:
-    """The (width, height) an uploaded image shows upright, from its header alone, within this demo's limit."""
+def probe_image(path: str | None, limits: RequestLimits = LIMITS) -> tuple[int, int]:
+    """The (width, height) an uploaded image shows upright, from its header alone, within the request limits."""
     if not path:
         raise InputError("no image: upload, paste or pick an example image first")
     if not Path(path).is_file():
         raise InputError("the uploaded image is gone from the server; please upload it again")
-    return probe_size(path, MAX_IMAGE_PIXELS)
+    return probe_size(path, limits.max_image_pixels)
 
 
 def load_image(path: str, max_side: int | None) -> np.ndarray:

@@ -16,7 +16,7 @@ import gradio as gr
 
 from demo.handlers import Handlers
 from demo.host import ModelHost
-from demo.inputs import DEFAULT_BETA, MAX_IMAGE_PIXELS, TEMPLATE_LABELS
+from demo.inputs import DEFAULT_BETA, TEMPLATE_LABELS
 from demo.sessions import SESSION_TTL_S, SessionStore
 from demo.views import COMPARISON_METHODS, METHOD_LABELS, STAGE_LABELS
 from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, VOCABULARY_PRESETS, Stages
@@ -85,7 +85,7 @@ def launch_options() -> dict[str, Any]:
 def limits_text(host: ModelHost, store: SessionStore) -> str:
     """The service's limits, as the page states them."""
     return (
-        f"Limits: {host.limits.describe()}; images up to {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, processed with "
+        f"Limits: {host.limits.describe()}, processed with "
         f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size). "
         f"Results are kept on the server for {SESSION_TTL_S // 60} minutes after their last use, within "
         f"{store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
