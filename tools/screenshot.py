@@ -45,6 +45,7 @@ def main() -> None:
     ):
         page.set_viewport_size({"width": VIEWPORT["width"], "height": arguments.height})
         segment_in_page(page, url, Path(arguments.image), arguments.classes, background="", threshold=0)
+        page.locator("#background-accordion").get_by_text("Background", exact=True).click()
         page.wait_for_timeout(1500)
         page.evaluate("window.scrollTo(0, 0)")
         picture = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
