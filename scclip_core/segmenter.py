@@ -383,10 +383,15 @@ class Segmenter:
         params: CalibrationParams | None = None,
     ) -> ImageSideKey:
         """The key of the image side that `embed_image` would compute for these arguments (cheap for arrays)."""
-        return self._key(to_rgb_array(image), Variant(method, stages or Stages()), params or CalibrationParams())
+        return self._decode(image, method, stages, params)[1]
 
-    def _key(self, rgb: np.ndarray, variant: Variant, params: CalibrationParams) -> ImageSideKey:
-        return ImageSideKey(fingerprint(rgb), variant, params, self.model.key)
+    def _decode(
+        self, image: object, method: Method, stages: Stages | None, params: CalibrationParams | None
+    ) -> tuple[np.ndarray, ImageSideKey]:
+        """The input as RGB and the key of its image side under these arguments (defaults filled in)."""
+        rgb = to_rgb_array(image)
+        variant = Variant(method, stages or Stages())
+        return rgb, ImageSideKey(fingerprint(rgb), variant, params or CalibrationParams(), self.model.key)
 
     def _embed(
         self, original: np.ndarray, key: ImageSideKey, trace: bool, progress: Progress | None, started: float
@@ -421,9 +426,8 @@ class Segmenter:
         """Run the backbone over the image's windows, for `predict(..., embedding=...)`; nothing is remembered,
         so callers serving several users never share an image side by accident."""
         started = time.perf_counter()
-        variant, params = Variant(method, stages or Stages()), params or CalibrationParams()
-        original = to_rgb_array(image)
-        return self._embed(original, self._key(original, variant, params), trace, progress, started)
+        original, key = self._decode(image, method, stages, params)
+        return self._embed(original, key, trace, progress, started)
 
     def set_image(
         self,
@@ -438,9 +442,7 @@ class Segmenter:
         """`embed_image`, remembered for `predict` without an embedding; the remembered one is returned again
         when it serves the same key."""
         started = time.perf_counter()
-        variant, params = Variant(method, stages or Stages()), params or CalibrationParams()
-        original = to_rgb_array(image)
-        key = self._key(original, variant, params)
+        original, key = self._decode(image, method, stages, params)
         if self._last is None or not self._last.serves(key, trace):
             self._last = self._embed(original, key, trace, progress, started)
         return self._last
