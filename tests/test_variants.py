@@ -65,8 +65,17 @@ def _assert_same_output(shared, alone):
             "attention_uncalibrated",
             "attention_calibrated",
             "token_norms",
+            "vanilla_embeddings",
         ):
             assert torch.allclose(getattr(shared_crop, name), getattr(alone_crop, name), atol=1e-5), name
+
+
+def _assert_each_equals_its_own_call(visual, images, variants, outputs, **options):
+    """Every output of a shared pass equals `encode_dense` run for its variant alone with the same options."""
+    assert len(outputs) == len(variants)
+    for variant, output in zip(variants, outputs):
+        alone = encode_dense(visual, images, method=variant.method, stages=variant.stages, **options)
+        _assert_same_output(output, alone)
 
 
 @pytest.mark.parametrize("trace", [False, True])
@@ -76,17 +85,9 @@ def test_each_variant_from_the_shared_pass_equals_its_own_call(tiny_model, size,
     images = torch.randn(2, 3, *size)
     variants = (*ABLATION, *EXTRA)
     result = encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.preset, trace=trace)
-    assert len(result.outputs) == len(variants)
-    for variant, output in zip(variants, result.outputs):
-        alone = encode_dense(
-            tiny_model.visual,
-            images,
-            layers=tiny_model.preset,
-            method=variant.method,
-            stages=variant.stages,
-            trace=trace,
-        )
-        _assert_same_output(output, alone)
+    _assert_each_equals_its_own_call(
+        tiny_model.visual, images, variants, result.outputs, layers=tiny_model.preset, trace=trace
+    )
 
 
 def test_shared_pass_on_the_parity_tower_matches_separate_calls_and_the_official_output(parity_tower, parity_fixture):
@@ -94,9 +95,7 @@ def test_shared_pass_on_the_parity_tower_matches_separate_calls_and_the_official
     images = parity_fixture["images"]
     reversed_order = ABLATION[::-1]
     result = encode_dense_variants(parity_tower, images, reversed_order, layers=layers)
-    for variant, output in zip(reversed_order, result.outputs):
-        alone = encode_dense(parity_tower, images, layers=layers, method=variant.method, stages=variant.stages)
-        _assert_same_output(output, alone)
+    _assert_each_equals_its_own_call(parity_tower, images, reversed_order, result.outputs, layers=layers)
     full = result.outputs[reversed_order.index(Variant())].patch_embeddings
     expected = parity_fixture["expected_patch_embeddings"]
     assert (full.reshape(expected.shape) - expected).abs().max() <= 1e-4 * expected.abs().max()
@@ -106,16 +105,9 @@ def test_hyperparameters_reach_every_variant(tiny_model):
     images = torch.randn(2, 3, 224, 224)
     params = CalibrationParams(beta=0.2, detector="l2norm", prior_temperature=1.5, naclip_sigma=2.0)
     result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset, params=params)
-    for variant, output in zip(ABLATION, result.outputs):
-        alone = encode_dense(
-            tiny_model.visual,
-            images,
-            layers=tiny_model.preset,
-            method=variant.method,
-            stages=variant.stages,
-            params=params,
-        )
-        _assert_same_output(output, alone)
+    _assert_each_equals_its_own_call(
+        tiny_model.visual, images, ABLATION, result.outputs, layers=tiny_model.preset, params=params
+    )
 
 
 @pytest.fixture
