@@ -95,10 +95,12 @@ def test_namer_embeds_its_vocabulary_once(segmenter, monkeypatch):
     calls = _count_encodings(segmenter.text, monkeypatch)
     namer = PatchNamer(segmenter.text)
     assert namer.names == builtin_vocabulary()
+    missing = segmenter.text.uncached(namer.names)  # other tests in this process may have embedded a few names
+    assert len(missing) > len(namer.names) // 2
     first = namer.embeddings
     assert first.shape == (len(namer.names), segmenter.model.clip.visual.output_dim)
     assert first.dtype == torch.float32 and torch.allclose(first.norm(dim=1), torch.ones(len(namer.names)))
-    assert len(calls) == 1 and calls[0] == list(namer.names)
+    assert calls == [missing], "the names not embedded yet, in one call"
     patch = first[5] + 0.01 * first[7]
     for _ in range(3):
         assert namer.name(patch, k=1)[0].name == namer.names[5]
