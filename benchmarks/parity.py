@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-from scclip_core import LayerPreset, encode_dense
+from scclip_core import LayerConfig, encode_dense
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 DEFAULT_FIXTURES = (FIXTURES / "scclip_parity_tiny.pt", FIXTURES / "scclip_parity_tiny_448.pt")
@@ -28,7 +28,7 @@ def parity(path: Path) -> dict:
         fixture["embed_dim"], CLIPVisionCfg(**fixture["vision_cfg"]), quick_gelu=fixture["quick_gelu"]
     )
     visual.load_state_dict(fixture["visual_state_dict"], strict=True)
-    output = encode_dense(visual.eval(), fixture["images"], layers=LayerPreset(**fixture["scclip_layers"]), trace=True)
+    output = encode_dense(visual.eval(), fixture["images"], layers=LayerConfig(**fixture["scclip_layers"]), trace=True)
     expected = fixture["expected_patch_embeddings"]
     difference = (output.patch_embeddings.reshape(expected.shape) - expected).abs().max().item()
     same_anomalies = all(

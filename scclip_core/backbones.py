@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .cache import default_cache_dir, file_fingerprint, tensor_fingerprint
+from .config import LAYER_CONFIGS, LayerConfig, layers_for_depth
 from .errors import UnknownModelError, WeightsUnavailableError
-from .presets import LAYER_PRESETS, LayerPreset, preset_for_depth
 
 RANDOM_WEIGHTS = "random"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -35,13 +35,13 @@ class ModelSpec:
     name: str
     arch: str
     default_weights: str
-    preset: LayerPreset | None
+    preset: LayerConfig | None
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "ViT-B/16": ModelSpec("ViT-B/16", "ViT-B-16-quickgelu", "openai", LAYER_PRESETS["ViT-B/16"]),
-    "ViT-L/14": ModelSpec("ViT-L/14", "ViT-L-14-quickgelu", "openai", LAYER_PRESETS["ViT-L/14"]),
-    "tiny-test": ModelSpec("tiny-test", "SCCLIP-Tiny-Test", RANDOM_WEIGHTS, LAYER_PRESETS["ViT-B/16"]),
+    "ViT-B/16": ModelSpec("ViT-B/16", "ViT-B-16-quickgelu", "openai", LAYER_CONFIGS["ViT-B/16"]),
+    "ViT-L/14": ModelSpec("ViT-L/14", "ViT-L-14-quickgelu", "openai", LAYER_CONFIGS["ViT-L/14"]),
+    "tiny-test": ModelSpec("tiny-test", "SCCLIP-Tiny-Test", RANDOM_WEIGHTS, LAYER_CONFIGS["ViT-B/16"]),
 }
 
 
@@ -59,7 +59,7 @@ class LoadedModel:
     arch: str
     weights: str
     is_random: bool
-    preset: LayerPreset
+    preset: LayerConfig
     device: torch.device
     dtype: torch.dtype
     patch_size: int
@@ -289,7 +289,7 @@ def load_model(
     model = model.to(device=torch_device, dtype=dtype).eval()
     visual = model.visual
     depth = len(visual.transformer.resblocks)
-    preset = spec.preset or preset_for_depth(depth)
+    preset = spec.preset or layers_for_depth(depth)
     preset.validate(depth)
     image_size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     patch_size = visual.patch_size if isinstance(visual.patch_size, int) else visual.patch_size[0]

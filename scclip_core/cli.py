@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cache import atomic_write
+from .config import METHODS, CalibrationParams, LabelRules, SegmenterConfig, Stages
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
-from .presets import METHODS, CalibrationParams, LabelRules, SegmenterConfig, Stages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
@@ -213,8 +213,7 @@ def _segment(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from . import load_model
-    from .eval import distributed
+    from . import distributed, load_model
     from .segmenter import Segmenter
     from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
 

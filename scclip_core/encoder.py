@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import calibration as cal
-from .presets import CalibrationParams, LayerPreset, Method, Stages, Variant, resolve_layers
+from .config import CalibrationParams, LayerConfig, Method, Stages, Variant, resolve_layers
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _check_supported(visual: nn.Module) -> None:
 
 
 def _run_frozen_blocks(
-    visual: nn.Module, tokens: Tensor, layers: LayerPreset, keep_multi_level: bool, trace: bool
+    visual: nn.Module, tokens: Tensor, layers: LayerConfig, keep_multi_level: bool, trace: bool
 ) -> _BlockFeatures:
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -283,7 +283,7 @@ class _SharedPass:
         visual: nn.Module,
         features: _BlockFeatures,
         grid: tuple[int, int],
-        layers: LayerPreset,
+        layers: LayerConfig,
         params: CalibrationParams,
         trace: bool,
     ) -> None:
@@ -501,14 +501,14 @@ def encode_dense_variants(
     images: Tensor,
     variants: Sequence[Variant],
     *,
-    layers: str | LayerPreset = "ViT-B/16",
+    layers: str | LayerConfig = "ViT-B/16",
     params: CalibrationParams | None = None,
     trace: bool = False,
 ) -> DenseVariants:
     """Dense patch embeddings of a normalised batch `images` (B, 3, H, W) under each of `variants`, in order.
 
     The stem and blocks 1..L-1 run once; so does anything several variants derive from them (anomaly detection
-    runs only if a variant resolves anomalies or `trace` is on). `layers` is a preset name or a LayerPreset;
+    runs only if a variant resolves anomalies or `trace` is on). `layers` is a preset name or a LayerConfig;
     `params` holds the hyperparameters the official code hard-codes. With `trace=True` each output also carries one
     CropTrace per image; without it none of that is computed.
     """
@@ -541,7 +541,7 @@ def encode_dense(
     visual: nn.Module,
     images: Tensor,
     *,
-    layers: str | LayerPreset = "ViT-B/16",
+    layers: str | LayerConfig = "ViT-B/16",
     stages: Stages | None = None,
     method: Method = "sc-clip",
     params: CalibrationParams | None = None,

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import PAMR_DILATIONS, check_pamr_settings
 from .errors import InputError
-from .presets import PAMR_DILATIONS, check_pamr_settings
 
 _BAND_ELEMENTS = 1 << 24
 _SIGMA_WEIGHT = 0.1

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import LabelRules
 from .errors import InputError
-from .presets import LabelRules
 
 BAND_ELEMENTS = 1 << 22
 BandProbabilities = Callable[[int, int], Tensor]

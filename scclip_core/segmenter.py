@@ -18,11 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backbones import LoadedModel
-from .encoder import CropTrace, encode_dense_variants
-from .errors import InputError
-from .images import cap_size, fingerprint, to_rgb_array
-from .pamr import pamr_refine
-from .presets import (
+from .config import (
     DEFAULT_PROBS_BUDGET,
     CalibrationParams,
     LabelRules,
@@ -32,6 +28,10 @@ from .presets import (
     Variant,
     check_pamr_settings,
 )
+from .encoder import CropTrace, encode_dense_variants
+from .errors import InputError
+from .images import cap_size, fingerprint, to_rgb_array
+from .pamr import pamr_refine
 from .scores import PixelScores, probs_size
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 

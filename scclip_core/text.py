@@ -22,8 +22,8 @@ from torch import Tensor
 from .backbones import LoadedModel
 from .cache import atomic_write, default_cache_dir
 from .errors import InputError
+from .vocabularies import BACKGROUND_NAME
 
-BACKGROUND_NAME = "background"
 DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
     "sky",
     "wall",

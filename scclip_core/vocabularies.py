@@ -1,47 +1,78 @@
-"""Ready-made class lists for the demo's vocabulary dropdown, read from the benchmark class files.
+"""Class lists: the packaged class files, their reader, and the named vocabularies built from them.
 
-Each preset names an evaluation dataset (`scclip_core.eval.presets.PRESETS`), so every list has one source: the
-`classes/*.txt` file that the benchmarks use. Presets hold the object classes only; a benchmark's background
-class is left out, since the demo adds its own background words.
+`classes/<name>.txt` holds one class per line with comma-separated synonyms; the benchmarks
+(`scclip_core.eval`) evaluate with these files, and the vocabulary presets of the demo's dropdown read the same
+files, so every list has one source. Vocabulary presets hold the object classes only; a list's background class
+is left out, since the demo adds its own background words.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from .errors import InputError
-from .eval.presets import BACKGROUND_NAME, PRESETS
+
+CLASSES_DIR = Path(__file__).with_name("classes")
+BACKGROUND_NAME = "background"
 
 CLASS_SEPARATORS: tuple[str, ...] = ("\n", "; ")
 _RESERVED = (",", ";", "\n", "\r")
 
 
+def class_list_names() -> list[str]:
+    """The packaged class lists, by file name without `.txt`."""
+    return sorted(path.stem for path in CLASSES_DIR.glob("*.txt"))
+
+
+def read_class_list(name: str) -> tuple[tuple[str, ...], ...]:
+    """A packaged class list by name (`voc21`, `ade20k`, ...): synonyms per class, in label order."""
+    path = CLASSES_DIR / f"{name}.txt"
+    if name not in class_list_names():
+        raise InputError(f"unknown class list {name!r}; choose one of {', '.join(class_list_names())}")
+    return read_class_file(path)
+
+
+@cache
+def read_class_file(path: Path) -> tuple[tuple[str, ...], ...]:
+    """Parse a class file: one class per line, synonyms separated by commas; blank lines are skipped."""
+    classes = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        synonyms = tuple(word.strip() for word in line.split(","))
+        if not all(synonyms):
+            raise InputError(f"{path}:{line_number}: empty synonym in {line!r}")
+        classes.append(synonyms)
+    if not classes:
+        raise InputError(f"{path} lists no classes")
+    return tuple(classes)
+
+
 @dataclass(frozen=True)
 class VocabularyPreset:
-    """A named class list: `dataset` is the evaluation preset whose class file it reads."""
+    """A named vocabulary: `class_list` names the packaged class list it reads (see `read_class_list`)."""
 
     key: str
     title: str
-    dataset: str
+    class_list: str
 
     def __post_init__(self) -> None:
-        if self.dataset not in PRESETS:
-            raise ValueError(f"{self.key}: unknown dataset {self.dataset!r}; choose one of {', '.join(PRESETS)}")
+        read_class_list(self.class_list)
 
     @property
     def classes(self) -> tuple[tuple[str, ...], ...]:
-        """Synonyms per class in the class file's order, without the background class."""
-        preset = PRESETS[self.dataset]
+        """Synonyms per class in the class list's order, without its background class."""
         classes = tuple(
-            synonyms
-            for index, synonyms in enumerate(preset.queries)
-            if index != preset.background_index and synonyms[0].lower() != BACKGROUND_NAME
+            synonyms for synonyms in read_class_list(self.class_list) if synonyms[0].lower() != BACKGROUND_NAME
         )
         for synonyms in classes:
             for name in synonyms:
                 if any(mark in name for mark in _RESERVED) or name != " ".join(name.split()):
-                    raise ValueError(f"{self.dataset}: class name {name!r} cannot be written in the class-box syntax")
+                    raise InputError(
+                        f"{self.class_list}: class name {name!r} cannot be written in the class-box syntax"
+                    )
         return classes
 
     @property
@@ -58,7 +89,7 @@ class VocabularyPreset:
         """The classes in the class-box syntax of `parse_classes`: `separator` between classes, ', ' between
         synonyms. `separator` is a new line (one class per line) or '; '."""
         if separator not in CLASS_SEPARATORS:
-            raise ValueError(f"separator must be one of {list(CLASS_SEPARATORS)}, not {separator!r}")
+            raise InputError(f"separator must be one of {list(CLASS_SEPARATORS)}, not {separator!r}")
         return separator.join(", ".join(synonyms) for synonyms in self.classes)
 
 
@@ -72,10 +103,10 @@ VOCABULARY_PRESETS: tuple[VocabularyPreset, ...] = (
 
 
 def vocabulary_preset(key: str) -> VocabularyPreset:
-    """The preset for `key` (any case, dashes or underscores; its dataset's name works too)."""
+    """The preset for `key` (any case, dashes or underscores; its class list's name works too)."""
     wanted = str(key).strip().lower().replace("-", "_").replace(" ", "_")
     for preset in VOCABULARY_PRESETS:
-        if wanted in (preset.key, preset.dataset):
+        if wanted in (preset.key, preset.class_list):
             return preset
     raise InputError(
         f"unknown vocabulary preset {key!r}; choose one of {', '.join(preset.key for preset in VOCABULARY_PRESETS)}"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scclip_core import LAYER_PRESETS, UnknownModelError, WeightsUnavailableError, available_models, load_model
+from scclip_core import LAYER_CONFIGS, UnknownModelError, WeightsUnavailableError, available_models, load_model
 from scclip_core.backbones import resolve_model
-from scclip_core.presets import LayerPreset, preset_for_depth, resolve_layers
+from scclip_core.config import LayerConfig, layers_for_depth, resolve_layers
 
 from .weights import FORMATS, save_checkpoint
 
@@ -70,30 +70,30 @@ def test_unknown_model_is_refused_with_suggestions():
 
 def test_names_map_to_quickgelu_architectures_and_presets():
     assert resolve_model("ViT-B/16").arch == "ViT-B-16-quickgelu"
-    assert resolve_model("ViT-L/14").preset == LAYER_PRESETS["ViT-L/14"]
+    assert resolve_model("ViT-L/14").preset == LAYER_CONFIGS["ViT-L/14"]
     assert resolve_model("ViT-B-32").preset is None
     assert {"ViT-B/16", "ViT-L/14", "tiny-test"} <= set(available_models())
 
 
 def test_presets_for_other_depths_are_valid_and_exact_for_known_ones():
-    assert preset_for_depth(12) == LAYER_PRESETS["ViT-B/16"]
-    assert preset_for_depth(24) == LAYER_PRESETS["ViT-L/14"]
+    assert layers_for_depth(12) == LAYER_CONFIGS["ViT-B/16"]
+    assert layers_for_depth(24) == LAYER_CONFIGS["ViT-L/14"]
     for depth in (4, 6, 8, 16, 32, 40, 48):
-        preset = preset_for_depth(depth)
+        preset = layers_for_depth(depth)
         preset.validate(depth)
         assert preset.post_adjust_idx < preset.pre_adjust_idx <= depth - 2
     with pytest.raises(ValueError):
-        preset_for_depth(3)
-    assert resolve_layers("auto", 12) == LAYER_PRESETS["ViT-B/16"]
+        layers_for_depth(3)
+    assert resolve_layers("auto", 12) == LAYER_CONFIGS["ViT-B/16"]
     with pytest.raises(ValueError):
-        resolve_layers(LayerPreset(3, 3, 5, 12, 0.3), 12)
+        resolve_layers(LayerConfig(3, 3, 5, 12, 0.3), 12)
 
 
 def test_other_open_clip_vits_build_with_a_derived_preset():
     model = load_model("ViT-S-16", "random", device="cpu") if "ViT-S-16" in available_models() else None
     if model is None:
         pytest.skip("open_clip has no ViT-S-16 config")
-    assert model.preset == preset_for_depth(len(model.visual.transformer.resblocks))
+    assert model.preset == layers_for_depth(len(model.visual.transformer.resblocks))
 
 
 @pytest.fixture

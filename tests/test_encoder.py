@@ -6,7 +6,7 @@ import pytest
 import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-from scclip_core import METHODS, CalibrationParams, LayerPreset, Stages, encode_dense
+from scclip_core import METHODS, CalibrationParams, LayerConfig, Stages, encode_dense
 from scclip_core.calibration import squared_distances
 from scclip_core.encoder import _positional_embedding, _run_frozen_blocks, _stem
 
@@ -26,7 +26,7 @@ def tower(parity_fixture):
 
 @pytest.fixture(scope="module")
 def layers(parity_fixture):
-    return LayerPreset(**parity_fixture["scclip_layers"])
+    return LayerConfig(**parity_fixture["scclip_layers"])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def tower_448(parity_fixture_448):
 
 @pytest.fixture(scope="module")
 def output_448(tower_448, parity_fixture_448):
-    layers = LayerPreset(**parity_fixture_448["scclip_layers"])
+    layers = LayerConfig(**parity_fixture_448["scclip_layers"])
     return encode_dense(tower_448, parity_fixture_448["images"], layers=layers, trace=True)
 
 
@@ -75,7 +75,7 @@ def test_parity_at_448_where_the_positional_embedding_is_resized(output_448, par
 def test_parity_at_448_lof_scores_wherever_the_kth_neighbour_is_unambiguous(tower_448, output_448, parity_fixture_448):
     """Where the 30th and 31st nearest neighbours are equally far to float32 precision, which one counts is
     rounding (in the official code too) and the score may differ; everywhere else it must match."""
-    layers = LayerPreset(**parity_fixture_448["scclip_layers"])
+    layers = LayerConfig(**parity_fixture_448["scclip_layers"])
     with torch.inference_mode():
         tokens, _ = _stem(tower_448, parity_fixture_448["images"])
         penultimate = _run_frozen_blocks(tower_448, tokens, layers, keep_multi_level=False, trace=False).penultimate
@@ -219,4 +219,4 @@ def test_bad_arguments_are_rejected(tower, images, layers):
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         encode_dense(tower, images[0], layers=layers)
     with pytest.raises(ValueError, match="outside"):
-        encode_dense(tower, images, layers=LayerPreset(20, 3, 3, 10, 0.3))
+        encode_dense(tower, images, layers=LayerConfig(20, 3, 3, 10, 0.3))

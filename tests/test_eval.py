@@ -20,15 +20,15 @@ from PIL import Image
 
 from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, InputError, LabelRules, Segmenter
 from scclip_core.eval import (
+    BENCHMARKS,
     LAYOUTS,
     OWN_PROTOCOLS,
-    PRESETS,
+    Benchmark,
     DatasetLayoutError,
-    DatasetPreset,
     coco_object,
     confusion_matrix,
     evaluate,
-    get_preset,
+    get_benchmark,
     list_samples,
     read_image,
     read_label,
@@ -101,9 +101,9 @@ def raw_labels(
     return labels
 
 
-@pytest.mark.parametrize("dataset", list(PRESETS))
+@pytest.mark.parametrize("dataset", list(BENCHMARKS))
 def test_layout_is_read_with_the_right_labels_and_ignore_index(tmp_path: Path, dataset: str) -> None:
-    preset = PRESETS[dataset]
+    preset = BENCHMARKS[dataset]
     rng = np.random.default_rng(1)
     ids = SAMPLE_IDS[preset.layout]
     stored = {}
@@ -184,16 +184,16 @@ def test_presets_follow_the_spec() -> None:
         "ade20k": (150, 150, 336, 40, 0.0, None, None),
     }
     for name, (classes, queries, short, scale, prob, area, background) in expected.items():
-        preset = get_preset(name)
+        preset = get_benchmark(name)
         assert (preset.num_classes, sum(map(len, preset.queries))) == (classes, queries), name
         config, rules = preset.config, preset.rules
         assert (config.short_side, config.max_long_side, config.crop, config.stride) == (short, 2048, 224, 112)
         assert (config.max_input_side, config.templates) == (None, "openai"), name
         assert (rules.logit_scale, rules.prob_threshold, rules.area_threshold) == (scale, prob, area), name
         assert preset.background_index == background
-    assert PRESETS["voc21"].queries[0] == DEFAULT_BACKGROUND_WORDS == PRESETS["coco_object"].queries[0]
-    assert PRESETS["context60"].queries[0] == ("background",)
-    assert PRESETS["voc21"].queries[15] == (
+    assert BENCHMARKS["voc21"].queries[0] == DEFAULT_BACKGROUND_WORDS == BENCHMARKS["coco_object"].queries[0]
+    assert BENCHMARKS["context60"].queries[0] == ("background",)
+    assert BENCHMARKS["voc21"].queries[15] == (
         "person",
         "person in shirt",
         "person in jeans",
@@ -202,23 +202,23 @@ def test_presets_follow_the_spec() -> None:
         "person in skirt",
         "person in jacket",
     )
-    assert PRESETS["coco_object"].queries[1][-1] == "body"
-    assert PRESETS["voc20"].queries[-1] == ("television monitor", "tv monitor", "monitor", "television", "screen")
-    assert PRESETS["voc21"].class_names[:5] == ["background", "aeroplane", "bicycle", "bird", "ship"]
-    large = get_preset("VOC21", "ViT-L/14").rules
+    assert BENCHMARKS["coco_object"].queries[1][-1] == "body"
+    assert BENCHMARKS["voc20"].queries[-1] == ("television monitor", "tv monitor", "monitor", "television", "screen")
+    assert BENCHMARKS["voc21"].class_names[:5] == ["background", "aeroplane", "bicycle", "bird", "ship"]
+    large = get_benchmark("VOC21", "ViT-L/14").rules
     assert (large.logit_scale, large.prob_threshold, large.area_threshold) == (40, 0.2, 0.1)
-    assert get_preset("coco-object", "ViT-L/14").rules.prob_threshold == 0.25
-    overridden = get_preset("voc21").with_overrides(area_threshold=None, logit_scale=30, crop=448, precision="fp32")
+    assert get_benchmark("coco-object", "ViT-L/14").rules.prob_threshold == 0.25
+    overridden = get_benchmark("voc21").with_overrides(area_threshold=None, logit_scale=30, crop=448, precision="fp32")
     assert overridden.rules == LabelRules(prob_threshold=0.15, area_threshold=None, logit_scale=30)
     assert (overridden.config.crop, overridden.precision) == (448, "fp32")
     with pytest.raises(InputError, match="unknown preset field"):
-        get_preset("voc21").with_overrides(threshold=0.2)
+        get_benchmark("voc21").with_overrides(threshold=0.2)
     with pytest.raises(InputError, match="stride <= crop"):
-        get_preset("voc21").with_overrides(crop=64)
+        get_benchmark("voc21").with_overrides(crop=64)
     with pytest.raises(ValueError, match="no background class"):
-        get_preset("ade20k").with_overrides(prob_threshold=0.2)
+        get_benchmark("ade20k").with_overrides(prob_threshold=0.2)
     with pytest.raises(ValueError, match="unknown dataset"):
-        get_preset("voc22")
+        get_benchmark("voc22")
 
 
 PROTOCOL_FIELDS = (
@@ -233,7 +233,7 @@ PROTOCOL_FIELDS = (
 )
 
 
-def _protocol(preset: DatasetPreset) -> tuple:
+def _protocol(preset: Benchmark) -> tuple:
     return tuple(preset.settings()[name] for name in PROTOCOL_FIELDS)
 
 
@@ -254,20 +254,22 @@ def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> 
         ("clip", "voc21"): (336, 224, 112, 65, 0.1, 0.1, 0, "fp16"),
     }
     for (method, dataset), settings in expected.items():
-        assert _protocol(get_preset(dataset, method=method, protocol="own")) == settings, (method, dataset)
-    for dataset in PRESETS:
-        maskclip = get_preset(dataset, method="maskclip", protocol="own")
-        assert _protocol(maskclip) == _protocol(get_preset(dataset, method="clearclip", protocol="own"))
+        assert _protocol(get_benchmark(dataset, method=method, protocol="own")) == settings, (method, dataset)
+    for dataset in BENCHMARKS:
+        maskclip = get_benchmark(dataset, method="maskclip", protocol="own")
+        assert _protocol(maskclip) == _protocol(get_benchmark(dataset, method="clearclip", protocol="own"))
         for method in METHODS:  # the default protocol is SC-CLIP's whatever the method
-            assert get_preset(dataset, method=method) == PRESETS[dataset]
-        assert get_preset(dataset, "ViT-L/14", method="sc-clip", protocol="own") == get_preset(dataset, "ViT-L/14")
-        assert get_preset(dataset, "ViT-L/14", method="sclip", protocol="own") == get_preset(
+            assert get_benchmark(dataset, method=method) == BENCHMARKS[dataset]
+        assert get_benchmark(dataset, "ViT-L/14", method="sc-clip", protocol="own") == get_benchmark(
+            dataset, "ViT-L/14"
+        )
+        assert get_benchmark(dataset, "ViT-L/14", method="sclip", protocol="own") == get_benchmark(
             dataset, method="sclip", protocol="own"
         )
     assert set(OWN_PROTOCOLS) == set(METHODS) - {"sc-clip"}
     assert all(set(PROTOCOL_FIELDS) <= set(protocol.common) for protocol in OWN_PROTOCOLS.values())
     with pytest.raises(ValueError, match="unknown protocol"):
-        get_preset("voc21", protocol="official")
+        get_benchmark("voc21", protocol="official")
 
 
 def test_own_protocol_runs_end_to_end_with_whole_images_and_pamr(tmp_path: Path, tiny_model) -> None:
@@ -292,7 +294,7 @@ def test_run_names_are_those_earlier_runs_resume_from() -> None:
         ("voc21", "naclip", "own"): "voc21-naclip-ViT-B-16-be137ecf",
     }
     for (dataset, method, protocol), name in expected.items():
-        preset = get_preset(dataset, "ViT-B/16", method=method, protocol=protocol)
+        preset = get_benchmark(dataset, "ViT-B/16", method=method, protocol=protocol)
         settings = EvalSettings(preset, "ViT-B/16", "openai", method=method, protocol=protocol)
         assert settings.run_name() == name
         assert settings.to_json()["templates"] == "openai"
@@ -302,7 +304,7 @@ def test_the_segmenter_runs_the_preset_config_and_predict_gets_its_rules(
     tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_random_dataset(tmp_path, count=1)
-    preset = get_preset("voc21").with_overrides(short_side=112, crop=112, stride=112, templates="simple")
+    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112, templates="simple")
     received = []
     original = Segmenter.predict
 
@@ -316,7 +318,7 @@ def test_the_segmenter_runs_the_preset_config_and_predict_gets_its_rules(
     assert received == [(ran.config, ran.rules)] and ran.rules == LabelRules(0.15, 0.1, 50.0)
 
 
-def write_predictions_as_ground_truth(root: Path, preset: DatasetPreset, model) -> None:
+def write_predictions_as_ground_truth(root: Path, preset: Benchmark, model) -> None:
     """Segment synthetic images with the evaluation settings and store the labels as the dataset's labels."""
     preset = preset.with_overrides(templates="simple")
     segmenter = build_segmenter(model, preset)
@@ -334,7 +336,7 @@ def write_predictions_as_ground_truth(root: Path, preset: DatasetPreset, model) 
 # background + thresholds; reduce_zero_label; 847 classes in 16-bit label maps
 @pytest.mark.parametrize("dataset", ["voc21", "voc20", "ade847"])
 def test_ground_truth_equal_to_the_prediction_scores_100(tmp_path: Path, tiny_model, dataset: str) -> None:
-    preset = get_preset(dataset).with_overrides(short_side=112, crop=112, stride=112)  # few small windows
+    preset = get_benchmark(dataset).with_overrides(short_side=112, crop=112, stride=112)  # few small windows
     write_predictions_as_ground_truth(tmp_path, preset, tiny_model)
     result = evaluate(preset, tmp_path, tiny_model, templates="simple", show_progress=False)
     assert result.images == result.images_this_run == 2
@@ -360,7 +362,7 @@ def make_random_dataset(root: Path, count: int = 3) -> None:
 def test_interrupted_run_resumes_without_redoing_recorded_images(tmp_path: Path, tiny_model) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     make_random_dataset(data)
-    preset = get_preset("voc21").with_overrides(short_side=112, crop=112, stride=112)  # small and fast
+    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)  # small and fast
     common = {"templates": "simple", "show_progress": False}
     fresh = evaluate(preset, data, tiny_model, **common)
 

@@ -13,7 +13,7 @@ from scclip_core import (
     CalibrationParams,
     InputError,
     LabelRules,
-    LayerPreset,
+    LayerConfig,
     Method,
     Segmenter,
     SegmenterConfig,
@@ -91,7 +91,7 @@ def test_each_variant_from_the_shared_pass_equals_its_own_call(tiny_model, size,
 
 
 def test_shared_pass_on_the_parity_tower_matches_separate_calls_and_the_official_output(parity_tower, parity_fixture):
-    layers = LayerPreset(**parity_fixture["scclip_layers"])
+    layers = LayerConfig(**parity_fixture["scclip_layers"])
     images = parity_fixture["images"]
     reversed_order = ABLATION[::-1]
     result = encode_dense_variants(parity_tower, images, reversed_order, layers=layers)

@@ -16,7 +16,7 @@ from scclip_core import (
     parse_classes,
     vocabulary_preset,
 )
-from scclip_core.eval import PRESETS
+from scclip_core.eval import BENCHMARKS
 
 COUNTS = {"coco_stuff": 171, "ade20k": 150, "pascal_context": 59, "pascal_voc": 20, "cityscapes": 19}
 
@@ -30,7 +30,7 @@ def test_presets_in_display_order_with_their_counts():
 
 def test_presets_read_the_benchmark_class_files():
     for preset in VOCABULARY_PRESETS:
-        assert preset.classes == PRESETS[preset.dataset].queries
+        assert preset.classes == BENCHMARKS[preset.class_list].queries
     voc = vocabulary_preset("pascal_voc")
     assert voc.classes[0] == ("aeroplane",)
     assert voc.classes[14][:2] == ("person", "person in shirt")
@@ -52,7 +52,7 @@ def test_as_text_syntax_and_separator_check():
     assert voc.as_text().splitlines()[0] == "aeroplane"
     assert voc.as_text("; ").startswith("aeroplane; bicycle; bird; ")
     assert "person, person in shirt, person in jeans" in voc.as_text()
-    with pytest.raises(ValueError, match="separator"):
+    with pytest.raises(InputError, match="separator"):
         voc.as_text(", ")
 
 
@@ -65,7 +65,7 @@ def test_no_background_entries():
 
 def test_background_class_of_a_benchmark_is_left_out():
     with_background = VocabularyPreset("context60", "Pascal Context with background", "context60")
-    assert PRESETS["context60"].queries[0] == ("background",)
+    assert BENCHMARKS["context60"].queries[0] == ("background",)
     assert with_background.classes == vocabulary_preset("pascal_context").classes
 
 
@@ -80,8 +80,8 @@ def test_lookup_is_forgiving_and_unknown_keys_list_the_valid_ones():
         assert key in message
 
 
-def test_unknown_dataset_is_rejected():
-    with pytest.raises(ValueError, match="unknown dataset"):
+def test_unknown_class_list_is_rejected():
+    with pytest.raises(InputError, match="unknown class list 'not_a_dataset'; choose one of .*voc21"):
         VocabularyPreset("x", "X", "not_a_dataset")
 
 

@@ -12,14 +12,14 @@ import importlib
 _EXPORTS = {
     "datasets": ("LAYOUTS", "DatasetLayoutError", "Layout", "Sample", "list_samples", "read_image", "read_label"),
     "metrics": ("SegmentationScores", "confusion_matrix", "scores"),
-    "presets": (
+    "benchmarks": (
         "OWN_PROTOCOLS",
-        "PRESETS",
+        "BENCHMARKS",
         "PROTOCOLS",
-        "DatasetPreset",
+        "Benchmark",
         "MethodProtocol",
         "dataset_names",
-        "get_preset",
+        "get_benchmark",
     ),
     "runner": ("EvalResult", "EvalSettings", "evaluate", "run_benchmark"),
 }

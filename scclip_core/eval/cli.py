@@ -8,15 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..config import METHODS, CalibrationParams, Stages
 from ..errors import ScclipError
-from ..presets import METHODS, CalibrationParams, Stages
+from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
 from .datasets import LAYOUTS
-from .presets import OWN_PROTOCOLS, PRESETS, PROTOCOLS, VIT_L14_CHANGES, DatasetPreset, dataset_names, get_preset
 
 
 def _dataset(text: str) -> str:
     try:
-        return get_preset(text).name
+        return get_benchmark(text).name
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
 
 
-def _protocol_settings(preset: DatasetPreset) -> str:
+def _protocol_settings(preset: Benchmark) -> str:
     config, rules = preset.config, preset.rules
     window = "whole image" if config.stride is None else f"crop {config.crop} stride {config.stride}"
     area = "-" if rules.area_threshold is None else f"{rules.area_threshold:g}"
@@ -113,7 +113,7 @@ def _protocol_settings(preset: DatasetPreset) -> str:
 def preset_listing() -> str:
     """Both protocols: SC-CLIP's presets (with the dataset folders), then each comparison method's own."""
     lines = ["--protocol scclip (default): SC-CLIP's settings, for every method"]
-    for preset in PRESETS.values():
+    for preset in BENCHMARKS.values():
         layout = LAYOUTS[preset.layout]
         lines.append(
             f"  {preset.name:<15} {preset.num_classes:>3} classes  {_protocol_settings(preset)}  "
@@ -125,8 +125,10 @@ def preset_listing() -> str:
     lines.append("--protocol own: each method's official settings (sc-clip: as above)")
     for method, protocol in OWN_PROTOCOLS.items():
         lines.append(f"  {method}, from {protocol.source}")
-        for dataset in PRESETS:
-            lines.append(f"    {dataset:<15} {_protocol_settings(get_preset(dataset, method=method, protocol='own'))}")
+        for dataset in BENCHMARKS:
+            lines.append(
+                f"    {dataset:<15} {_protocol_settings(get_benchmark(dataset, method=method, protocol='own'))}"
+            )
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .presets import IGNORE_INDEX
+from .benchmarks import IGNORE_INDEX
 
 
 class DatasetLayoutError(InputError):

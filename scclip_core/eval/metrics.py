@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .presets import IGNORE_INDEX
+from .benchmarks import IGNORE_INDEX
 
 
 def confusion_matrix(

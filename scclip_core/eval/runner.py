@@ -25,11 +25,19 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from .. import CalibrationParams, LoadedModel, Segmenter, Stages, TextEmbeddingCache, Vocabulary, load_model
-from . import distributed
+from .. import (
+    CalibrationParams,
+    LoadedModel,
+    Segmenter,
+    Stages,
+    TextEmbeddingCache,
+    Vocabulary,
+    distributed,
+    load_model,
+)
+from .benchmarks import Benchmark, get_benchmark
 from .datasets import LAYOUTS, Sample, list_samples, read_image, read_label
 from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, to_sparse
-from .presets import DatasetPreset, get_preset
 
 RECORD_FORMAT = 1
 _PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -42,7 +50,7 @@ class EvalSettings:
     The prompt templates are the preset's (`preset.config.templates`).
     """
 
-    preset: DatasetPreset
+    preset: Benchmark
     model_name: str
     weights: str
     method: str = "sc-clip"
@@ -234,7 +242,7 @@ class RecordStore:
         stream.flush()
 
 
-def build_vocabulary(preset: DatasetPreset) -> Vocabulary:
+def build_vocabulary(preset: Benchmark) -> Vocabulary:
     """The preset's classes in label order, so class index == ground-truth label value."""
     return Vocabulary(classes=preset.queries, background_index=preset.background_index)
 
@@ -242,7 +250,7 @@ def build_vocabulary(preset: DatasetPreset) -> Vocabulary:
 _TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = weakref.WeakKeyDictionary()
 
 
-def build_segmenter(model: LoadedModel, preset: DatasetPreset) -> Segmenter:
+def build_segmenter(model: LoadedModel, preset: Benchmark) -> Segmenter:
     """A segmenter with the preset's protocol (for the benchmarks: keep-ratio resize, sliding windows, no input cap).
 
     Segmenters of the same model share text embeddings in memory, so sweeps over stages or thresholds embed
@@ -261,7 +269,7 @@ def predict_labels(
 
 
 def evaluate(
-    preset: DatasetPreset | str,
+    preset: Benchmark | str,
     root: str | os.PathLike[str],
     model: LoadedModel,
     *,
@@ -281,11 +289,11 @@ def evaluate(
     summed over processes; every process returns the same result. With `out`, per-image records and
     `results.json` go to `<out>/<run name>/`, and images recorded there before are not run again
     (`resume=False` deletes those records first). A dataset name selects its preset for this model, method
-    and `protocol` (`scclip` or `own`, see `get_preset`); a DatasetPreset is used as given. `templates` replaces
+    and `protocol` (`scclip` or `own`, see `get_benchmark`); a Benchmark is used as given. `templates` replaces
     the preset's prompt templates (None: the preset's).
     """
     if isinstance(preset, str):
-        preset = get_preset(preset, model.name, method=method, protocol=protocol)
+        preset = get_benchmark(preset, model.name, method=method, protocol=protocol)
     preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
     if templates is not None:
         preset = preset.with_overrides(templates=templates)
@@ -405,7 +413,7 @@ def _evaluate_samples(
     return total
 
 
-def _read_sample(sample: Sample, preset: DatasetPreset) -> tuple[Sample, np.ndarray, np.ndarray]:
+def _read_sample(sample: Sample, preset: Benchmark) -> tuple[Sample, np.ndarray, np.ndarray]:
     image = read_image(sample.image_path)
     truth = read_label(sample.label_path, preset.reduce_zero_label, preset.ignore_index)
     if truth.shape != image.shape[:2]:
@@ -416,7 +424,7 @@ def _read_sample(sample: Sample, preset: DatasetPreset) -> tuple[Sample, np.ndar
     return sample, image, truth
 
 
-def _read_ahead(samples: list[Sample], preset: DatasetPreset) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+def _read_ahead(samples: list[Sample], preset: Benchmark) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
     """(sample, image, labels) in order, decoding the next files on a thread while the model runs."""
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(_read_sample, samples[0], preset)
@@ -457,7 +465,7 @@ def run_benchmark(
 
     On CUDA the model runs at the preset's precision unless `precision` says otherwise; on the CPU in fp32.
     """
-    preset = get_preset(dataset, model_name, method=method, protocol=protocol).with_overrides(**(overrides or {}))
+    preset = get_benchmark(dataset, model_name, method=method, protocol=protocol).with_overrides(**(overrides or {}))
     stages = Stages.without(*disable)
     list_samples(LAYOUTS[preset.layout], root, limit)  # a wrong root fails now, not after loading weights
     process = distributed.start(device)

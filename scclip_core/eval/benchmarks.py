@@ -1,14 +1,15 @@
 """Per-benchmark evaluation settings: class lists, resize, windows, logit scale, thresholds, PAMR and precision.
 
-Two protocols. `scclip` (the default) evaluates every method with SC-CLIP's official per-dataset settings;
-`own` evaluates each comparison method with the settings of its own official configs (`OWN_PROTOCOLS`), so that
-its published numbers can be reproduced. The class lists live in `classes/<name>.txt`, one class per line with
-comma-separated synonyms; the eight standard ones are byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate
-with, and both protocols use them. The two large-vocabulary ones follow the open-vocabulary segmentation literature
-as CAT-Seg's and SAN's dataset scripts prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order
-(CAT-Seg `datasets/ade847.json`, the same names as SAN's `register_ade20k_full.py`), `context459.txt` is PASCAL
-Context's 459 names in label order (CAT-Seg `datasets/pc459.json`). SC-CLIP reports neither, so they use
-the default protocol (short side 336, 224/112 windows, logit scale 40, no background rules).
+Two protocols. `scclip` (the default) evaluates every method with SC-CLIP's official per-dataset settings; `own`
+evaluates each comparison method with the settings of its own official configs (`OWN_PROTOCOLS`), so that its
+published numbers can be reproduced. The class lists are the engine's (`scclip_core/classes/<name>.txt`, read by
+`scclip_core.vocabularies`), one class per line with comma-separated synonyms; the eight standard ones are
+byte-for-byte the lists SC-CLIP, SCLIP and NACLIP evaluate with, and both protocols use them. The two
+large-vocabulary ones follow the open-vocabulary segmentation literature as CAT-Seg's and SAN's dataset scripts
+prepare it: `ade847.txt` is ADE20K-Full's 847 class names in train-id order (CAT-Seg `datasets/ade847.json`, the
+same names as SAN's `register_ade20k_full.py`), `context459.txt` is PASCAL Context's 459 names in label order
+(CAT-Seg `datasets/pc459.json`). SC-CLIP reports neither, so they use the default protocol (short side 336, 224/112
+windows, logit scale 40, no background rules).
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
+from ..config import LabelRules, SegmenterConfig
 from ..errors import InputError
-from ..presets import LabelRules, SegmenterConfig
+from ..vocabularies import BACKGROUND_NAME, CLASSES_DIR, read_class_file
 
-CLASSES_DIR = Path(__file__).with_name("classes")
 IGNORE_INDEX = 255
-BACKGROUND_NAME = "background"
 PROTOCOLS: tuple[str, ...] = ("scclip", "own")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
@@ -33,7 +31,7 @@ EVAL_CONFIG = SegmenterConfig(max_input_side=None)  # the paper's protocol; imag
 
 
 @dataclass(frozen=True)
-class DatasetPreset:
+class Benchmark:
     """Everything that defines how one benchmark is evaluated: its classes, the inference protocol (`config`,
     whose templates are the text side's), the labelling rules, and the model's precision.
 
@@ -69,7 +67,7 @@ class DatasetPreset:
                 f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
             )
 
-    def with_overrides(self, **changes: object) -> DatasetPreset:
+    def with_overrides(self, **changes: object) -> Benchmark:
         """A copy with the given fields replaced: the preset's own, or those of its config or rules by name
         (`short_side`, `prob_threshold`, ...). Checked again, so a bad value raises InputError."""
         own = {f.name for f in dataclasses.fields(self)}
@@ -136,26 +134,10 @@ class DatasetPreset:
         }
 
 
-@cache
-def read_class_file(path: Path) -> tuple[tuple[str, ...], ...]:
-    """Parse a class file: one class per line, synonyms separated by commas; blank lines are skipped."""
-    classes = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        synonyms = tuple(word.strip() for word in line.split(","))
-        if not all(synonyms):
-            raise ValueError(f"{path}:{line_number}: empty synonym in {line!r}")
-        classes.append(synonyms)
-    if not classes:
-        raise ValueError(f"{path} lists no classes")
-    return tuple(classes)
-
-
-PRESETS: dict[str, DatasetPreset] = {
+BENCHMARKS: dict[str, Benchmark] = {
     preset.name: preset
     for preset in (
-        DatasetPreset(
+        Benchmark(
             name="voc21",
             title="PASCAL VOC 2012 val, 21 classes with background",
             layout="voc2012",
@@ -164,7 +146,7 @@ PRESETS: dict[str, DatasetPreset] = {
             reduce_zero_label=False,
             rules=LabelRules(prob_threshold=0.15, area_threshold=0.1, logit_scale=50.0),
         ),
-        DatasetPreset(
+        Benchmark(
             name="context60",
             title="PASCAL Context val, 60 classes with background",
             layout="pascal_context",
@@ -173,7 +155,7 @@ PRESETS: dict[str, DatasetPreset] = {
             reduce_zero_label=False,
             rules=LabelRules(prob_threshold=0.15),
         ),
-        DatasetPreset(
+        Benchmark(
             name="coco_object",
             title="COCO-Object val2017, background + 80 things",
             layout="coco_object",
@@ -182,7 +164,7 @@ PRESETS: dict[str, DatasetPreset] = {
             reduce_zero_label=False,
             rules=LabelRules(prob_threshold=0.35, logit_scale=55.0),
         ),
-        DatasetPreset(
+        Benchmark(
             name="voc20",
             title="PASCAL VOC 2012 val, 20 classes without background",
             layout="voc2012",
@@ -190,7 +172,7 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=True,
         ),
-        DatasetPreset(
+        Benchmark(
             name="context59",
             title="PASCAL Context val, 59 classes without background",
             layout="pascal_context",
@@ -198,7 +180,7 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=True,
         ),
-        DatasetPreset(
+        Benchmark(
             name="coco_stuff164k",
             title="COCO-Stuff 164k val2017, 171 classes",
             layout="coco_stuff164k",
@@ -206,7 +188,7 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=False,
         ),
-        DatasetPreset(
+        Benchmark(
             name="cityscapes",
             title="Cityscapes val, 19 classes",
             layout="cityscapes",
@@ -215,7 +197,7 @@ PRESETS: dict[str, DatasetPreset] = {
             reduce_zero_label=False,
             config=dataclasses.replace(EVAL_CONFIG, short_side=560),
         ),
-        DatasetPreset(
+        Benchmark(
             name="ade20k",
             title="ADE20K val, 150 classes",
             layout="ade20k",
@@ -223,7 +205,7 @@ PRESETS: dict[str, DatasetPreset] = {
             background_index=None,
             reduce_zero_label=True,
         ),
-        DatasetPreset(
+        Benchmark(
             name="ade847",
             title="ADE20K-Full val, 847 classes (CAT-Seg / SAN preparation)",
             layout="ade20k_full",
@@ -232,7 +214,7 @@ PRESETS: dict[str, DatasetPreset] = {
             reduce_zero_label=False,
             ignore_index=65535,
         ),
-        DatasetPreset(
+        Benchmark(
             name="context459",
             title="PASCAL Context val, 459 classes (CAT-Seg / SAN preparation)",
             layout="pascal_context_459",
@@ -256,7 +238,7 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
 class MethodProtocol:
     """A comparison method's own evaluation settings: `common` applies to every dataset, then `per_dataset`.
 
-    Both map preset field names (`DatasetPreset.with_overrides`) to values. `common` sets every protocol field,
+    Both map preset field names (`Benchmark.with_overrides`) to values. `common` sets every protocol field,
     so nothing is inherited from SC-CLIP's presets; `source` says where the values were read.
     """
 
@@ -359,12 +341,12 @@ ALIASES = {
 
 
 def dataset_names() -> list[str]:
-    return list(PRESETS)
+    return list(BENCHMARKS)
 
 
-def get_preset(
+def get_benchmark(
     dataset: str, model_name: str | None = None, *, method: str = "sc-clip", protocol: str = "scclip"
-) -> DatasetPreset:
+) -> Benchmark:
     """The preset for a benchmark name (dashes or underscores, any case) under a protocol.
 
     `scclip`: SC-CLIP's settings, with its ViT-L/14 changes for that model. `own`: `method`'s official settings
@@ -372,11 +354,11 @@ def get_preset(
     """
     key = dataset.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
-    if key not in PRESETS:
-        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(PRESETS)}")
+    if key not in BENCHMARKS:
+        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(BENCHMARKS)}")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    preset = PRESETS[key]
+    preset = BENCHMARKS[key]
     if protocol == "own" and method in OWN_PROTOCOLS:
         return preset.with_overrides(**OWN_PROTOCOLS[method].changes(key))
     if model_name == "ViT-L/14" and key in VIT_L14_CHANGES:

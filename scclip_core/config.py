@@ -1,5 +1,6 @@
-"""Frozen configuration: SC-CLIP layer presets per backbone, stage flags, hyperparameters, the inference
-protocol and the labelling rules. Free of torch, so the command line can build them before loading a model."""
+"""Frozen configuration: SC-CLIP's layer choices per backbone, stage flags, hyperparameters, the inference
+protocol and the labelling rules, and the one list of each kind of choice (methods, detectors, precisions,
+template sets). Free of torch, so the command line can build them before loading a model."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from typing import Literal, get_args
 from .errors import InputError
 
 Detector = Literal["lof", "l2norm"]
+DETECTORS: tuple[Detector, ...] = get_args(Detector)
 Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
 METHODS: tuple[Method, ...] = get_args(Method)
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+TemplateSet = Literal["openai", "simple"]
+TEMPLATE_SET_NAMES: tuple[TemplateSet, ...] = get_args(TemplateSet)
+DEFAULT_MODEL = "ViT-B/16"
 PAMR_DILATIONS: tuple[int, ...] = (8, 16)
+PAMR_STEPS = 10  # NACLIP's, the number of steps "refine edges" runs (PAMR is off by default, as in SC-CLIP)
 DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
 
 @dataclass(frozen=True)
-class LayerPreset:
+class LayerConfig:
     """Which block outputs SC-CLIP reads, as 0-based indices into the list of block outputs.
 
     `pre_adjust_idx` gives the mid-layer affinity, `post_adjust_idx` the shallow-layer affinity,
@@ -44,15 +52,15 @@ class LayerPreset:
             )
 
 
-LAYER_PRESETS: dict[str, LayerPreset] = {
-    "ViT-B/16": LayerPreset(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
-    "ViT-L/14": LayerPreset(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
+LAYER_CONFIGS: dict[str, LayerConfig] = {
+    "ViT-B/16": LayerConfig(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
+    "ViT-L/14": LayerConfig(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
 }
 
 
-def preset_for_depth(depth: int) -> LayerPreset:
+def layers_for_depth(depth: int) -> LayerConfig:
     """A preset for any depth, scaled from the ViT-B/16 one (12 blocks); exact for 12 and 24 blocks."""
-    for preset, preset_depth in ((LAYER_PRESETS["ViT-B/16"], 12), (LAYER_PRESETS["ViT-L/14"], 24)):
+    for preset, preset_depth in ((LAYER_CONFIGS["ViT-B/16"], 12), (LAYER_CONFIGS["ViT-L/14"], 24)):
         if depth == preset_depth:
             return preset
     if depth < 4:
@@ -63,7 +71,7 @@ def preset_for_depth(depth: int) -> LayerPreset:
 
     start = scaled(3)
     end = max(min(round(10 * depth / 12), depth - 1), start + 1)
-    return LayerPreset(
+    return LayerConfig(
         pre_adjust_idx=scaled(8),
         post_adjust_idx=scaled(3),
         multi_start_idx=start,
@@ -72,17 +80,17 @@ def preset_for_depth(depth: int) -> LayerPreset:
     )
 
 
-def resolve_layers(layers: str | LayerPreset, depth: int) -> LayerPreset:
+def resolve_layers(layers: str | LayerConfig, depth: int) -> LayerConfig:
     """A preset by name (`ViT-B/16`, `ViT-L/14`, `auto`) or as given, checked against the depth."""
-    if isinstance(layers, LayerPreset):
+    if isinstance(layers, LayerConfig):
         preset = layers
     elif layers == "auto":
-        preset = preset_for_depth(depth)
-    elif layers in LAYER_PRESETS:
-        preset = LAYER_PRESETS[layers]
+        preset = layers_for_depth(depth)
+    elif layers in LAYER_CONFIGS:
+        preset = LAYER_CONFIGS[layers]
     else:
         raise InputError(
-            f"unknown layer preset {layers!r}; use one of {sorted(LAYER_PRESETS)}, 'auto' or a LayerPreset"
+            f"unknown layer preset {layers!r}; use one of {sorted(LAYER_CONFIGS)}, 'auto' or a LayerConfig"
         )
     preset.validate(depth)
     return preset
@@ -156,8 +164,8 @@ class CalibrationParams:
     naclip_sigma: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.detector not in ("lof", "l2norm"):
-            raise InputError(f"detector must be 'lof' or 'l2norm', not {self.detector!r}")
+        if self.detector not in DETECTORS:
+            raise InputError(f"detector must be one of {list(DETECTORS)}, not {self.detector!r}")
         _check_range("beta", self.beta, -1.0, 1.0)
         _check_range("prior_temperature", self.prior_temperature, 0.0, math.inf, low_open=True)
         _check_range("prior_mix", self.prior_mix, 0.0, 1.0)
@@ -219,7 +227,7 @@ class SegmenterConfig:
     stride: int | None = 112
     max_input_side: int | None = 2048
     batch_size: int = 8
-    templates: str = "openai"
+    templates: TemplateSet = "openai"
     pamr_steps: int = 0
     pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
