@@ -28,7 +28,7 @@ def _section(text: str, heading: str) -> str:
 
 def _nav_pages(entries: list) -> list[str]:
     """Every page file named in an MkDocs nav, in order."""
-    pages = []
+    pages: list[str] = []
     for entry in entries:
         value = next(iter(entry.values())) if isinstance(entry, dict) else entry
         pages += _nav_pages(value) if isinstance(value, list) else [value]
