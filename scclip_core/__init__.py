@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "backbones": ("LoadedModel", "available_models", "load_model"),
+    "backbones": ("LoadedModel", "available_models", "load_model", "resolve_weights"),
     "encoder": ("LAST_BLOCKS", "CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cache import atomic_write
-from .config import METHODS, CalibrationParams, LabelRules, SegmenterConfig, Stages
+from .config import (
+    DEFAULT_MODEL,
+    DETECTORS,
+    LAYER_CONFIGS,
+    METHODS,
+    PRECISIONS,
+    TEMPLATE_SET_NAMES,
+    CalibrationParams,
+    LabelRules,
+    SegmenterConfig,
+    Stages,
+)
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
 
@@ -56,21 +67,26 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     classes.add_argument("--classes", help="';' or new line between classes, ',' between synonyms")
     classes.add_argument("--classes-file", metavar="PATH", help="the same, read from a text file (one class a line)")
     model = segment.add_argument_group("model")
-    model.add_argument("--model", default="ViT-B/16", help="ViT-B/16 (default), ViT-L/14 or an open_clip architecture")
-    model.add_argument("--weights", default=None, help="pretrained tag (default: openai), checkpoint path, or 'random'")
+    others = ", ".join(name for name in LAYER_CONFIGS if name != DEFAULT_MODEL)
+    model.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (default), {others} or an open_clip architecture"
+    )
+    model.add_argument(
+        "--weights", default=None, help="pretrained tag (default: the model's own), checkpoint path, or 'random'"
+    )
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None)
+    model.add_argument("--precision", choices=PRECISIONS, default=None)
     method = segment.add_argument_group("method")
     method.add_argument("--method", choices=METHODS, default="sc-clip")
     method.add_argument(
         "--disable",
         action="append",
         default=[],
-        choices=[n.replace("_", "-") for n in Stages.names()],
+        type=eval_cli.stage_name,
         metavar="STAGE",
-        help=f"switch a stage off (repeatable): {', '.join(n.replace('_', '-') for n in Stages.names())}",
+        help=f"switch a stage off (repeatable): {', '.join(Stages.option_names())}",
     )
-    method.add_argument("--detector", choices=("lof", "l2norm"), default=CalibrationParams.detector)
+    method.add_argument("--detector", choices=DETECTORS, default=CalibrationParams.detector)
     method.add_argument("--beta", type=float, default=CalibrationParams.beta, help="affinity threshold")
     protocol = segment.add_argument_group("inference")
     protocol.add_argument(
@@ -91,7 +107,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="D,D",
         help=f"PAMR neighbour distances in pixels (default {','.join(map(str, config.pamr_dilations))})",
     )
-    protocol.add_argument("--templates", choices=("openai", "simple"), default=config.templates)
+    protocol.add_argument("--templates", choices=TEMPLATE_SET_NAMES, default=config.templates)
     protocol.add_argument(
         "--max-side",
         type=int,

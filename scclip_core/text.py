@@ -8,7 +8,7 @@ import os
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .backbones import LoadedModel
 from .cache import atomic_write, default_cache_dir
+from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
 from .vocabularies import BACKGROUND_NAME
 
@@ -53,7 +54,10 @@ DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
     "fence",
 )
 MAX_NAME_CHARS = 200
-TEMPLATE_SETS = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
+TEMPLATE_SETS: dict[TemplateSet, Sequence[Callable[[str], str]]] = {
+    "openai": OPENAI_IMAGENET_TEMPLATES,
+    "simple": SIMPLE_IMAGENET_TEMPLATES,
+}
 _CLASS_SEPARATOR = re.compile(r"[;\n\r]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRUNE_EVERY = 512
@@ -279,12 +283,12 @@ class TextEncoder:
     def __init__(
         self,
         model: LoadedModel,
-        templates: str = "openai",
+        templates: TemplateSet = SegmenterConfig.templates,
         cache: TextEmbeddingCache | None = None,
         batch_size: int = 512,
     ) -> None:
-        if templates not in TEMPLATE_SETS:
-            raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)}, not {templates!r}")
+        if templates not in TEMPLATE_SET_NAMES:
+            raise InputError(f"templates must be one of {list(TEMPLATE_SET_NAMES)}, not {templates!r}")
         self.model = model
         self.template_set = templates
         self.templates = TEMPLATE_SETS[templates]

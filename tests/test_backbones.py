@@ -6,9 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from scclip_core import LAYER_CONFIGS, UnknownModelError, WeightsUnavailableError, available_models, load_model
-from scclip_core.backbones import resolve_model
-from scclip_core.config import LayerConfig, layers_for_depth, resolve_layers
+from scclip_core import (
+    LAYER_CONFIGS,
+    InputError,
+    UnknownModelError,
+    WeightsUnavailableError,
+    available_models,
+    load_model,
+)
+from scclip_core.backbones import precision_name, resolve_model, resolve_weights
+from scclip_core.config import PRECISIONS, LayerConfig, layers_for_depth, resolve_layers
 
 from .weights import FORMATS, save_checkpoint
 
@@ -162,3 +169,57 @@ def test_an_unreachable_hub_fails_after_one_quick_check(hub_tag, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="could not be reached.*Name or service"):
         load_model("tiny-test", "hubtag", device="cpu", cache_dir=str(hub_tag))
     assert len(calls) == 1 and calls[0][1] <= 10
+
+
+NO_OPENAI_TAG = "ViT-H-14"  # an open_clip architecture whose pretrained tags do not include `openai`
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """An empty Hugging Face cache that may not download: loading a Hub tag fails at once, naming the tag."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+def test_a_model_without_an_openai_tag_defaults_to_its_own_tag(offline_hub):
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(NO_OPENAI_TAG)
+    assert "openai" not in tags
+    assert resolve_weights(NO_OPENAI_TAG) == resolve_model(NO_OPENAI_TAG).default_weights == tags[0]
+    assert resolve_weights(NO_OPENAI_TAG, "random") == "random"
+    assert resolve_weights("ViT-B/16") == "openai"
+    with pytest.raises(WeightsUnavailableError, match=f"'{tags[0]}' weights of {NO_OPENAI_TAG} are not in"):
+        load_model(NO_OPENAI_TAG)
+
+
+def test_the_app_loads_a_model_without_an_openai_tag_with_its_own_tag(offline_hub, monkeypatch):
+    pytest.importorskip("gradio")
+    import app
+    from demo.host import ModelHost
+
+    hosts = []
+
+    def recording_host(*args, **kwargs):
+        hosts.append(ModelHost(*args, **kwargs))
+        return hosts[-1]
+
+    monkeypatch.setattr(app, "ModelHost", recording_host)
+    monkeypatch.setattr(app, "build_interface", lambda host, store, mcp: None)
+    monkeypatch.setenv("SCCLIP_MODEL", NO_OPENAI_TAG)
+    monkeypatch.delenv("SCCLIP_WEIGHTS", raising=False)
+    app.build_demo()
+    (host,) = hosts
+    tag = resolve_weights(NO_OPENAI_TAG)
+    assert host.weights == tag and f"'{tag}' weights of {NO_OPENAI_TAG}" in host.load_error
+    assert f"<code>{tag}</code>" in host.banner_html()
+
+
+def test_every_precision_name_is_a_dtype_and_back(tiny_model):
+    for name in PRECISIONS:
+        model = load_model("tiny-test", "random", device="cpu", precision=name)
+        assert precision_name(model.dtype) == name
+    with pytest.raises(InputError, match="precision must be one of"):
+        load_model("tiny-test", "random", device="cpu", precision="fp8")

@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, InputError, LabelRules, Segmenter
+from scclip_core import (
+    DEFAULT_BACKGROUND_WORDS,
+    METHODS,
+    InputError,
+    LabelRules,
+    Segmenter,
+    WeightsUnavailableError,
+    resolve_weights,
+)
 from scclip_core.eval import (
     BENCHMARKS,
     LAYOUTS,
@@ -32,6 +40,7 @@ from scclip_core.eval import (
     list_samples,
     read_image,
     read_label,
+    run_benchmark,
     scores,
 )
 from scclip_core.eval.cli import main
@@ -425,6 +434,20 @@ def test_cli_lists_presets_and_reports_a_wrong_root(tmp_path: Path, capsys) -> N
     ]
     assert main(["--dataset", "voc21", "--root", str(tmp_path), "--model", "tiny-test", "--weights", "random"]) == 2
     assert "JPEGImages" in capsys.readouterr().err
+
+
+def test_eval_loads_a_model_without_an_openai_tag_with_its_own_tag(tmp_path: Path, capsys, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    make_random_dataset(tmp_path / "data", count=1)
+    model, tag = "ViT-H-14", resolve_weights("ViT-H-14")
+    assert tag != "openai"
+    assert main(["--dataset", "voc21", "--root", str(tmp_path / "data"), "--model", model, "--device", "cpu"]) == 2
+    assert f"'{tag}' weights of {model} are not in the Hugging Face cache" in capsys.readouterr().err
+    with pytest.raises(WeightsUnavailableError, match=f"'{tag}' weights of {model}"):
+        run_benchmark("voc21", tmp_path / "data", model_name=model, device="cpu")
 
 
 def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path: Path, capsys) -> None:

@@ -17,7 +17,8 @@ from scclip_core import (
     parse_classes,
 )
 from scclip_core.cache import file_fingerprint
-from scclip_core.text import encode_prompts, parse_words
+from scclip_core.config import TEMPLATE_SET_NAMES
+from scclip_core.text import TEMPLATE_SETS, encode_prompts, parse_words
 
 from .weights import save_checkpoint
 
@@ -180,3 +181,11 @@ def test_unwritable_cache_folder_falls_back_to_memory(tmp_path):
         cache = TextEmbeddingCache(blocker / "cache")
     cache.put(("m", "t", "cat"), torch.ones(3))
     assert cache.directory is None and torch.equal(cache.get(("m", "t", "cat")), torch.ones(3))
+
+
+def test_every_template_set_name_has_its_templates(tiny_model):
+    assert tuple(TEMPLATE_SETS) == TEMPLATE_SET_NAMES
+    for name in TEMPLATE_SET_NAMES:
+        assert TextEncoder(tiny_model, templates=name).templates == TEMPLATE_SETS[name]
+    with pytest.raises(InputError, match="templates must be one of"):
+        TextEncoder(tiny_model, templates="imagenet")

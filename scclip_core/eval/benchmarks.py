@@ -18,13 +18,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..config import LabelRules, SegmenterConfig
+from ..config import PAMR_STEPS, PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
 from ..vocabularies import BACKGROUND_NAME, CLASSES_DIR, read_class_file
 
 IGNORE_INDEX = 255
 PROTOCOLS: tuple[str, ...] = ("scclip", "own")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 EVAL_CONFIG = SegmenterConfig(max_input_side=None)  # the paper's protocol; images are never downscaled first
@@ -49,7 +48,7 @@ class Benchmark:
     reduce_zero_label: bool
     config: SegmenterConfig = EVAL_CONFIG
     rules: LabelRules = LabelRules()
-    precision: str = "fp16"
+    precision: Precision = "fp16"
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
@@ -302,7 +301,7 @@ _NACLIP = MethodProtocol(
         logit_scale=40.0,
         prob_threshold=0.0,
         area_threshold=None,
-        pamr_steps=10,
+        pamr_steps=PAMR_STEPS,
         precision="fp16",
     ),
     per_dataset={

@@ -35,12 +35,13 @@ from .. import (
     distributed,
     load_model,
 )
+from ..backbones import precision_name
+from ..config import DEFAULT_MODEL
 from .benchmarks import Benchmark, get_benchmark
 from .datasets import LAYOUTS, Sample, list_samples, read_image, read_label
 from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, to_sparse
 
 RECORD_FORMAT = 1
-_PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def evaluate(
     """
     if isinstance(preset, str):
         preset = get_benchmark(preset, model.name, method=method, protocol=protocol)
-    preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
+    preset = preset.with_overrides(precision=precision_name(model.dtype))  # what runs, e.g. fp32 on the CPU
     if templates is not None:
         preset = preset.with_overrides(templates=templates)
     settings = EvalSettings(
@@ -446,8 +447,8 @@ def run_benchmark(
     dataset: str,
     root: str | os.PathLike[str],
     *,
-    model_name: str = "ViT-B/16",
-    weights: str = "openai",
+    model_name: str = DEFAULT_MODEL,
+    weights: str | None = None,
     method: str = "sc-clip",
     disable: tuple[str, ...] = (),
     params: CalibrationParams | None = None,
@@ -462,6 +463,8 @@ def run_benchmark(
     show_progress: bool = True,
 ) -> EvalResult:
     """Load the model and evaluate it on a named benchmark with its preset under `protocol` (plus `overrides`).
+
+    `weights` is a tag, checkpoint path or 'random' (None: the model's own default tag, see `resolve_weights`).
 
     On CUDA the model runs at the preset's precision unless `precision` says otherwise; on the CPU in fp32.
     """
