@@ -32,9 +32,11 @@ from .config import (
 )
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
+from .records import append_record, open_records, read_records
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
+SUMMARY_FIELDS = {"image": str, "status": str}
 
 if TYPE_CHECKING:
     from .segmenter import Segmenter
@@ -194,24 +196,13 @@ def _check_distinct_outputs(paths: list[Path], option: str | None, suffix: str, 
         seen[target] = path
 
 
-def _read_records(path: Path) -> list[dict]:
-    """The JSON lines of `path` (none if it is missing); a torn last line is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def merge_summaries(folder: Path, paths: list[Path], skipped: set[Path]) -> Path:
     """One `summary.jsonl` in input order from the previous summary and every rank's lines of this run."""
     summary = folder / SUMMARY_NAME
     rank_files = sorted(folder.glob(f"{SUMMARY_NAME}.rank*"))
-    latest = {record["image"]: record for source in (summary, *rank_files) for record in _read_records(source)}
+    latest = {
+        record["image"]: record for source in (summary, *rank_files) for record in read_records(source, SUMMARY_FIELDS)
+    }
     lines = []
     for path in paths:
         record = latest.get(str(path))
@@ -285,7 +276,7 @@ def _segment(args: argparse.Namespace) -> int:
         records = None
         if summary_folder is not None:
             summary_folder.mkdir(parents=True, exist_ok=True)
-            records = (summary_folder / f"{SUMMARY_NAME}.rank{process.rank}").open("a", encoding="utf-8")
+            records = open_records(summary_folder / f"{SUMMARY_NAME}.rank{process.rank}")
         failures = 0
         try:
             show = several and process.is_main
@@ -293,8 +284,7 @@ def _segment(args: argparse.Namespace) -> int:
                 record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, several)
                 failures += record["status"] == "error"
                 if records is not None:
-                    records.write(json.dumps({**record, "rank": process.rank}) + "\n")
-                    records.flush()
+                    append_record(records, {**record, "rank": process.rank})
         finally:
             if records is not None:
                 records.close()
@@ -374,7 +364,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core")
         return eval_cli.run(args, args.command_parser)
     try:
         return _segment(args)
-    except (ScclipError, ValueError) as error:
+    except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

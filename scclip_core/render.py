@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import InputError
+
 BACKGROUND_COLOUR = (0, 0, 0)
 WARNING_COLOUR = "#b91c1c"
 
@@ -50,9 +52,9 @@ def label_map_image(labels: np.ndarray, num_classes: int, background_index: int 
     which holds up to 65536 classes but no colours.
     """
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise InputError(f"labels must be 2-D, got shape {labels.shape}")
     if num_classes > 65536:
-        raise ValueError(f"a 16-bit label image holds at most 65536 classes, not {num_classes}")
+        raise InputError(f"a 16-bit label image holds at most 65536 classes, not {num_classes}")
     if num_classes > 256:
         return Image.fromarray(labels.astype(np.uint16))
     colours = palette(num_classes)
@@ -94,7 +96,7 @@ def overlay(
     class boundaries are drawn darker so regions stay readable at low opacity.
     """
     if image.shape[:2] != labels.shape:
-        raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
+        raise InputError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     opacity = float(np.clip(opacity, 0.0, 1.0))
     colours = palette(num_classes).astype(np.float32)
     tinted = np.ones(num_classes, dtype=bool)
@@ -151,7 +153,7 @@ def legend_image(
 def heatmap(image: np.ndarray, values: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """`values` (H, W) min-max normalised, coloured with `cmap` and blended over `image` (H, W, 3)."""
     if image.shape[:2] != values.shape:
-        raise ValueError(f"image {image.shape[:2]} and values {values.shape} differ in size")
+        raise InputError(f"image {image.shape[:2]} and values {values.shape} differ in size")
     values = values.astype(np.float32)
     low, high = float(values.min()), float(values.max())
     normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)

@@ -89,10 +89,10 @@ def test_presets_for_other_depths_are_valid_and_exact_for_known_ones():
         preset = layers_for_depth(depth)
         preset.validate(depth)
         assert preset.post_adjust_idx < preset.pre_adjust_idx <= depth - 2
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         layers_for_depth(3)
     assert resolve_layers("auto", 12) == LAYER_CONFIGS["ViT-B/16"]
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         resolve_layers(LayerConfig(3, 3, 5, 12, 0.3), 12)
 
 

@@ -81,3 +81,25 @@ def test_installed_package_reads_its_class_lists_and_model_configs(installed, tm
     )
     assert segmented.returncode == 0, segmented.stderr
     assert json.loads(segmented.stdout.splitlines()[-1])["classes"] == ["cat", "dog", "background"]
+
+
+def test_every_deliberate_raise_in_the_engine_is_a_scclip_error() -> None:
+    """The engine raises only ScclipError subclasses on purpose, so front ends can tell bad input from a bug."""
+    import ast
+    import builtins
+
+    import scclip_core
+
+    builtin = set(dir(builtins))
+    allowed = {"AttributeError", "argparse.ArgumentTypeError"}  # module __getattr__; argparse's own type errors
+    pending = {"encoder.py"}  # the encoder's raises move to the family in its own change
+    found = []
+    for path in sorted(Path(scclip_core.__file__).parent.rglob("*.py")):
+        if path.name in pending:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = ast.unparse(node.exc.func)
+                if name in builtin and name not in allowed:
+                    found.append(f"{path.name}:{node.lineno} raises {name}")
+    assert not found, found

@@ -26,7 +26,7 @@ from .datasets import LAYOUTS
 def _dataset(text: str) -> str:
     try:
         return get_benchmark(text).name
-    except ValueError as error:
+    except ScclipError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             precision=args.precision,
             show_progress=not args.no_progress,
         )
-    except (ScclipError, ValueError) as error:
+    except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
