@@ -14,6 +14,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from .cache import default_cache_dir, file_fingerprint, tensor_fingerprint
@@ -69,8 +70,18 @@ class LoadedModel:
     key: str
 
     @property
-    def visual(self) -> nn.Module:
-        return self.clip.visual
+    def visual(self) -> VisionTransformer:
+        return image_tower(self.clip, self.name)
+
+
+def image_tower(clip: nn.Module, name: str) -> VisionTransformer:
+    """The image tower of a CLIP model: SC-CLIP runs on open_clip's VisionTransformer only (not on ResNets)."""
+    visual = clip.visual
+    if not isinstance(visual, VisionTransformer):
+        raise InputError(
+            f"{name} has a {type(visual).__name__} image tower; SC-CLIP needs a ViT (see available_models())"
+        )
+    return visual
 
 
 def _register_configs() -> None:
@@ -137,6 +148,7 @@ def _looks_like_path(weights: str) -> bool:
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from OpenAI's TorchScript archive, a `.safetensors` file or a torch pickle."""
+    state: object
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -241,8 +253,9 @@ def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple
     path = hub_weights_file(spec, weights, repo, cache_dir)
     model = _create(spec.arch, None, cache_dir, force_quick_gelu=bool(pretrained.get("quick_gelu")))
     _load_state(model, read_checkpoint(path), str(path), spec)
-    model.visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
-    model.visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
+    visual = image_tower(model, spec.name)
+    visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
+    visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
     return model, f"open_clip pretrained '{weights}'", False, _weights_fingerprint(path)
 
 
@@ -303,7 +316,7 @@ def load_model(
     torch_device = torch.device(device) if device is not None else default_device()
     dtype = _resolve_dtype(torch_device, precision)
     model = model.to(device=torch_device, dtype=dtype).eval()
-    visual = model.visual
+    visual = image_tower(model, spec.name)
     depth = len(visual.transformer.resblocks)
     preset = spec.preset or layers_for_depth(depth)
     preset.validate(depth)

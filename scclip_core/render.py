@@ -170,8 +170,8 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if image.ndim == 2:
-        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def class_heatmaps(
@@ -184,7 +184,7 @@ def class_heatmaps(
         values = downscale(probs[index].astype(np.float32), max_side)
         if values.shape != small.shape[:2]:
             values = np.asarray(
-                Image.fromarray(values, mode="F").resize((small.shape[1], small.shape[0]), Image.BILINEAR)
+                Image.fromarray(values, mode="F").resize((small.shape[1], small.shape[0]), Image.Resampling.BILINEAR)
             )
         pictures.append((heatmap(small, values), f"{name} (max p={float(probs[index].max()):.2f})"))
     return pictures
@@ -331,9 +331,11 @@ def similarity_figure(
 ) -> Image.Image:
     """One panel per (title, (N,) cosine row): the clicked patch's similarity over its window on a shared -1..1
     scale, with the β threshold drawn as a contour (the pairs SC-CLIP's aggregation keeps lie inside it)."""
+    if not maps:
+        raise InputError("a similarity figure needs at least one map")
     figure, axes = _new_figure(len(maps), note=note)
     height, width = crop.shape[:2]
-    shown = None
+    panels = []
     for axis, (title, values) in zip(axes, maps):
         values = values.reshape(grid)
         kept = float((values >= beta).mean())
@@ -346,7 +348,8 @@ def similarity_figure(
             ys = (np.arange(rows) + 0.5) * height / rows
             axis.contour(xs, ys, values, levels=[beta], colors="lime", linewidths=1.8)
         _mark_patch(axis, patch, grid, crop.shape)
-    colourbar = figure.colorbar(shown, ax=axes, shrink=0.8, label="cosine similarity")
+        panels.append(shown)
+    colourbar = figure.colorbar(panels[-1], ax=axes, shrink=0.8, label="cosine similarity")
     colourbar.ax.axhline(beta, color="lime", linewidth=2)
     colourbar.ax.text(
         1.6, beta, f"β={beta:g}", transform=colourbar.ax.get_yaxis_transform(), va="center", fontsize=8, color="green"

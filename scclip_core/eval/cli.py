@@ -159,11 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Evaluate as `args` says; `parser` reports missing options."""
-    from .runner import run_benchmark
-
     if args.list:
         print(preset_listing())
         return 0
+    from .runner import run_benchmark  # loads torch, which --list does without
+
     if not args.dataset or not args.root:
         parser.error("--dataset and --root are required")
     overrides = {
