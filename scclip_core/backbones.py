@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class LoadedModel:
     """
 
     clip: nn.Module
-    tokenizer: object
+    tokenizer: Callable[[list[str]], torch.Tensor]
     name: str
     arch: str
     weights: str

@@ -178,9 +178,12 @@ def expand_images(items: Sequence[str]) -> list[Path]:
 
 
 def _output_path(option: str | None, image: Path, suffix: str, several: bool) -> Path | None:
+    """The file for `image` (see `_output_file`), or None when the output is not asked for."""
+    return None if option is None else _output_file(option, image, suffix, several)
+
+
+def _output_file(option: str, image: Path, suffix: str, several: bool) -> Path:
     """The file for `image`: `option` itself for one image, `option/<stem><suffix>` for several or a folder."""
-    if option is None:
-        return None
     target = Path(option)
     if several or target.is_dir() or not target.suffix:
         return target / f"{image.stem}{suffix}"
@@ -188,10 +191,12 @@ def _output_path(option: str | None, image: Path, suffix: str, several: bool) ->
 
 
 def _check_distinct_outputs(paths: list[Path], option: str | None, suffix: str, several: bool) -> None:
+    if option is None:
+        return
     seen: dict[Path, Path] = {}
     for path in paths:
-        target = _output_path(option, path, suffix, several)
-        if target is not None and target in seen:
+        target = _output_file(option, path, suffix, several)
+        if target in seen:
             raise InputError(f"{seen[target]} and {path} would both be written to {target}; rename one of them")
         seen[target] = path
 
@@ -259,7 +264,7 @@ def _segment(args: argparse.Namespace) -> int:
         done = {
             path
             for path in paths
-            if several and requested and all(_output_path(o, path, s, several).is_file() for o, s in requested)
+            if several and requested and all(_output_file(o, path, s, several).is_file() for o, s in requested)
         }
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
@@ -329,7 +334,7 @@ def _segment_one(
             params=params,
             rules=rules,
         )
-        written = {}
+        written: dict[str, object] = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
         if probs_path:
             with atomic_path(probs_path) as temporary:

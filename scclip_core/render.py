@@ -24,6 +24,7 @@ from .errors import InputError
 
 BACKGROUND_COLOUR = (0, 0, 0)
 WARNING_COLOUR = "#b91c1c"
+DEFAULT_OPACITY = 0.55  # of the class colours over the image, wherever an overlay is drawn
 
 Box = tuple[int, int, int, int]
 
@@ -85,7 +86,7 @@ def overlay(
     labels: np.ndarray,
     num_classes: int,
     *,
-    opacity: float = 0.55,
+    opacity: float = DEFAULT_OPACITY,
     hidden: Sequence[int] = (),
     background_index: int | None = None,
     draw_boundaries: bool = True,

@@ -313,7 +313,8 @@ class Segmenter:
 
     def _windows(self, rgb: np.ndarray) -> tuple[tuple[int, int], list[Window], Tensor]:
         """The resized size, the windows over the padded canvas and the normalised crops (one batch)."""
-        resized = resized_shape(*rgb.shape[:2], self.config.short_side, self.config.max_long_side)
+        height, width = rgb.shape[:2]
+        resized = resized_shape(height, width, self.config.short_side, self.config.max_long_side)
         padded, windows = self._layout(*resized)
         with torch.inference_mode():
             canvas = F.pad(self._normalised(rgb, resized), (0, padded[1] - resized[1], 0, padded[0] - resized[0]))

@@ -13,7 +13,7 @@ from scclip_core import (
     available_models,
     load_model,
 )
-from scclip_core.backbones import precision_name, resolve_model, resolve_weights
+from scclip_core.backbones import image_tower, precision_name, resolve_model, resolve_weights
 from scclip_core.config import PRECISIONS, LayerConfig, layers_for_depth, resolve_layers
 
 from .weights import FORMATS, save_checkpoint
@@ -226,3 +226,10 @@ def test_every_precision_name_is_a_dtype_and_back(tiny_model):
         assert precision_name(model.dtype) == name
     with pytest.raises(InputError, match="precision must be one of"):
         load_model("tiny-test", "random", device="cpu", precision="fp8")
+
+
+def test_a_model_without_a_vit_image_tower_is_refused_by_name():
+    clip = torch.nn.Module()
+    clip.visual = torch.nn.Linear(2, 2)
+    with pytest.raises(InputError, match="RN-like has a Linear image tower; SC-CLIP needs a ViT"):
+        image_tower(clip, "RN-like")

@@ -166,7 +166,7 @@ def test_disk_cache_stays_under_its_size_bound_dropping_the_oldest(tmp_path):
     cache = TextEmbeddingCache(tmp_path, max_bytes=40_000)
     for index in range(60):
         cache.put(("m", "t", f"name{index}"), torch.randn(512))
-        os.utime(cache._file(("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
+        os.utime(cache._file(tmp_path, ("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
     cache.prune()
     sizes = [path.stat().st_size for path in tmp_path.glob("*/*.npy")]
     assert 0 < sum(sizes) <= 40_000
@@ -189,3 +189,10 @@ def test_every_template_set_name_has_its_templates(tiny_model):
         assert TextEncoder(tiny_model, templates=name).templates == TEMPLATE_SETS[name]
     with pytest.raises(InputError, match="templates must be one of"):
         TextEncoder(tiny_model, templates="imagenet")
+
+
+def test_more_names_than_the_memory_cache_holds_still_embed(tiny_model):
+    small = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(max_entries=1))
+    roomy = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache())
+    names = ["cat", "dog", "bird", "cat"]
+    torch.testing.assert_close(small.embed(names), roomy.embed(names))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import PAMR_STEPS, PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
@@ -66,9 +67,10 @@ class Benchmark:
                 f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
             )
 
-    def with_overrides(self, **changes: object) -> Benchmark:
+    def with_overrides(self, **changes: Any) -> Benchmark:
         """A copy with the given fields replaced: the preset's own, or those of its config or rules by name
-        (`short_side`, `prob_threshold`, ...). Checked again, so a bad value raises InputError."""
+        (`short_side`, `prob_threshold`, ...). Values of any type are accepted here and checked by the dataclasses
+        themselves, so a bad value raises InputError."""
         own = {f.name for f in dataclasses.fields(self)}
         of_config = {f.name for f in dataclasses.fields(SegmenterConfig)}
         of_rules = {f.name for f in dataclasses.fields(LabelRules)}
@@ -76,8 +78,8 @@ class Benchmark:
         if unknown:
             raise InputError(f"unknown preset field(s) {unknown}")
         replaced = {name: value for name, value in changes.items() if name in own}
-        config = replaced.get("config", self.config)
-        rules = replaced.get("rules", self.rules)
+        config: SegmenterConfig = replaced.get("config", self.config)
+        rules: LabelRules = replaced.get("rules", self.rules)
         replaced["config"] = dataclasses.replace(
             config, **{name: value for name, value in changes.items() if name in of_config}
         )

@@ -37,7 +37,7 @@ from .. import (
     load_model,
 )
 from ..backbones import precision_name
-from ..config import DEFAULT_MODEL
+from ..config import DEFAULT_MODEL, Method
 from ..errors import InputError, ScclipError
 from ..records import Record, append_record, open_records, read_records
 from .benchmarks import Benchmark, get_benchmark
@@ -58,7 +58,7 @@ class EvalSettings:
     preset: Benchmark
     model_name: str
     weights: str
-    method: str = "sc-clip"
+    method: Method = "sc-clip"
     stages: Stages = field(default_factory=Stages)
     params: CalibrationParams = field(default_factory=CalibrationParams)
     protocol: str = "scclip"
@@ -230,7 +230,7 @@ def evaluate(
     root: str | os.PathLike[str],
     model: LoadedModel,
     *,
-    method: str = "sc-clip",
+    method: Method = "sc-clip",
     stages: Stages | None = None,
     params: CalibrationParams | None = None,
     templates: str | None = None,
@@ -406,7 +406,7 @@ def run_benchmark(
     *,
     model_name: str = DEFAULT_MODEL,
     weights: str | None = None,
-    method: str = "sc-clip",
+    method: Method = "sc-clip",
     disable: tuple[str, ...] = (),
     params: CalibrationParams | None = None,
     overrides: dict[str, object] | None = None,
