@@ -23,6 +23,7 @@ from .config import (
     DETECTORS,
     LAYER_CONFIGS,
     METHODS,
+    PAMR_DILATIONS,
     PRECISIONS,
     TEMPLATE_SET_NAMES,
     CalibrationParams,
@@ -47,7 +48,9 @@ def _dilations(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 8,16, not {text!r}") from None
+        example = ",".join(map(str, PAMR_DILATIONS))
+        message = f"expected comma-separated whole numbers such as {example}, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
