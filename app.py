@@ -1,8 +1,8 @@
 """SC-CLIP Explorer: `python app.py` (also how Hugging Face Spaces starts it).
 
 Model and weights come from `--model`/`--weights` or the environment (`SCCLIP_MODEL`, default ViT-B/16;
-`SCCLIP_WEIGHTS`, default "openai": a pretrained tag, a weight file or "random"); the memory budget for all
-visitors' results from `--session-budget-mb` or `SCCLIP_SESSION_BUDGET_MB` (default 256); the address and port
+`SCCLIP_WEIGHTS`, default the model's own tag: a pretrained tag, a weight file or "random"); the memory budget for
+all visitors' results from `--session-budget-mb` or `SCCLIP_SESSION_BUDGET_MB` (default 256); the address and port
 from `--host`/`--port` or Gradio's usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. `--mcp` (or SCCLIP_MCP=1, or
 Gradio's own GRADIO_MCP_SERVER=True) also serves /segment as an MCP tool at /gradio_api/mcp/, which needs Gradio's
 MCP extra (`pip install "gradio[mcp]"`).
@@ -24,7 +24,6 @@ from demo.ui import build_interface, launch_options
 from scclip_core import SegmenterConfig
 
 DEFAULT_MODEL = "ViT-B/16"
-DEFAULT_WEIGHTS = "openai"
 MCP_ENV = "SCCLIP_MCP"
 MCP_MISSING = (
     "the MCP server needs Gradio's MCP extra, which is not installed. Install it with "
@@ -49,7 +48,7 @@ def build_demo(
     """
     tune_allocator()
     model_name = model_name or os.environ.get("SCCLIP_MODEL", DEFAULT_MODEL)
-    weights = weights or os.environ.get("SCCLIP_WEIGHTS", DEFAULT_WEIGHTS)
+    weights = weights or os.environ.get("SCCLIP_WEIGHTS")  # None: the model's own tag (resolve_weights)
     budget = session_budget_mb or int(os.environ.get("SCCLIP_SESSION_BUDGET_MB", DEFAULT_BUDGET_MB))
     host = ModelHost(model_name, weights, config=config)
     host.warm_up()
@@ -62,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--weights",
         default=None,
-        help=f"pretrained tag, weight file or 'random' (env SCCLIP_WEIGHTS, default {DEFAULT_WEIGHTS})",
+        help="pretrained tag, weight file or 'random' (env SCCLIP_WEIGHTS, default: the model's own tag)",
     )
     parser.add_argument("--host", default=None, help="server address (default: GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="server port (default: GRADIO_SERVER_PORT or 7860)")

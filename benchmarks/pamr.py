@@ -16,15 +16,15 @@ import time
 
 import torch
 
-from scclip_core import pamr_refine
+from scclip_core import PAMR_DILATIONS, PAMR_STEPS, pamr_refine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="image side in pixels")
     parser.add_argument("--queries", type=int, default=56, help="class maps (56: the VOC21 queries)")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--dilations", default="8,16")
+    parser.add_argument("--steps", type=int, default=PAMR_STEPS)
+    parser.add_argument("--dilations", default=",".join(map(str, PAMR_DILATIONS)))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     dilations = tuple(int(d) for d in args.dilations.split(","))

@@ -24,9 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scclip_core.config import DEFAULT_MODEL
+from scclip_core.vocabularies import CLASSES_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "person; dog; grass; sky, cloud; car"
-MODEL = ["--model", "ViT-B/16", "--weights", "random", "--device", "cpu"]
+MODEL = ["--model", DEFAULT_MODEL, "--weights", "random", "--device", "cpu"]
 
 
 def photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
@@ -73,7 +76,7 @@ def ade847_classes(folder: Path) -> Path:
     """ADE20K-Full's 847 classes as a CLI class file; the 9 repeated display names get a suffix to stay distinct."""
     seen: dict[str, int] = {}
     lines = []
-    for line in (ROOT / "scclip_core/eval/classes/ade847.txt").read_text().splitlines():
+    for line in (CLASSES_DIR / "ade847.txt").read_text().splitlines():
         first, *rest = [part.strip() for part in line.split(",")]
         seen[first] = seen.get(first, 0) + 1
         name = first if seen[first] == 1 else f"{first} {seen[first]}"
@@ -101,14 +104,14 @@ def text_cache(work: Path, environment: dict[str, str]) -> dict:
 
 def seed_text_cache(classes: Path, templates: str, environment: dict[str, str]) -> None:
     """Put random unit vectors into the cache for every name the CLI will embed, under the key the CLI's
-    model gets (ViT-B/16, random weights drawn after torch.manual_seed(0), float32 on the CPU)."""
+    model gets (the default model, random weights drawn after torch.manual_seed(0), float32 on the CPU)."""
     import torch
 
     from scclip_core import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, load_model, parse_classes
 
     os.environ["SCCLIP_CACHE"] = environment["SCCLIP_CACHE"]
     torch.manual_seed(0)
-    model = load_model("ViT-B/16", "random", device="cpu")
+    model = load_model(DEFAULT_MODEL, "random", device="cpu")
     cache = TextEmbeddingCache.default()
     names = parse_classes(classes.read_text(), background=DEFAULT_BACKGROUND_WORDS).queries
     for name in names:

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scclip_core import Segmenter, SegmenterConfig, TextEmbeddingCache, TextEncoder, encode_dense, load_model
+from scclip_core import (
+    DEFAULT_MODEL,
+    LAYER_CONFIGS,
+    Segmenter,
+    SegmenterConfig,
+    TextEmbeddingCache,
+    TextEncoder,
+    encode_dense,
+    load_model,
+)
 from scclip_core.text import encode_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +127,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
-    model = load_model("ViT-B/16", "random", device=args.device)
+    model = load_model(DEFAULT_MODEL, "random", device=args.device)
     device = model.device.type
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
@@ -139,7 +148,7 @@ def main() -> None:
         ("text: same names, warm cache", f"{text['warm_cache_s'] * 1000:.3f} ms"),
     ]
     if not args.skip_memory:
-        for name in ("ViT-B/16", "ViT-L/14"):
+        for name in LAYER_CONFIGS:  # the models SC-CLIP has layer settings for
             memory = peak_memory(name, device)
             rows.append(
                 (

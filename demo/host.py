@@ -36,6 +36,7 @@ from scclip_core import (
     Vocabulary,
     load_model,
     preset_queries,
+    resolve_weights,
 )
 from scclip_core.images import cap_size
 
@@ -99,7 +100,7 @@ class ModelHost:
     def __init__(
         self,
         model_name: str,
-        weights: str,
+        weights: str | None,
         *,
         config: SegmenterConfig | None = None,
         limits: RequestLimits = LIMITS,
@@ -116,7 +117,8 @@ class ModelHost:
         self._warm_lock = threading.Lock()
         self._warm_thread: threading.Thread | None = None
         try:
-            self.model = load_model(model_name, weights=weights)
+            self.weights = resolve_weights(model_name, weights)
+            self.model = load_model(model_name, weights=self.weights)
             text_cache = TextEmbeddingCache.default()
             self._segmenters = {
                 templates: Segmenter(self.model, replace(self.config, templates=templates), text_cache=text_cache)
@@ -213,7 +215,7 @@ class ModelHost:
             return (
                 f'<div id="banner-error" role="alert" style="{style}background:#fee2e2;border:1px solid #b91c1c;'
                 f'color:#7f1d1d"><b>The model could not be loaded</b> ({html.escape(self.model_name)}, weights '
-                f"<code>{html.escape(self.weights)}</code>). {html.escape(self.load_error)}<br>"
+                f"<code>{html.escape(self.weights or 'default')}</code>). {html.escape(self.load_error)}<br>"
                 "<b>Or:</b> set <code>SCCLIP_WEIGHTS</code> (or <code>python app.py --weights ...</code>) to a local "
                 "weight file, or <code>random</code> for a smoke test, and restart. Nothing can be segmented until "
                 "then.</div>"

@@ -13,9 +13,10 @@ Names are imported when first used, so the command line answers `--help` without
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "backbones": ("LoadedModel", "available_models", "load_model"),
+    "backbones": ("LoadedModel", "available_models", "load_model", "resolve_weights"),
     "encoder": ("LAST_BLOCKS", "CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
@@ -65,6 +66,90 @@ _EXPORTS = {
         "vocabulary_preset",
     ),
 }
+if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package keeps this equal to _EXPORTS
+    from .backbones import (  # noqa: F401 (exported through __getattr__)
+        LoadedModel,
+        available_models,
+        load_model,
+        resolve_weights,
+    )
+    from .config import (  # noqa: F401 (exported through __getattr__)
+        DEFAULT_MODEL,
+        DETECTORS,
+        LAYER_CONFIGS,
+        METHODS,
+        PAMR_DILATIONS,
+        PAMR_STEPS,
+        PRECISIONS,
+        TEMPLATE_SET_NAMES,
+        CalibrationParams,
+        LabelRules,
+        LayerConfig,
+        Method,
+        SegmenterConfig,
+        Stages,
+        Variant,
+        ablation_variants,
+    )
+    from .encoder import (  # noqa: F401 (exported through __getattr__)
+        LAST_BLOCKS,
+        CropTrace,
+        DenseOutput,
+        DenseVariants,
+        encode_dense,
+        encode_dense_variants,
+    )
+    from .errors import (  # noqa: F401 (exported through __getattr__)
+        InputError,
+        ScclipError,
+        UnknownModelError,
+        WeightsUnavailableError,
+    )
+    from .images import (  # noqa: F401 (exported through __getattr__)
+        MAX_READ_PIXELS,
+        probe_size,
+        to_rgb_array,
+    )
+    from .pamr import (  # noqa: F401 (exported through __getattr__)
+        pamr_refine,
+    )
+    from .patch_names import (  # noqa: F401 (exported through __getattr__)
+        NameMatch,
+        PatchNamer,
+        PointNames,
+        top_names,
+    )
+    from .scores import (  # noqa: F401 (exported through __getattr__)
+        PixelScores,
+        assign_labels,
+        label_dtype,
+    )
+    from .segmenter import (  # noqa: F401 (exported through __getattr__)
+        ImageEmbedding,
+        ImageSideKey,
+        PatchLocation,
+        Segmentation,
+        Segmenter,
+    )
+    from .text import (  # noqa: F401 (exported through __getattr__)
+        DEFAULT_BACKGROUND_WORDS,
+        TextEmbeddingCache,
+        TextEncoder,
+        Vocabulary,
+        parse_classes,
+        parse_words,
+    )
+    from .vocabularies import (  # noqa: F401 (exported through __getattr__)
+        BACKGROUND_NAME,
+        VOCABULARY_PRESETS,
+        VocabularyPreset,
+        builtin_vocabulary,
+        class_list_names,
+        preset_queries,
+        read_class_list,
+        vocabulary_preset,
+    )
+
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_MODULE_OF)

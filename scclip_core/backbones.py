@@ -9,20 +9,22 @@ from __future__ import annotations
 import logging
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from .cache import default_cache_dir, file_fingerprint, tensor_fingerprint
-from .config import LAYER_CONFIGS, LayerConfig, layers_for_depth
-from .errors import UnknownModelError, WeightsUnavailableError
+from .config import DEFAULT_MODEL, LAYER_CONFIGS, PRECISIONS, LayerConfig, Precision, layers_for_depth
+from .errors import InputError, UnknownModelError, WeightsUnavailableError
 
 RANDOM_WEIGHTS = "random"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -54,7 +56,7 @@ class LoadedModel:
     """
 
     clip: nn.Module
-    tokenizer: object
+    tokenizer: Callable[[list[str]], torch.Tensor]
     name: str
     arch: str
     weights: str
@@ -69,8 +71,18 @@ class LoadedModel:
     key: str
 
     @property
-    def visual(self) -> nn.Module:
-        return self.clip.visual
+    def visual(self) -> VisionTransformer:
+        return image_tower(self.clip, self.name)
+
+
+def image_tower(clip: nn.Module, name: str) -> VisionTransformer:
+    """The image tower of a CLIP model: SC-CLIP runs on open_clip's VisionTransformer only (not on ResNets)."""
+    visual = clip.visual
+    if not isinstance(visual, VisionTransformer):
+        raise InputError(
+            f"{name} has a {type(visual).__name__} image tower; SC-CLIP needs a ViT (see available_models())"
+        )
+    return visual
 
 
 def _register_configs() -> None:
@@ -102,6 +114,22 @@ def resolve_model(name: str) -> ModelSpec:
     )
 
 
+def resolve_weights(name: str, weights: str | None = None) -> str:
+    """`weights` as given, or the default tag of model `name` (its `ModelSpec.default_weights`) when None or empty.
+
+    The one place where "no weights given" becomes a tag, for the library, both command lines and the app.
+    """
+    return weights or resolve_model(name).default_weights
+
+
+def precision_name(dtype: torch.dtype) -> Precision:
+    """The `config.PRECISIONS` name of a dtype a model can run at."""
+    for name, known in _DTYPES.items():
+        if known == dtype:
+            return name
+    raise InputError(f"{dtype} is not one of the precisions {list(PRECISIONS)}")
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -109,9 +137,10 @@ def default_device() -> torch.device:
 def _resolve_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     if precision is None:
         return torch.float16 if device.type == "cuda" else torch.float32
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {list(_PRECISIONS)}, not {precision!r}")
-    return _PRECISIONS[precision]
+    for name, dtype in _DTYPES.items():
+        if precision == name:
+            return dtype
+    raise InputError(f"precision must be one of {list(PRECISIONS)}, not {precision!r}")
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -120,6 +149,7 @@ def _looks_like_path(weights: str) -> bool:
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from OpenAI's TorchScript archive, a `.safetensors` file or a torch pickle."""
+    state: object
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -224,8 +254,9 @@ def _load_weights(spec: ModelSpec, weights: str, cache_dir: str | None) -> tuple
     path = hub_weights_file(spec, weights, repo, cache_dir)
     model = _create(spec.arch, None, cache_dir, force_quick_gelu=bool(pretrained.get("quick_gelu")))
     _load_state(model, read_checkpoint(path), str(path), spec)
-    model.visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
-    model.visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
+    visual = image_tower(model, spec.name)
+    visual.image_mean = tuple(pretrained.get("mean") or open_clip.OPENAI_DATASET_MEAN)
+    visual.image_std = tuple(pretrained.get("std") or open_clip.OPENAI_DATASET_STD)
     return model, f"open_clip pretrained '{weights}'", False, _weights_fingerprint(path)
 
 
@@ -269,7 +300,7 @@ def hub_weights_file(spec: ModelSpec, weights: str, repo: str, cache_dir: str | 
 
 
 def load_model(
-    name: str = "ViT-B/16",
+    name: str = DEFAULT_MODEL,
     weights: str | None = None,
     *,
     device: str | torch.device | None = None,
@@ -282,12 +313,11 @@ def load_model(
     Raises UnknownModelError or WeightsUnavailableError with a message that says how to fix the problem.
     """
     spec = resolve_model(name)
-    weights = weights or spec.default_weights
-    model, description, is_random, fingerprint = _load_weights(spec, weights, cache_dir)
+    model, description, is_random, fingerprint = _load_weights(spec, resolve_weights(name, weights), cache_dir)
     torch_device = torch.device(device) if device is not None else default_device()
     dtype = _resolve_dtype(torch_device, precision)
     model = model.to(device=torch_device, dtype=dtype).eval()
-    visual = model.visual
+    visual = image_tower(model, spec.name)
     depth = len(visual.transformer.resblocks)
     preset = spec.preset or layers_for_depth(depth)
     preset.validate(depth)

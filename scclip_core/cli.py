@@ -18,12 +18,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cache import atomic_write
-from .config import METHODS, CalibrationParams, LabelRules, SegmenterConfig, Stages
+from .config import (
+    DEFAULT_MODEL,
+    DETECTORS,
+    LAYER_CONFIGS,
+    METHODS,
+    PAMR_DILATIONS,
+    PRECISIONS,
+    TEMPLATE_SET_NAMES,
+    CalibrationParams,
+    LabelRules,
+    SegmenterConfig,
+    Stages,
+)
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
+from .records import append_record, open_records, read_records
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
+SUMMARY_FIELDS = {"image": str, "status": str}
 
 if TYPE_CHECKING:
     from .segmenter import Segmenter
@@ -34,7 +48,9 @@ def _dilations(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 8,16, not {text!r}") from None
+        example = ",".join(map(str, PAMR_DILATIONS))
+        message = f"expected comma-separated whole numbers such as {example}, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -56,21 +72,26 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     classes.add_argument("--classes", help="';' or new line between classes, ',' between synonyms")
     classes.add_argument("--classes-file", metavar="PATH", help="the same, read from a text file (one class a line)")
     model = segment.add_argument_group("model")
-    model.add_argument("--model", default="ViT-B/16", help="ViT-B/16 (default), ViT-L/14 or an open_clip architecture")
-    model.add_argument("--weights", default=None, help="pretrained tag (default: openai), checkpoint path, or 'random'")
+    others = ", ".join(name for name in LAYER_CONFIGS if name != DEFAULT_MODEL)
+    model.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (default), {others} or an open_clip architecture"
+    )
+    model.add_argument(
+        "--weights", default=None, help="pretrained tag (default: the model's own), checkpoint path, or 'random'"
+    )
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None)
+    model.add_argument("--precision", choices=PRECISIONS, default=None)
     method = segment.add_argument_group("method")
     method.add_argument("--method", choices=METHODS, default="sc-clip")
     method.add_argument(
         "--disable",
         action="append",
         default=[],
-        choices=[n.replace("_", "-") for n in Stages.names()],
+        type=eval_cli.stage_name,
         metavar="STAGE",
-        help=f"switch a stage off (repeatable): {', '.join(n.replace('_', '-') for n in Stages.names())}",
+        help=f"switch a stage off (repeatable): {', '.join(Stages.option_names())}",
     )
-    method.add_argument("--detector", choices=("lof", "l2norm"), default=CalibrationParams.detector)
+    method.add_argument("--detector", choices=DETECTORS, default=CalibrationParams.detector)
     method.add_argument("--beta", type=float, default=CalibrationParams.beta, help="affinity threshold")
     protocol = segment.add_argument_group("inference")
     protocol.add_argument(
@@ -91,7 +112,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="D,D",
         help=f"PAMR neighbour distances in pixels (default {','.join(map(str, config.pamr_dilations))})",
     )
-    protocol.add_argument("--templates", choices=("openai", "simple"), default=config.templates)
+    protocol.add_argument("--templates", choices=TEMPLATE_SET_NAMES, default=config.templates)
     protocol.add_argument(
         "--max-side",
         type=int,
@@ -160,9 +181,12 @@ def expand_images(items: Sequence[str]) -> list[Path]:
 
 
 def _output_path(option: str | None, image: Path, suffix: str, several: bool) -> Path | None:
+    """The file for `image` (see `_output_file`), or None when the output is not asked for."""
+    return None if option is None else _output_file(option, image, suffix, several)
+
+
+def _output_file(option: str, image: Path, suffix: str, several: bool) -> Path:
     """The file for `image`: `option` itself for one image, `option/<stem><suffix>` for several or a folder."""
-    if option is None:
-        return None
     target = Path(option)
     if several or target.is_dir() or not target.suffix:
         return target / f"{image.stem}{suffix}"
@@ -170,32 +194,23 @@ def _output_path(option: str | None, image: Path, suffix: str, several: bool) ->
 
 
 def _check_distinct_outputs(paths: list[Path], option: str | None, suffix: str, several: bool) -> None:
+    if option is None:
+        return
     seen: dict[Path, Path] = {}
     for path in paths:
-        target = _output_path(option, path, suffix, several)
-        if target is not None and target in seen:
+        target = _output_file(option, path, suffix, several)
+        if target in seen:
             raise InputError(f"{seen[target]} and {path} would both be written to {target}; rename one of them")
         seen[target] = path
-
-
-def _read_records(path: Path) -> list[dict]:
-    """The JSON lines of `path` (none if it is missing); a torn last line is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def merge_summaries(folder: Path, paths: list[Path], skipped: set[Path]) -> Path:
     """One `summary.jsonl` in input order from the previous summary and every rank's lines of this run."""
     summary = folder / SUMMARY_NAME
     rank_files = sorted(folder.glob(f"{SUMMARY_NAME}.rank*"))
-    latest = {record["image"]: record for source in (summary, *rank_files) for record in _read_records(source)}
+    latest = {
+        record["image"]: record for source in (summary, *rank_files) for record in read_records(source, SUMMARY_FIELDS)
+    }
     lines = []
     for path in paths:
         record = latest.get(str(path))
@@ -252,7 +267,7 @@ def _segment(args: argparse.Namespace) -> int:
         done = {
             path
             for path in paths
-            if several and requested and all(_output_path(o, path, s, several).is_file() for o, s in requested)
+            if several and requested and all(_output_file(o, path, s, several).is_file() for o, s in requested)
         }
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
@@ -269,7 +284,7 @@ def _segment(args: argparse.Namespace) -> int:
         records = None
         if summary_folder is not None:
             summary_folder.mkdir(parents=True, exist_ok=True)
-            records = (summary_folder / f"{SUMMARY_NAME}.rank{process.rank}").open("a", encoding="utf-8")
+            records = open_records(summary_folder / f"{SUMMARY_NAME}.rank{process.rank}")
         failures = 0
         try:
             show = several and process.is_main
@@ -277,8 +292,7 @@ def _segment(args: argparse.Namespace) -> int:
                 record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, several)
                 failures += record["status"] == "error"
                 if records is not None:
-                    records.write(json.dumps({**record, "rank": process.rank}) + "\n")
-                    records.flush()
+                    append_record(records, {**record, "rank": process.rank})
         finally:
             if records is not None:
                 records.close()
@@ -323,7 +337,7 @@ def _segment_one(
             params=params,
             rules=rules,
         )
-        written = {}
+        written: dict[str, object] = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
         if probs_path:
             with atomic_path(probs_path) as temporary:
@@ -358,7 +372,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core")
         return eval_cli.run(args, args.command_parser)
     try:
         return _segment(args)
-    except (ScclipError, ValueError) as error:
+    except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ template sets). Free of torch, so the command line can build them before loading
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
@@ -111,13 +112,31 @@ class Stages:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def without(cls, *names: str) -> Stages:
-        """All stages on except `names` (CLI/UI spelling with dashes is accepted)."""
-        normalised = [name.replace("-", "_") for name in names]
-        unknown = sorted(set(normalised) - set(cls.names()))
+    def option_names(cls) -> tuple[str, ...]:
+        """The stage names as command-line options spell them (`pre-aggregation`)."""
+        return tuple(name.replace("_", "-") for name in cls.names())
+
+    @classmethod
+    def check_names(cls, names: Iterable[str]) -> tuple[str, ...]:
+        """`names` as field names, each once in the order given: the one validator of stage names from every
+        front end (dashes as on the command line and surrounding spaces are accepted). Raises InputError."""
+        normalised = tuple(dict.fromkeys(name.strip().replace("-", "_") for name in names))
+        unknown = [name for name in normalised if name not in cls.names()]
         if unknown:
             raise InputError(f"unknown stage(s) {unknown}; stages are {list(cls.names())}")
-        return cls(**{name: name not in normalised for name in cls.names()})
+        return normalised
+
+    @classmethod
+    def without(cls, *names: str) -> Stages:
+        """All stages on except `names` (see `check_names`)."""
+        off = cls.check_names(names)
+        return cls(**{name: name not in off for name in cls.names()})
+
+    @classmethod
+    def only(cls, *names: str) -> Stages:
+        """Only `names` on (see `check_names`)."""
+        on = cls.check_names(names)
+        return cls(**{name: name in on for name in cls.names()})
 
 
 @dataclass(frozen=True)

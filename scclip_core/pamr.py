@@ -57,8 +57,10 @@ def pamr_weights(guide: Tensor, dilations: tuple[int, ...] = PAMR_DILATIONS) -> 
         bottom = min(height, top + band)
         padded = _padded_rows(guide, top, bottom, margin)
         views = [_shifted(padded, offset, margin, bottom - top, width) for offset in window]
-        mean = sum(views) / len(views)
-        spread = sum((view - mean).square_() for view in views)
+        mean = sum(views[1:], views[0]) / len(views)
+        spread = torch.zeros_like(mean)
+        for view in views:
+            spread += (view - mean).square_()
         inverse_scale = spread.div_(len(views) - 1).sqrt_().mul_(_SIGMA_WEIGHT).add_(_SIGMA_EPSILON).reciprocal_()
         centre = guide[:, top:bottom]
         for index, offset in enumerate(offsets):

@@ -20,8 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import InputError
+
 BACKGROUND_COLOUR = (0, 0, 0)
 WARNING_COLOUR = "#b91c1c"
+DEFAULT_OPACITY = 0.55  # of the class colours over the image, wherever an overlay is drawn
 
 Box = tuple[int, int, int, int]
 
@@ -50,9 +53,9 @@ def label_map_image(labels: np.ndarray, num_classes: int, background_index: int 
     which holds up to 65536 classes but no colours.
     """
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise InputError(f"labels must be 2-D, got shape {labels.shape}")
     if num_classes > 65536:
-        raise ValueError(f"a 16-bit label image holds at most 65536 classes, not {num_classes}")
+        raise InputError(f"a 16-bit label image holds at most 65536 classes, not {num_classes}")
     if num_classes > 256:
         return Image.fromarray(labels.astype(np.uint16))
     colours = palette(num_classes)
@@ -83,7 +86,7 @@ def overlay(
     labels: np.ndarray,
     num_classes: int,
     *,
-    opacity: float = 0.55,
+    opacity: float = DEFAULT_OPACITY,
     hidden: Sequence[int] = (),
     background_index: int | None = None,
     draw_boundaries: bool = True,
@@ -94,7 +97,7 @@ def overlay(
     class boundaries are drawn darker so regions stay readable at low opacity.
     """
     if image.shape[:2] != labels.shape:
-        raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
+        raise InputError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     opacity = float(np.clip(opacity, 0.0, 1.0))
     colours = palette(num_classes).astype(np.float32)
     tinted = np.ones(num_classes, dtype=bool)
@@ -151,7 +154,7 @@ def legend_image(
 def heatmap(image: np.ndarray, values: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """`values` (H, W) min-max normalised, coloured with `cmap` and blended over `image` (H, W, 3)."""
     if image.shape[:2] != values.shape:
-        raise ValueError(f"image {image.shape[:2]} and values {values.shape} differ in size")
+        raise InputError(f"image {image.shape[:2]} and values {values.shape} differ in size")
     values = values.astype(np.float32)
     low, high = float(values.min()), float(values.max())
     normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
@@ -168,8 +171,8 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if image.ndim == 2:
-        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def class_heatmaps(
@@ -182,7 +185,7 @@ def class_heatmaps(
         values = downscale(probs[index].astype(np.float32), max_side)
         if values.shape != small.shape[:2]:
             values = np.asarray(
-                Image.fromarray(values, mode="F").resize((small.shape[1], small.shape[0]), Image.BILINEAR)
+                Image.fromarray(values, mode="F").resize((small.shape[1], small.shape[0]), Image.Resampling.BILINEAR)
             )
         pictures.append((heatmap(small, values), f"{name} (max p={float(probs[index].max()):.2f})"))
     return pictures
@@ -329,9 +332,11 @@ def similarity_figure(
 ) -> Image.Image:
     """One panel per (title, (N,) cosine row): the clicked patch's similarity over its window on a shared -1..1
     scale, with the β threshold drawn as a contour (the pairs SC-CLIP's aggregation keeps lie inside it)."""
+    if not maps:
+        raise InputError("a similarity figure needs at least one map")
     figure, axes = _new_figure(len(maps), note=note)
     height, width = crop.shape[:2]
-    shown = None
+    panels = []
     for axis, (title, values) in zip(axes, maps):
         values = values.reshape(grid)
         kept = float((values >= beta).mean())
@@ -344,7 +349,8 @@ def similarity_figure(
             ys = (np.arange(rows) + 0.5) * height / rows
             axis.contour(xs, ys, values, levels=[beta], colors="lime", linewidths=1.8)
         _mark_patch(axis, patch, grid, crop.shape)
-    colourbar = figure.colorbar(shown, ax=axes, shrink=0.8, label="cosine similarity")
+        panels.append(shown)
+    colourbar = figure.colorbar(panels[-1], ax=axes, shrink=0.8, label="cosine similarity")
     colourbar.ax.axhline(beta, color="lime", linewidth=2)
     colourbar.ax.text(
         1.6, beta, f"β={beta:g}", transform=colourbar.ax.get_yaxis_transform(), va="center", fontsize=8, color="green"

@@ -313,7 +313,8 @@ class Segmenter:
 
     def _windows(self, rgb: np.ndarray) -> tuple[tuple[int, int], list[Window], Tensor]:
         """The resized size, the windows over the padded canvas and the normalised crops (one batch)."""
-        resized = resized_shape(*rgb.shape[:2], self.config.short_side, self.config.max_long_side)
+        height, width = rgb.shape[:2]
+        resized = resized_shape(height, width, self.config.short_side, self.config.max_long_side)
         padded, windows = self._layout(*resized)
         with torch.inference_mode():
             canvas = F.pad(self._normalised(rgb, resized), (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
@@ -389,29 +390,79 @@ class Segmenter:
         self, image: object, method: Method, stages: Stages | None, params: CalibrationParams | None
     ) -> tuple[np.ndarray, ImageSideKey]:
         """The input as RGB and the key of its image side under these arguments (defaults filled in)."""
+        rgb, digest = self._read(image)
+        return rgb, self._key(digest, Variant(method, stages or Stages()), params or CalibrationParams())
+
+    @staticmethod
+    def _read(image: object) -> tuple[np.ndarray, str]:
+        """The input as an RGB array and its fingerprint."""
         rgb = to_rgb_array(image)
-        variant = Variant(method, stages or Stages())
-        return rgb, ImageSideKey(fingerprint(rgb), variant, params or CalibrationParams(), self.model.key)
+        return rgb, fingerprint(rgb)
+
+    def _key(self, digest: str, variant: Variant, params: CalibrationParams) -> ImageSideKey:
+        return ImageSideKey(digest, variant, params, self.model.key)
 
     def _embed(
-        self, original: np.ndarray, key: ImageSideKey, trace: bool, progress: Progress | None, started: float
-    ) -> ImageEmbedding:
-        """Run the backbone over the windows of the decoded input (`started`: when its preprocessing began)."""
+        self,
+        original: np.ndarray,
+        digest: str,
+        variants: Sequence[Variant],
+        params: CalibrationParams,
+        *,
+        trace: bool,
+        progress: Progress | None,
+        started: float,
+        shared: bool,
+    ) -> list[ImageEmbedding]:
+        """The one image-side path: cap the decoded input (fingerprint `digest`), lay out and cut its windows, and
+        run the backbone once for all `variants` (`started`: when decoding began).
+
+        Timings are `preprocess` and `backbone` for a single embedding; with `shared`, `backbone_shared` (spent once
+        for the group, see `ImageEmbedding.shared_timings`) and each variant's own `last_block`.
+        """
         rgb, _ = cap_size(original, self.config.max_input_side)
         resized, windows, crops = self._windows(rgb)
-        preprocess = time.perf_counter()
-        embeddings, traces, _, _ = self._encode_windows(crops, windows, [key.variant], key.params, trace, progress)
-        done = time.perf_counter()
-        return ImageEmbedding(
-            image=original,
-            resized_size=resized,
-            windows=windows,
-            embeddings=embeddings[0],
-            key=key,
-            trace=traces[0] if trace else None,
-            notices=self._notices(original, rgb),
-            timings={"preprocess": preprocess - started, "backbone": done - preprocess},
+        preprocessed = time.perf_counter()
+        embeddings, traces, shared_seconds, own_seconds = self._encode_windows(
+            crops, windows, variants, params, trace, progress
         )
+        encoded = time.perf_counter()
+        results = []
+        for variant, variant_embeddings, variant_traces, seconds in zip(variants, embeddings, traces, own_seconds):
+            timings = {"preprocess": preprocessed - started}
+            if shared:
+                timings.update(backbone_shared=shared_seconds, last_block=seconds)
+            else:
+                timings.update(backbone=encoded - preprocessed)
+            results.append(
+                ImageEmbedding(
+                    image=original,
+                    resized_size=resized,
+                    windows=windows,
+                    embeddings=variant_embeddings,
+                    key=self._key(digest, variant, params),
+                    trace=variant_traces if trace else None,
+                    notices=self._notices(original, rgb),
+                    timings=timings,
+                    shared_timings=SHARED_VARIANT_TIMINGS if shared else (),
+                )
+            )
+        return results
+
+    def _embed_one(
+        self, original: np.ndarray, key: ImageSideKey, trace: bool, progress: Progress | None, started: float
+    ) -> ImageEmbedding:
+        (embedding,) = self._embed(
+            original,
+            key.image,
+            [key.variant],
+            key.params,
+            trace=trace,
+            progress=progress,
+            started=started,
+            shared=False,
+        )
+        return embedding
 
     def embed_image(
         self,
@@ -427,7 +478,7 @@ class Segmenter:
         so callers serving several users never share an image side by accident."""
         started = time.perf_counter()
         original, key = self._decode(image, method, stages, params)
-        return self._embed(original, key, trace, progress, started)
+        return self._embed_one(original, key, trace, progress, started)
 
     def set_image(
         self,
@@ -444,7 +495,7 @@ class Segmenter:
         started = time.perf_counter()
         original, key = self._decode(image, method, stages, params)
         if self._last is None or not self._last.serves(key, trace):
-            self._last = self._embed(original, key, trace, progress, started)
+            self._last = self._embed_one(original, key, trace, progress, started)
         return self._last
 
     def set_image_variants(
@@ -464,29 +515,18 @@ class Segmenter:
         """
         if not variants:
             raise InputError("give at least one variant")
-        params = params or CalibrationParams()
-        start = time.perf_counter()
-        original = to_rgb_array(image)
-        rgb, _ = cap_size(original, self.config.max_input_side)
-        image_digest = fingerprint(original)
-        resized, windows, crops = self._windows(rgb)
-        preprocess = time.perf_counter() - start
-        embeddings, _, shared_seconds, own_seconds = self._encode_windows(
-            crops, windows, variants, params, False, progress
+        started = time.perf_counter()
+        original, digest = self._read(image)
+        return self._embed(
+            original,
+            digest,
+            variants,
+            params or CalibrationParams(),
+            trace=False,
+            progress=progress,
+            started=started,
+            shared=True,
         )
-        return [
-            ImageEmbedding(
-                image=original,
-                resized_size=resized,
-                windows=windows,
-                embeddings=variant_embeddings,
-                key=ImageSideKey(image_digest, variant, params, self.model.key),
-                notices=self._notices(original, rgb),
-                timings={"preprocess": preprocess, "backbone_shared": shared_seconds, "last_block": seconds},
-                shared_timings=SHARED_VARIANT_TIMINGS,
-            )
-            for variant, variant_embeddings, seconds in zip(variants, embeddings, own_seconds)
-        ]
 
     def _stitch(self, embedding: ImageEmbedding, text: Tensor) -> Tensor:
         """Window logits upsampled to their window, averaged where windows overlap, cropped to the image.

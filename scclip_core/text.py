@@ -8,19 +8,21 @@ import os
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.transformer import text_global_pool
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 from torch import Tensor
 
 from .backbones import LoadedModel
 from .cache import atomic_write, default_cache_dir
+from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
 from .vocabularies import BACKGROUND_NAME
 
@@ -53,7 +55,10 @@ DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
     "fence",
 )
 MAX_NAME_CHARS = 200
-TEMPLATE_SETS = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}
+TEMPLATE_SETS: dict[TemplateSet, Sequence[Callable[[str], str]]] = {
+    "openai": OPENAI_IMAGENET_TEMPLATES,
+    "simple": SIMPLE_IMAGENET_TEMPLATES,
+}
 _CLASS_SEPARATOR = re.compile(r"[;\n\r]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRUNE_EVERY = 512
@@ -187,9 +192,10 @@ class TextEmbeddingCache:
         )
         self.directory = None
 
-    def _file(self, key: tuple[str, str, str]) -> Path:
+    @staticmethod
+    def _file(directory: Path, key: tuple[str, str, str]) -> Path:
         digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:32]
-        return self.directory / digest[:2] / f"{digest}.npy"
+        return directory / digest[:2] / f"{digest}.npy"
 
     def get(self, key: tuple[str, str, str]) -> Tensor | None:
         if key in self._memory:
@@ -197,7 +203,7 @@ class TextEmbeddingCache:
             return self._memory[key]
         if self.directory is None:
             return None
-        path = self._file(key)
+        path = self._file(self.directory, key)
         try:
             array = np.load(path, allow_pickle=False)
             os.utime(path)
@@ -216,7 +222,7 @@ class TextEmbeddingCache:
         buffer = io.BytesIO()
         np.save(buffer, value.detach().cpu().float().numpy(), allow_pickle=False)
         try:
-            atomic_write(self._file(key), buffer.getvalue())
+            atomic_write(self._file(self.directory, key), buffer.getvalue())
         except OSError as error:
             self._disable_disk(error)
             return
@@ -252,7 +258,7 @@ class TextEmbeddingCache:
             self._memory.popitem(last=False)
 
 
-def encode_prompts(clip: torch.nn.Module, tokens: Tensor, shorten: bool = True) -> Tensor:
+def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = True) -> Tensor:
     """Text features of tokenised prompts, unnormalised, (P, L) -> (P, E).
 
     With `shorten`, the text transformer runs only up to the longest prompt in the batch: under the causal
@@ -279,12 +285,12 @@ class TextEncoder:
     def __init__(
         self,
         model: LoadedModel,
-        templates: str = "openai",
+        templates: TemplateSet = SegmenterConfig.templates,
         cache: TextEmbeddingCache | None = None,
         batch_size: int = 512,
     ) -> None:
-        if templates not in TEMPLATE_SETS:
-            raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)}, not {templates!r}")
+        if templates not in TEMPLATE_SET_NAMES:
+            raise InputError(f"templates must be one of {list(TEMPLATE_SET_NAMES)}, not {templates!r}")
         self.model = model
         self.template_set = templates
         self.templates = TEMPLATE_SETS[templates]
@@ -306,22 +312,30 @@ class TextEncoder:
 
     def embed(self, names: Sequence[str], notices: list[str] | None = None) -> Tensor:
         """(len(names), E) float32 unit vectors on the CPU; names already in the cache cost nothing."""
-        keys = [(self.model.key, self.template_set, name) for name in names]
-        missing = self.uncached(names)
+        embeddings: dict[str, Tensor] = {}
+        missing = []
+        for name in dict.fromkeys(names):
+            cached = self.cache.get(self._key(name))
+            if cached is None:
+                missing.append(name)
+            else:
+                embeddings[name] = cached
         if missing:
             for name in missing:
                 message = self._warn_if_truncated(name)
                 if message and notices is not None:
                     notices.append(message)
             for name, embedding in zip(missing, self._encode_names(missing)):
-                self.cache.put((self.model.key, self.template_set, name), embedding)
-        return torch.stack([self.cache.get(key) for key in keys]) if keys else torch.empty(0)
+                self.cache.put(self._key(name), embedding)
+                embeddings[name] = embedding  # kept here too: a small cache may already have evicted it
+        return torch.stack([embeddings[name] for name in names]) if names else torch.empty(0)
+
+    def _key(self, name: str) -> tuple[str, str, str]:
+        return self.model.key, self.template_set, name
 
     def uncached(self, names: Sequence[str]) -> list[str]:
         """The names (each once, in order) whose embeddings `embed` would have to compute."""
-        return [
-            name for name in dict.fromkeys(names) if self.cache.get((self.model.key, self.template_set, name)) is None
-        ]
+        return [name for name in dict.fromkeys(names) if self.cache.get(self._key(name)) is None]
 
     def _encode_names(self, names: list[str]) -> Tensor:
         prompts = [template(name) for name in names for template in self.templates]

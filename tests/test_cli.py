@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, TextEncoder
+from scclip_core import DEFAULT_BACKGROUND_WORDS, Stages, TextEncoder
 from scclip_core.cli import main
 
 from .weights import FORMATS, save_checkpoint
@@ -134,6 +134,16 @@ def test_stage_switches_and_options_reach_the_engine(photos, capsys):
     assert summary["stages"]["anomaly"] is False and summary["stages"]["multi_level"] is False
     assert summary["stages"]["pre_aggregation"] is True
     assert summary["windows"] == 1 and summary["resized_size"] == [48, 64]
+
+
+def test_stage_names_have_one_validator_on_both_command_lines(capsys):
+    assert Stages.check_names([" multi-level", "anomaly", "multi_level"]) == ("multi_level", "anomaly")
+    only = Stages.only("pre-aggregation")
+    assert [name for name in Stages.names() if getattr(only, name)] == ["pre_aggregation"]
+    for command in (["segment", "x.png", "--classes", "cat"], ["eval"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--disable", "bogus"])
+        assert "unknown stage(s) ['bogus']; stages are" in capsys.readouterr().err
 
 
 def test_pamr_options_reach_the_engine(photos, tmp_path, capsys):

@@ -6,7 +6,6 @@ written to a temp dir.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -18,7 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, InputError, LabelRules, Segmenter
+from scclip_core import (
+    DEFAULT_BACKGROUND_WORDS,
+    METHODS,
+    InputError,
+    LabelRules,
+    Segmenter,
+    WeightsUnavailableError,
+    resolve_weights,
+)
 from scclip_core.eval import (
     BENCHMARKS,
     LAYOUTS,
@@ -32,10 +39,11 @@ from scclip_core.eval import (
     list_samples,
     read_image,
     read_label,
+    run_benchmark,
     scores,
 )
 from scclip_core.eval.cli import main
-from scclip_core.eval.runner import EvalSettings, ProgressBar, build_segmenter, build_vocabulary, predict_labels
+from scclip_core.eval.runner import EvalSettings, build_segmenter, build_vocabulary, predict_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,9 +223,9 @@ def test_presets_follow_the_spec() -> None:
         get_benchmark("voc21").with_overrides(threshold=0.2)
     with pytest.raises(InputError, match="stride <= crop"):
         get_benchmark("voc21").with_overrides(crop=64)
-    with pytest.raises(ValueError, match="no background class"):
+    with pytest.raises(InputError, match="no background class"):
         get_benchmark("ade20k").with_overrides(prob_threshold=0.2)
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(InputError, match="unknown dataset"):
         get_benchmark("voc22")
 
 
@@ -268,7 +276,7 @@ def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> 
         )
     assert set(OWN_PROTOCOLS) == set(METHODS) - {"sc-clip"}
     assert all(set(PROTOCOL_FIELDS) <= set(protocol.common) for protocol in OWN_PROTOCOLS.values())
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(InputError, match="unknown protocol"):
         get_benchmark("voc21", protocol="official")
 
 
@@ -427,6 +435,20 @@ def test_cli_lists_presets_and_reports_a_wrong_root(tmp_path: Path, capsys) -> N
     assert "JPEGImages" in capsys.readouterr().err
 
 
+def test_eval_loads_a_model_without_an_openai_tag_with_its_own_tag(tmp_path: Path, capsys, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    make_random_dataset(tmp_path / "data", count=1)
+    model, tag = "ViT-H-14", resolve_weights("ViT-H-14")
+    assert tag != "openai"
+    assert main(["--dataset", "voc21", "--root", str(tmp_path / "data"), "--model", model, "--device", "cpu"]) == 2
+    assert f"'{tag}' weights of {model} are not in the Hugging Face cache" in capsys.readouterr().err
+    with pytest.raises(WeightsUnavailableError, match=f"'{tag}' weights of {model}"):
+        run_benchmark("voc21", tmp_path / "data", model_name=model, device="cpu")
+
+
 def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     make_random_dataset(data)
@@ -486,14 +508,14 @@ def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path:
     assert "mIoU" in completed.stdout
 
 
-def test_progress_bar_reports_rate_and_eta() -> None:
-    stream = io.StringIO()
-    bar = ProgressBar(total=4, label="voc21", stream=stream, log_every=0.0)
-    bar.advance()
-    bar.advance(3)
-    first, last = stream.getvalue().splitlines()
-    assert first.startswith("voc21 [######..") and "1/4" in first and "ETA" in first
-    assert "4/4 100%" in last and "ETA 00:00" in last
+def test_progress_is_shown_with_tqdm_on_stderr(tmp_path: Path, tiny_model, capsys) -> None:
+    make_random_dataset(tmp_path, count=2)
+    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)
+    evaluate(preset, tmp_path, tiny_model, templates="simple")
+    shown = capsys.readouterr().err
+    assert "voc21: 100%" in shown and "2/2" in shown and "image/s" in shown
+    evaluate(preset, tmp_path, tiny_model, templates="simple", show_progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_coco_object_labels_are_made_from_coco_stuff_ones(tmp_path: Path) -> None:

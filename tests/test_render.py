@@ -7,7 +7,7 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from scclip_core import render
+from scclip_core import InputError, render
 
 LIME = np.array([0, 255, 0])
 
@@ -56,7 +56,7 @@ def test_overlay_opacity_extremes_and_boundaries() -> None:
     with_edges = np.asarray(render.overlay(image, labels, 2, opacity=1.0))
     column = labels.shape[1] // 2 - 1
     assert with_edges[10, column].sum() < full[10, column].sum(), "boundary pixels are drawn darker"
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         render.overlay(image, labels[:-1], 2)
 
 

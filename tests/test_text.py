@@ -17,7 +17,8 @@ from scclip_core import (
     parse_classes,
 )
 from scclip_core.cache import file_fingerprint
-from scclip_core.text import encode_prompts, parse_words
+from scclip_core.config import TEMPLATE_SET_NAMES
+from scclip_core.text import TEMPLATE_SETS, encode_prompts, parse_words
 
 from .weights import save_checkpoint
 
@@ -165,7 +166,7 @@ def test_disk_cache_stays_under_its_size_bound_dropping_the_oldest(tmp_path):
     cache = TextEmbeddingCache(tmp_path, max_bytes=40_000)
     for index in range(60):
         cache.put(("m", "t", f"name{index}"), torch.randn(512))
-        os.utime(cache._file(("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
+        os.utime(cache._file(tmp_path, ("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
     cache.prune()
     sizes = [path.stat().st_size for path in tmp_path.glob("*/*.npy")]
     assert 0 < sum(sizes) <= 40_000
@@ -180,3 +181,18 @@ def test_unwritable_cache_folder_falls_back_to_memory(tmp_path):
         cache = TextEmbeddingCache(blocker / "cache")
     cache.put(("m", "t", "cat"), torch.ones(3))
     assert cache.directory is None and torch.equal(cache.get(("m", "t", "cat")), torch.ones(3))
+
+
+def test_every_template_set_name_has_its_templates(tiny_model):
+    assert tuple(TEMPLATE_SETS) == TEMPLATE_SET_NAMES
+    for name in TEMPLATE_SET_NAMES:
+        assert TextEncoder(tiny_model, templates=name).templates == TEMPLATE_SETS[name]
+    with pytest.raises(InputError, match="templates must be one of"):
+        TextEncoder(tiny_model, templates="imagenet")
+
+
+def test_more_names_than_the_memory_cache_holds_still_embed(tiny_model):
+    small = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(max_entries=1))
+    roomy = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache())
+    names = ["cat", "dog", "bird", "cat"]
+    torch.testing.assert_close(small.embed(names), roomy.embed(names))

@@ -8,6 +8,7 @@ COCO-Stuff164k ones with `python -m scclip_core.eval.coco_object <coco_stuff164k
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "datasets": ("LAYOUTS", "DatasetLayoutError", "Layout", "Sample", "list_samples", "read_image", "read_label"),
@@ -23,6 +24,37 @@ _EXPORTS = {
     ),
     "runner": ("EvalResult", "EvalSettings", "evaluate", "run_benchmark"),
 }
+if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package keeps this equal to _EXPORTS
+    from .benchmarks import (  # noqa: F401 (exported through __getattr__)
+        BENCHMARKS,
+        OWN_PROTOCOLS,
+        PROTOCOLS,
+        Benchmark,
+        MethodProtocol,
+        dataset_names,
+        get_benchmark,
+    )
+    from .datasets import (  # noqa: F401 (exported through __getattr__)
+        LAYOUTS,
+        DatasetLayoutError,
+        Layout,
+        Sample,
+        list_samples,
+        read_image,
+        read_label,
+    )
+    from .metrics import (  # noqa: F401 (exported through __getattr__)
+        SegmentationScores,
+        confusion_matrix,
+        scores,
+    )
+    from .runner import (  # noqa: F401 (exported through __getattr__)
+        EvalResult,
+        EvalSettings,
+        evaluate,
+        run_benchmark,
+    )
+
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_MODULE_OF)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..config import LabelRules, SegmenterConfig
+from ..config import PAMR_STEPS, PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
 from ..vocabularies import BACKGROUND_NAME, CLASSES_DIR, read_class_file
 
 IGNORE_INDEX = 255
 PROTOCOLS: tuple[str, ...] = ("scclip", "own")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 
 EVAL_CONFIG = SegmenterConfig(max_input_side=None)  # the paper's protocol; images are never downscaled first
@@ -49,7 +49,7 @@ class Benchmark:
     reduce_zero_label: bool
     config: SegmenterConfig = EVAL_CONFIG
     rules: LabelRules = LabelRules()
-    precision: str = "fp16"
+    precision: Precision = "fp16"
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
@@ -67,9 +67,10 @@ class Benchmark:
                 f"{self.name} has no background class, so prob/area thresholds have nowhere to send pixels"
             )
 
-    def with_overrides(self, **changes: object) -> Benchmark:
+    def with_overrides(self, **changes: Any) -> Benchmark:
         """A copy with the given fields replaced: the preset's own, or those of its config or rules by name
-        (`short_side`, `prob_threshold`, ...). Checked again, so a bad value raises InputError."""
+        (`short_side`, `prob_threshold`, ...). Values of any type are accepted here and checked by the dataclasses
+        themselves, so a bad value raises InputError."""
         own = {f.name for f in dataclasses.fields(self)}
         of_config = {f.name for f in dataclasses.fields(SegmenterConfig)}
         of_rules = {f.name for f in dataclasses.fields(LabelRules)}
@@ -77,8 +78,8 @@ class Benchmark:
         if unknown:
             raise InputError(f"unknown preset field(s) {unknown}")
         replaced = {name: value for name, value in changes.items() if name in own}
-        config = replaced.get("config", self.config)
-        rules = replaced.get("rules", self.rules)
+        config: SegmenterConfig = replaced.get("config", self.config)
+        rules: LabelRules = replaced.get("rules", self.rules)
         replaced["config"] = dataclasses.replace(
             config, **{name: value for name, value in changes.items() if name in of_config}
         )
@@ -302,7 +303,7 @@ _NACLIP = MethodProtocol(
         logit_scale=40.0,
         prob_threshold=0.0,
         area_threshold=None,
-        pamr_steps=10,
+        pamr_steps=PAMR_STEPS,
         precision="fp16",
     ),
     per_dataset={

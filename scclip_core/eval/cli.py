@@ -8,7 +8,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..config import METHODS, CalibrationParams, Stages
+from ..config import (
+    DEFAULT_MODEL,
+    DETECTORS,
+    METHODS,
+    PAMR_DILATIONS,
+    PRECISIONS,
+    TEMPLATE_SET_NAMES,
+    CalibrationParams,
+    Stages,
+)
 from ..errors import ScclipError
 from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
 from .datasets import LAYOUTS
@@ -17,8 +26,17 @@ from .datasets import LAYOUTS
 def _dataset(text: str) -> str:
     try:
         return get_benchmark(text).name
-    except ValueError as error:
+    except ScclipError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def stage_name(text: str) -> str:
+    """An argparse type: one stage name, checked by `Stages.check_names` (dashes or underscores)."""
+    try:
+        (name,) = Stages.check_names([text])
+    except ScclipError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return name
 
 
 def _area_threshold(text: str) -> float | None:
@@ -36,7 +54,7 @@ OVERRIDES = (
     ("--short-side", int, "resize the short side to this many pixels"),
     ("--crop", int, "sliding-window size"),
     ("--stride", _stride, "sliding-window stride, or 'whole' for whole-image inference"),
-    ("--pamr-steps", int, "PAMR refinement steps at dilations 8 and 16 (0: off)"),
+    ("--pamr-steps", int, f"PAMR refinement steps at dilations {' and '.join(map(str, PAMR_DILATIONS))} (0: off)"),
 )
 
 
@@ -59,8 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", type=_dataset, metavar="NAME", help=f"benchmark preset: {', '.join(dataset_names())} (see --list)"
     )
     parser.add_argument("--root", help="dataset root, e.g. data/VOCdevkit/VOC2012 (or the folder above it)")
-    parser.add_argument("--model", default="ViT-B/16", help="model name (default ViT-B/16)")
-    parser.add_argument("--weights", default="openai", help="open_clip tag, local file or 'random' (default openai)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--weights", default=None, help="open_clip tag, local file or 'random' (default: the model's own tag)"
+    )
     parser.add_argument("--method", default="sc-clip", choices=METHODS)
     parser.add_argument(
         "--protocol",
@@ -74,13 +94,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="STAGE",
-        choices=[name.replace("_", "-") for name in Stages.names()] + list(Stages.names()),
+        type=stage_name,
         help="SC-CLIP stages to switch off, for ablations",
     )
-    parser.add_argument("--detector", choices=("lof", "l2norm"), help="anomaly detector (default lof)")
+    parser.add_argument(
+        "--detector", choices=DETECTORS, help=f"anomaly detector (default {CalibrationParams.detector})"
+    )
     parser.add_argument(
         "--templates",
-        choices=("openai", "simple"),
+        choices=TEMPLATE_SET_NAMES,
         help="prompt templates: the 80 OpenAI ones (paper, the default) or open_clip's 7 short ones (faster)",
     )
     overrides = parser.add_argument_group("preset overrides (default: the dataset's preset, see --list)")
@@ -92,9 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--restart", action="store_true", help="forget the images recorded by an earlier run with the same settings"
     )
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda:LOCAL_RANK when available)")
-    parser.add_argument(
-        "--precision", choices=("fp32", "fp16", "bf16"), help="default: the preset's on CUDA (fp16), fp32 on the CPU"
-    )
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: the preset's on CUDA (fp16), fp32 on the CPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
@@ -139,11 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Evaluate as `args` says; `parser` reports missing options."""
-    from .runner import run_benchmark
-
     if args.list:
         print(preset_listing())
         return 0
+    from .runner import run_benchmark  # loads torch, which --list does without
+
     if not args.dataset or not args.root:
         parser.error("--dataset and --root are required")
     overrides = {
@@ -171,7 +191,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             precision=args.precision,
             show_progress=not args.no_progress,
         )
-    except (ScclipError, ValueError) as error:
+    except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

@@ -118,7 +118,7 @@ def list_samples(layout: Layout, root: str | os.PathLike[str], limit: int | None
     Raises `DatasetLayoutError` naming the first missing folder, split file, image or label map.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
+        raise InputError(f"limit must be at least 1, not {limit}")
     base = resolve_root(layout, root)
     image_dir, label_dir = base / layout.image_dir, base / layout.label_dir
     if not label_dir.is_dir():

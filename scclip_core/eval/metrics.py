@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from .benchmarks import IGNORE_INDEX
 
 
@@ -20,13 +21,13 @@ def confusion_matrix(
 ) -> np.ndarray:
     """(C, C) int64 counts of (ground-truth class, predicted class) pixel pairs."""
     if ground_truth.shape != prediction.shape:
-        raise ValueError(f"ground truth {ground_truth.shape} and prediction {prediction.shape} differ in shape")
+        raise InputError(f"ground truth {ground_truth.shape} and prediction {prediction.shape} differ in shape")
     truth = ground_truth.reshape(-1).astype(np.int64)
     predicted = prediction.reshape(-1).astype(np.int64)
     counted = (truth != ignore_index) & (truth >= 0) & (truth < num_classes)
     truth, predicted = truth[counted], predicted[counted]
     if predicted.size and (predicted.min() < 0 or predicted.max() >= num_classes):
-        raise ValueError(f"predicted labels must lie in [0, {num_classes}), got {predicted.min()}..{predicted.max()}")
+        raise InputError(f"predicted labels must lie in [0, {num_classes}), got {predicted.min()}..{predicted.max()}")
     return np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes
     )
@@ -39,9 +40,19 @@ def to_sparse(matrix: np.ndarray) -> list[list[int]]:
 
 
 def from_sparse(cells: list[list[int]], num_classes: int) -> np.ndarray:
-    """Inverse of `to_sparse`."""
+    """Inverse of `to_sparse`; raises InputError for cells that are not [row, column, count] in range."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for row, column, count in cells:
+    for cell in cells:
+        if not (
+            isinstance(cell, list)
+            and len(cell) == 3
+            and all(isinstance(value, int) and not isinstance(value, bool) for value in cell)
+            and 0 <= cell[0] < num_classes
+            and 0 <= cell[1] < num_classes
+            and cell[2] >= 0
+        ):
+            raise InputError(f"confusion cell {cell!r} is not [row, column, count] for {num_classes} classes")
+        row, column, count = cell
         matrix[row, column] += count
     return matrix
 
@@ -74,7 +85,7 @@ class SegmentationScores:
 def scores(matrix: np.ndarray, class_names: list[str] | tuple[str, ...]) -> SegmentationScores:
     """IoU and accuracy per class and their means from a confusion matrix, as MMSegmentation computes them."""
     if matrix.shape != (len(class_names), len(class_names)):
-        raise ValueError(f"confusion matrix {matrix.shape} does not match {len(class_names)} class names")
+        raise InputError(f"confusion matrix {matrix.shape} does not match {len(class_names)} class names")
     matrix = matrix.astype(np.float64)
     intersection = np.diag(matrix)
     ground_truth = matrix.sum(axis=1)

@@ -24,6 +24,7 @@ from typing import TextIO
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .. import (
     CalibrationParams,
@@ -35,12 +36,16 @@ from .. import (
     distributed,
     load_model,
 )
+from ..backbones import precision_name
+from ..config import DEFAULT_MODEL, Method
+from ..errors import InputError, ScclipError
+from ..records import Record, append_record, open_records, read_records
 from .benchmarks import Benchmark, get_benchmark
-from .datasets import LAYOUTS, Sample, list_samples, read_image, read_label
+from .datasets import LAYOUTS, DatasetLayoutError, Sample, list_samples, read_image, read_label
 from .metrics import SegmentationScores, confusion_matrix, from_sparse, scores, to_sparse
 
 RECORD_FORMAT = 1
-_PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+RECORD_FIELDS = {"id": str, "num_classes": int, "confusion": list}
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class EvalSettings:
     preset: Benchmark
     model_name: str
     weights: str
-    method: str = "sc-clip"
+    method: Method = "sc-clip"
     stages: Stages = field(default_factory=Stages)
     params: CalibrationParams = field(default_factory=CalibrationParams)
     protocol: str = "scclip"
@@ -148,49 +153,6 @@ def _percent(value: float) -> str:
     return f"{'-':>6}" if math.isnan(value) else f"{value:6.2f}"
 
 
-class ProgressBar:
-    """A one-line progress bar with rate and ETA on stderr; on a non-terminal, a line every `log_every` s."""
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, log_every: float = 30.0) -> None:
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.interactive = self.stream.isatty()
-        self.log_every = log_every
-        self.started = time.perf_counter()
-        self.last_drawn = -math.inf
-
-    def advance(self, count: int = 1) -> None:
-        self.done += count
-        now = time.perf_counter()
-        finished = self.done >= self.total
-        if finished or now - self.last_drawn >= (0.2 if self.interactive else self.log_every):
-            self.last_drawn = now
-            self.stream.write(
-                ("\r" if self.interactive else "")
-                + self.line(now - self.started)
-                + ("\n" if finished or not self.interactive else "")
-            )
-            self.stream.flush()
-
-    def line(self, elapsed: float) -> str:
-        fraction = self.done / self.total if self.total else 1.0
-        filled = int(fraction * 24)
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        return (
-            f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total} "
-            f"{fraction:4.0%} {rate:.2f} img/s elapsed {_clock(elapsed)} ETA {_clock(eta)}"
-        )
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
 class RecordStore:
     """Per-image confusion records under `<run dir>/records/`, one append-only JSON-lines file per rank."""
 
@@ -199,21 +161,23 @@ class RecordStore:
         self.num_classes = num_classes
 
     def load(self) -> dict[str, np.ndarray]:
-        """Confusion matrix per recorded image id; a torn last line (killed mid-write) is skipped."""
+        """Confusion matrix per recorded image id (see `records.read_records` for the lines that are skipped).
+
+        Raises InputError when the records are for another number of classes: the folder belongs to another run.
+        """
         done: dict[str, np.ndarray] = {}
         for path in sorted(self.records_dir.glob("rank*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("num_classes") != self.num_classes:
-                    raise ValueError(
-                        f"{path} holds records for {record.get('num_classes')} classes, "
+            for record in read_records(path, RECORD_FIELDS, check=self._check_cells):
+                if record["num_classes"] != self.num_classes:
+                    raise InputError(
+                        f"{path} holds records for {record['num_classes']} classes, "
                         f"not {self.num_classes}; use a fresh output folder"
                     )
                 done.setdefault(record["id"], from_sparse(record["confusion"], self.num_classes))
         return done
+
+    def _check_cells(self, record: Record) -> None:
+        from_sparse(record["confusion"], record["num_classes"])
 
     def clear(self) -> None:
         """Forget every recorded image (start the run over)."""
@@ -221,14 +185,8 @@ class RecordStore:
             path.unlink()
 
     def open_for_rank(self, rank: int) -> TextIO:
-        """The rank's file for appending, cut back to its last complete line first."""
-        self.records_dir.mkdir(parents=True, exist_ok=True)
-        path = self.records_dir / f"rank{rank}.jsonl"
-        if path.exists():
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                path.write_bytes(data[: data.rfind(b"\n") + 1])
-        return path.open("a", encoding="utf-8")
+        """The rank's file for appending (see `records.open_records`)."""
+        return open_records(self.records_dir / f"rank{rank}.jsonl")
 
     @staticmethod
     def append(stream: TextIO, sample_id: str, matrix: np.ndarray, seconds: float) -> None:
@@ -238,8 +196,7 @@ class RecordStore:
             "seconds": round(seconds, 4),
             "confusion": to_sparse(matrix),
         }
-        stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-        stream.flush()
+        append_record(stream, record)
 
 
 def build_vocabulary(preset: Benchmark) -> Vocabulary:
@@ -273,7 +230,7 @@ def evaluate(
     root: str | os.PathLike[str],
     model: LoadedModel,
     *,
-    method: str = "sc-clip",
+    method: Method = "sc-clip",
     stages: Stages | None = None,
     params: CalibrationParams | None = None,
     templates: str | None = None,
@@ -294,7 +251,7 @@ def evaluate(
     """
     if isinstance(preset, str):
         preset = get_benchmark(preset, model.name, method=method, protocol=protocol)
-    preset = preset.with_overrides(precision=_PRECISION_NAMES[model.dtype])  # what runs, e.g. fp32 on the CPU
+    preset = preset.with_overrides(precision=precision_name(model.dtype))  # what runs, e.g. fp32 on the CPU
     if templates is not None:
         preset = preset.with_overrides(templates=templates)
     settings = EvalSettings(
@@ -347,10 +304,12 @@ def _evaluate_in_group(
     segmenter = build_segmenter(model, preset)
     vocabulary = build_vocabulary(preset)
     label = preset.name if process.world_size == 1 else f"{preset.name} rank 0/{process.world_size}"
-    progress = ProgressBar(len(mine), label) if show_progress and process.is_main and mine else None
+    show = show_progress and process.is_main and bool(mine)
+    progress = tqdm(total=len(mine), desc=label, unit="image", file=sys.stderr, disable=not show)
 
     started = time.perf_counter()
-    current = _evaluate_samples(mine, segmenter, vocabulary, settings, store, process.rank, progress)
+    with progress:
+        current = _evaluate_samples(mine, segmenter, vocabulary, settings, store, process.rank, progress)
     seconds = distributed.max_across(time.perf_counter() - started)
     current = distributed.sum_across(current)
     processed = int(distributed.sum_across(np.array([len(mine)], dtype=np.int64))[0])
@@ -381,7 +340,7 @@ def _evaluate_samples(
     settings: EvalSettings,
     store: RecordStore | None,
     rank: int,
-    progress: ProgressBar | None,
+    progress: tqdm,
 ) -> np.ndarray:
     """Summed confusion matrix over `samples`, recording each image as it finishes."""
     preset = settings.preset
@@ -395,7 +354,7 @@ def _evaluate_samples(
             with torch.inference_mode():
                 predicted = predict_labels(segmenter, vocabulary, image, settings)
             if predicted.shape != truth.shape:
-                raise RuntimeError(
+                raise ScclipError(
                     f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
                     f"({sample.image_path}); evaluation needs the original resolution"
                 )
@@ -405,8 +364,7 @@ def _evaluate_samples(
             if records is not None:
                 RecordStore.append(records, sample.id, matrix, finished - started)
             started = finished
-            if progress is not None:
-                progress.advance()
+            progress.update()
     finally:
         if records is not None:
             records.close()
@@ -417,7 +375,7 @@ def _read_sample(sample: Sample, preset: Benchmark) -> tuple[Sample, np.ndarray,
     image = read_image(sample.image_path)
     truth = read_label(sample.label_path, preset.reduce_zero_label, preset.ignore_index)
     if truth.shape != image.shape[:2]:
-        raise ValueError(
+        raise DatasetLayoutError(
             f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
             f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}"
         )
@@ -446,9 +404,9 @@ def run_benchmark(
     dataset: str,
     root: str | os.PathLike[str],
     *,
-    model_name: str = "ViT-B/16",
-    weights: str = "openai",
-    method: str = "sc-clip",
+    model_name: str = DEFAULT_MODEL,
+    weights: str | None = None,
+    method: Method = "sc-clip",
     disable: tuple[str, ...] = (),
     params: CalibrationParams | None = None,
     overrides: dict[str, object] | None = None,
@@ -462,6 +420,8 @@ def run_benchmark(
     show_progress: bool = True,
 ) -> EvalResult:
     """Load the model and evaluate it on a named benchmark with its preset under `protocol` (plus `overrides`).
+
+    `weights` is a tag, checkpoint path or 'random' (None: the model's own default tag, see `resolve_weights`).
 
     On CUDA the model runs at the preset's precision unless `precision` says otherwise; on the CPU in fp32.
     """
