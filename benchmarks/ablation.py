@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from scclip_core import Segmenter, ablation_variants, load_model
+from scclip_core import DEFAULT_MODEL, Segmenter, ablation_variants, load_model
 from scclip_core.images import cap_size
 
 CLASSES = "person; dog; grass; sky, cloud; car"
@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model("ViT-B/16", weights="random", device=args.device)
+    model = load_model(DEFAULT_MODEL, weights="random", device=args.device)
     segmenter = Segmenter(model)
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scclip_core.config import DEFAULT_MODEL
 from scclip_core.vocabularies import vocabulary_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def fairness(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ViT-B/16")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--weights", default="random")
     commands = parser.add_subparsers(dest="command", required=True)
     memory_parser = commands.add_parser("memory", help="server RSS as visitors come and go")

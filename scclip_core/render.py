@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND_COLOUR = (0, 0, 0)
 WARNING_COLOUR = "#b91c1c"
+DEFAULT_OPACITY = 0.55
 
 Box = tuple[int, int, int, int]
 
@@ -83,7 +84,7 @@ def overlay(
     labels: np.ndarray,
     num_classes: int,
     *,
-    opacity: float = 0.55,
+    opacity: float = DEFAULT_OPACITY,
     hidden: Sequence[int] = (),
     background_index: int | None = None,
     draw_boundaries: bool = True,
