@@ -31,6 +31,11 @@ TEMPLATE_LABELS: dict[str, str] = {
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
+def number_word(count: int) -> str:
+    """A count as the page writes it: in words up to nine."""
+    return NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
+
+
 def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
@@ -53,7 +58,7 @@ def describe_run(method: str, stages: Stages, pamr_steps: int = 0) -> str:
         return label + refined
     off = [STAGE_LABELS[name] for name in Stages.names() if not getattr(stages, name)]
     if not off:
-        return f"{label}, all {NUMBER_WORDS[len(STAGE_LABELS)]} stages{refined}"
+        return f"{label}, all {number_word(len(STAGE_LABELS))} stages{refined}"
     if len(off) == len(STAGE_LABELS):
         return f"{label} with every stage off{refined}"
     return f"{label} without {', '.join(off)}{refined}"

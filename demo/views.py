@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from demo.ablation import AblationRun
-from demo.labels import describe_run, method_label
+from demo.labels import describe_run, method_label, number_word
 from scclip_core import VOCABULARY_PRESETS, NameMatch, PointNames, Segmentation, builtin_vocabulary, render
 
 UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
@@ -104,10 +104,11 @@ def patch_names_html(named: PointNames | None, method: str, own_names: Sequence[
     """The top names of the picked patch after calibration beside vanilla CLIP's, each with its cosine; the
     visitor's own classes in bold. Two columns that stack on a phone."""
     if named is None:
+        presets = number_word(len(VOCABULARY_PRESETS))
         return (
-            f'<div class="patch-names-pending">The names to compare with (the {len(VOCABULARY_PRESETS)} vocabulary '
-            f"presets, {len(builtin_vocabulary())} names) are still being embedded on this server; click the patch "
-            "again in a minute.</div>"
+            f'<div class="patch-names-pending">The names to compare with (the {presets} vocabulary presets, '
+            f"{len(builtin_vocabulary())} names) are still being embedded on this server; click the patch again in a "
+            "minute.</div>"
         )
     own = {name.lower() for name in own_names}
 

@@ -23,6 +23,7 @@ from demo.events import Events
 from demo.events.common import LOCAL_SESSION
 from demo.host import ModelHost, ModelTurns
 from demo.inputs import parse_settings, probe_image, stage_list
+from demo.labels import number_word
 from demo.sessions import KEPT_PROBS_BYTES, RUN_AGAIN, SessionStore
 from scclip_core import (
     DETECTORS,
@@ -394,7 +395,7 @@ def test_the_inside_views_name_the_picked_patch_before_and_after_calibration(pho
     events.segmenting.segment(str(photo), "red square; blue square", "", 0.0, templates="simple", progress=None)
     pending, _ = events.inside.patch_names((5, 5))
     assert "still being embedded" in pending, "a click never waits for the vocabulary"
-    assert f"{len(VOCABULARY_PRESETS)} vocabulary presets, {len(builtin_vocabulary())} names" in pending
+    assert f"{number_word(len(VOCABULARY_PRESETS))} vocabulary presets, {len(builtin_vocabulary())} names" in pending
     host.warm_up().join(60)
     anomaly_view, similarity_view = events.inside.patch_names((5, 5))
     assert anomaly_view == similarity_view
