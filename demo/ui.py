@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from demo.events import Events
+from demo.events.common import output_names
 from demo.events.comparing import Ablation, Choices, Compared
 from demo.events.inside import PatchNames, PatchViews
 from demo.events.rendering import Cleared, Redrawn, Relabelled, Shown
@@ -128,8 +129,7 @@ def segment_description(host: ModelHost, store: SessionStore) -> str:
 
 def components(page: Page, outputs: type[tuple[Any, ...]]) -> list[Any]:
     """The components an event's outputs (a NamedTuple) fill, in its field order."""
-    fields: tuple[str, ...] = outputs._fields  # type: ignore[attr-defined]  # every NamedTuple has them
-    return [page[name] for name in fields]
+    return [page[name] for name in output_names(outputs)]
 
 
 def build_inputs(host: ModelHost) -> Page:

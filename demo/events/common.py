@@ -55,10 +55,14 @@ def user_error(function: Function) -> Function:
     return event  # type: ignore[return-value]
 
 
+def output_names(outputs: type[tuple[Any, ...]]) -> tuple[str, ...]:
+    """The names of the components an event's outputs (a NamedTuple) fill, in order."""
+    return outputs._fields  # type: ignore[attr-defined]  # every NamedTuple has them
+
+
 def leave_others(outputs: type[Outputs], **values: Any) -> Outputs:
     """An event's outputs (a NamedTuple) with the given `values` and every other component left as it is."""
-    fields: tuple[str, ...] = outputs._fields  # type: ignore[attr-defined]  # every NamedTuple has them
-    return outputs(*(values.get(name, gr.skip()) for name in fields))
+    return outputs(*(values.get(name, gr.skip()) for name in output_names(outputs)))
 
 
 def progress_reporter(progress: gr.Progress | None) -> Callable[[float, str], None] | None:
