@@ -368,7 +368,7 @@ def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path,
 
 
 def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # not warmed up yet
     host.warm_up().join(60)
     short = host.segmenter("simple")
     assert short.text.uncached(preset_queries()) == [] and short.text.uncached(host.namer.names) == []
@@ -379,7 +379,7 @@ def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Pa
 
 
 def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # the namer's vocabulary not embedded yet
     embedding = host.segmenter("simple").embed_image(str(photo), trace=True)
     assert host.name_patch(embedding, (10, 10), ["red square"]) is None, "no waiting while the names are embedded"
     host.warm_up().join(60)
