@@ -1,11 +1,11 @@
 """SC-CLIP Explorer: `python app.py` (also how Hugging Face Spaces starts it).
 
-Model and weights come from `--model`/`--weights` or the environment (`SCCLIP_MODEL`, default ViT-B/16;
-`SCCLIP_WEIGHTS`, default the model's own tag: a pretrained tag, a weight file or "random"); the memory budget for
-all visitors' results from `--session-budget-mb` or `SCCLIP_SESSION_BUDGET_MB` (default 256); the address and port
-from `--host`/`--port` or Gradio's usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT. `--mcp` (or SCCLIP_MCP=1, or
-Gradio's own GRADIO_MCP_SERVER=True) also serves /segment as an MCP tool at /gradio_api/mcp/, which needs Gradio's
-MCP extra (`pip install "gradio[mcp]"`).
+Model and weights come from `--model`/`--weights` or the environment (`SCCLIP_MODEL`, default config.DEFAULT_MODEL;
+`SCCLIP_WEIGHTS`, default the model's own tag: a pretrained tag, a weight file or "random"); the memory budget for all
+visitors' results from `--session-budget-mb` or `SCCLIP_SESSION_BUDGET_MB` (default sessions.DEFAULT_BUDGET_MB, in
+MB; `--help` states the values); the address and port from `--host`/`--port` or Gradio's usual GRADIO_SERVER_NAME /
+GRADIO_SERVER_PORT. `--mcp` (or SCCLIP_MCP=1, or Gradio's own GRADIO_MCP_SERVER=True) also serves /segment as an
+MCP tool at /gradio_api/mcp/, which needs Gradio's MCP extra (`pip install "gradio[mcp]"`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from demo.memory import tune_allocator
 from demo.sessions import DEFAULT_BUDGET_MB, SessionStore
 from demo.ui import build_interface, launch_options
 from scclip_core import SegmenterConfig
+from scclip_core.config import DEFAULT_MODEL
 
-DEFAULT_MODEL = "ViT-B/16"
 MCP_ENV = "SCCLIP_MCP"
 MCP_MISSING = (
     "the MCP server needs Gradio's MCP extra, which is not installed. Install it with "

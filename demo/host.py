@@ -15,14 +15,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from demo.inputs import LIMITS, TEMPLATE_LABELS, TRAINED_PROB_THRESHOLD, RequestLimits, RequestSettings
+from demo.ablation import AblationRun
+from demo.inputs import LIMITS, TRAINED_PROB_THRESHOLD, RequestLimits, RequestSettings
+from demo.labels import variant_label
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
+    TEMPLATE_SET_NAMES,
     ImageEmbedding,
     LoadedModel,
     PatchNamer,
@@ -38,12 +41,14 @@ from scclip_core import (
     preset_queries,
     resolve_weights,
 )
+from scclip_core.config import TemplateSet
 from scclip_core.images import cap_size
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
 TURN_PROMPTS = 160
 PREVIEW_SIDE = 480
+SHORT_TEMPLATES: TemplateSet = "simple"
 Progress = Callable[[float, str], None]
 ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 
@@ -80,16 +85,6 @@ class ModelTurns:
                 self._condition.notify_all()
 
 
-@dataclass(frozen=True)
-class AblationRun:
-    """One configuration of an ablation: its segmentation and the seconds of work that were its own."""
-
-    name: str
-    variant: Variant
-    segmentation: Segmentation
-    own_seconds: float
-
-
 class ModelHost:
     """The process's one model and segmenters, or the reason the weights could not be loaded.
 
@@ -122,11 +117,11 @@ class ModelHost:
             text_cache = TextEmbeddingCache.default()
             self._segmenters = {
                 templates: Segmenter(self.model, replace(self.config, templates=templates), text_cache=text_cache)
-                for templates in TEMPLATE_LABELS
+                for templates in TEMPLATE_SET_NAMES
             }
             for segmenter in self._segmenters.values():
                 segmenter.text.embed(DEFAULT_BACKGROUND_WORDS)
-            self.namer = PatchNamer(self._segmenters["simple"].text)
+            self.namer = PatchNamer(self._segmenters[SHORT_TEMPLATES].text)
         except ScclipError as error:
             self.load_error = str(error)
         except Exception as error:
@@ -143,7 +138,7 @@ class ModelHost:
         below it and leave nothing but background to see."""
         return 0.0 if self.is_random else TRAINED_PROB_THRESHOLD
 
-    def segmenter(self, templates: str) -> Segmenter:
+    def segmenter(self, templates: TemplateSet) -> Segmenter:
         """The shared segmenter for a template set, or the load failure as an error. Shared by every visitor, so
         it is only used through `embed_image` and explicit embeddings: it never remembers an image."""
         if not self._segmenters:
@@ -154,13 +149,13 @@ class ModelHost:
             )
         return self._segmenters[templates]
 
-    def text_segmenter(self, vocabulary: Vocabulary, templates: str) -> tuple[Segmenter, str | None]:
+    def text_segmenter(self, vocabulary: Vocabulary, templates: TemplateSet) -> tuple[Segmenter, str | None]:
         """The segmenter whose templates this request can afford, and a notice when the short set stands in."""
         segmenter = self.segmenter(templates)
         new_prompts = len(segmenter.text.uncached(vocabulary.queries)) * len(segmenter.text.templates)
-        if templates == "simple" or new_prompts <= self.limits.full_template_prompts:
+        if templates == SHORT_TEMPLATES or new_prompts <= self.limits.full_template_prompts:
             return segmenter, None
-        short = self.segmenter("simple")
+        short = self.segmenter(SHORT_TEMPLATES)
         return short, (
             f"{new_prompts // len(segmenter.text.templates)} class names needed new text embeddings, more than "
             f"{self.limits.full_template_prompts // len(segmenter.text.templates)} at once: this run used the 7 short "
@@ -179,7 +174,7 @@ class ModelHost:
         """Embed the vocabulary presets' names and the patch namer's vocabulary with the short templates, in the
         background and in turns, so that picking a preset or naming a patch costs no text encoding later (the
         on-disk text cache keeps them across restarts). Starts once; returns the thread, or None without a model."""
-        if not self._segmenters:
+        if self.namer is None:
             return None
         with self._warm_lock:
             if self._warm_thread is None:
@@ -187,7 +182,7 @@ class ModelHost:
 
                 def embed() -> None:
                     try:
-                        self.embed_text(self._segmenters["simple"], names)
+                        self.embed_text(self._segmenters[SHORT_TEMPLATES], names)
                     except Exception:
                         LOGGER.exception("embedding the preset vocabularies failed")
 
@@ -200,7 +195,8 @@ class ModelHost:
     ) -> PointNames | None:
         """The top 10 names of the patch under `point`, calibrated and in vanilla CLIP; None while the namer's
         vocabulary is still being embedded (`warm_up`, started here if it was not), so a click never waits."""
-        simple = self.segmenter("simple")
+        simple = self.segmenter(SHORT_TEMPLATES)
+        assert self.namer is not None  # made with the segmenters
         if simple.text.uncached(self.namer.names):
             self.warm_up()
             return None
@@ -279,7 +275,7 @@ def run_ablation(
     image: np.ndarray,
     vocabulary: Vocabulary,
     settings: RequestSettings,
-    configurations: Sequence[tuple[str, Variant]],
+    configurations: Sequence[Variant],
     *,
     preview_side: int = PREVIEW_SIDE,
     progress: Progress | None,
@@ -294,16 +290,16 @@ def run_ablation(
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
     with host.turns.turn():
         embeddings = segmenter.set_image_variants(
-            image, [variant for _, variant in configurations], params=settings.params, progress=progress
+            image, list(configurations), params=settings.params, progress=progress
         )
     preview, _ = cap_size(image, preview_side)
     embeddings = [replace(embedding, image=preview) for embedding in embeddings]
     shared = sum(embeddings[0].timings[name] for name in embeddings[0].shared_timings)
     host.embed_text(segmenter, vocabulary.queries)
     runs = []
-    for index, ((name, variant), embedding) in enumerate(zip(configurations, embeddings)):
+    for index, (variant, embedding) in enumerate(zip(configurations, embeddings)):
         if progress:
-            progress(index / len(configurations), f"{name} ({index + 1}/{len(configurations)})")
+            progress(index / len(configurations), f"{variant_label(variant)} ({index + 1}/{len(configurations)})")
         with host.turns.turn():
             started = time.perf_counter()
             segmentation = segmenter.predict(
@@ -312,5 +308,5 @@ def run_ablation(
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:
             segmentation.notices.append(notice)
-        runs.append(AblationRun(name, variant, segmentation, own))
+        runs.append(AblationRun(variant, segmentation, own))
     return shared, runs

@@ -13,9 +13,12 @@ from typing import Any
 import numpy as np
 
 from scclip_core import (
+    PAMR_STEPS,
+    TEMPLATE_SET_NAMES,
     CalibrationParams,
     InputError,
     LabelRules,
+    SegmenterConfig,
     Stages,
     Variant,
     Vocabulary,
@@ -25,15 +28,14 @@ from scclip_core import (
     probe_size,
     to_rgb_array,
 )
+from scclip_core.config import TemplateSet, detector_named, method_named
 from scclip_core.images import cap_size
 
-TEMPLATE_LABELS: dict[str, str] = {
-    "openai": "80 OpenAI templates (as in the paper)",
-    "simple": "7 short templates (faster text for long class lists)",
-}
-DEFAULT_BETA = CalibrationParams().beta
+DEFAULT_METHOD = Variant.method
+DEFAULT_DETECTOR = CalibrationParams.detector
+DEFAULT_BETA = CalibrationParams.beta
+DEFAULT_TEMPLATES = SegmenterConfig.templates
 TRAINED_PROB_THRESHOLD = 0.15
-PAMR_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,16 @@ class RequestSettings:
     params: CalibrationParams
     rules: LabelRules
     background: tuple[str, ...] | None
-    templates: str
+    templates: TemplateSet
     pamr_steps: int = 0
+
+
+def template_set(value: str | None) -> TemplateSet:
+    """A template set's name (None or '' means the default), refusing unknown ones."""
+    for name in TEMPLATE_SET_NAMES:
+        if (value or DEFAULT_TEMPLATES) == name:
+            return name
+    raise InputError(f"unknown template set {value!r}; choose one of {', '.join(TEMPLATE_SET_NAMES)}")
 
 
 def number(value: Any, name: str, low: float, high: float, default: float) -> float:
@@ -128,11 +138,7 @@ def stage_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
         items = list(value)
     else:
         raise InputError(f"stage_names must be a list of stage names, not {value!r}")
-    names = tuple(dict.fromkeys(item.strip().replace("-", "_") for item in items))
-    unknown = [name for name in names if name not in Stages.names()]
-    if unknown:
-        raise InputError(f"unknown stage(s) {unknown}; stages are {list(Stages.names())}")
-    return names
+    return Stages.check_names(items)
 
 
 def parse_rules(prob_threshold: Any, area_threshold: Any, default_prob_threshold: float) -> LabelRules:
@@ -157,14 +163,11 @@ def parse_settings(
     default_prob_threshold: float = TRAINED_PROB_THRESHOLD,
 ) -> RequestSettings:
     """Turn raw widget or API values into RequestSettings, raising InputError with a message per field."""
-    method = method or "sc-clip"
-    templates = templates or "openai"
-    if templates not in TEMPLATE_LABELS:
-        raise InputError(f"unknown template set {templates!r}; choose one of {', '.join(TEMPLATE_LABELS)}")
     chosen = stage_list(stage_names)
-    stages = Stages(**{name: name in chosen for name in Stages.names()}) if method == "sc-clip" else Stages()
-    variant = Variant(method, stages)
-    params = CalibrationParams(beta=number(beta, "β", 0.0, 1.0, DEFAULT_BETA), detector=detector or "lof")
+    variant = Variant(method_named(method or DEFAULT_METHOD), Stages.only(*chosen))
+    params = CalibrationParams(
+        beta=number(beta, "β", 0.0, 1.0, DEFAULT_BETA), detector=detector_named(detector or DEFAULT_DETECTOR)
+    )
     rules = parse_rules(prob_threshold, area_threshold, default_prob_threshold)
     if background_words is not None and not isinstance(background_words, str):
         raise InputError(f"background words must be text, not {type(background_words).__name__}")
@@ -175,7 +178,7 @@ def parse_settings(
         params=params,
         rules=rules,
         background=parse_words(background_words) or None,
-        templates=templates,
+        templates=template_set(templates),
         pamr_steps=PAMR_STEPS if refine_edges else 0,
     )
 

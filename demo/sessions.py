@@ -3,15 +3,15 @@
 A visitor's latest result lives in one server-side store keyed by Gradio's session id, not in `gr.State`: the
 store holds every session's result under one byte budget, drops the least recently used first, and forgets a
 result `SESSION_TTL_S` after its last use or when the browser tab closes. A result is kept compact: what
-re-rendering needs (the image as processed, its labels, a `Relabeller` whose size does not grow with the
-number of classes, float16 inside-view matrices) and the image side for new classes on the same image.
+re-rendering needs (the image as processed, its labels, the engine's `CompactScores`, whose size at the input size
+does not grow with the number of classes, float16 inside-view matrices) and the image side for new classes on the
+same image.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from demo.memory import release_freed_memory
-from scclip_core import ImageEmbedding, Segmentation, label_dtype
-from scclip_core.scores import small_classes
+from scclip_core import ImageEmbedding, Segmentation
+from scclip_core.scores import CompactScores
 
 SESSION_TTL_S = 20 * 60
 DEFAULT_BUDGET_MB = 192
@@ -54,78 +54,14 @@ def file_digest(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class Relabeller:
-    """What relabelling under new thresholds needs, in memory that does not grow with the number of classes.
-
-    `best_class` and `best_prob` are the unthresholded argmax and its probability at the output size, which
-    makes the probability rule exact; `probs` holds every class's probability at a reduced size (at most
-    KEPT_PROBS_BYTES in float16), for the second choices of pixels whose class the area rule drops, and for
-    the heatmaps.
-    """
-
-    best_class: np.ndarray
-    best_prob: np.ndarray
-    probs: np.ndarray
-
-    @classmethod
-    def from_segmentation(cls, segmentation: Segmentation, probs_bytes: int = KEPT_PROBS_BYTES) -> Relabeller:
-        """Built from a segmentation's pixel scores at its input size and logit scale, band by band: never
-        C x H x W at the output size."""
-        scores, size, logit_scale = segmentation.pixel_scores, segmentation.input_size, segmentation.rules.logit_scale
-        band = scores.band_probabilities(size, logit_scale)
-        best_class = np.empty(size, dtype=label_dtype(scores.num_classes))
-        best_prob = np.empty(size, dtype=np.float32)
-        step = scores.band_rows(size[1])
-        with torch.inference_mode():
-            for top in range(0, size[0], step):
-                best, index = band(top, min(top + step, size[0])).max(dim=0)
-                best_prob[top : top + step] = best.cpu().numpy()
-                best_class[top : top + step] = index.cpu().numpy()
-        scale = min(1.0, math.sqrt(probs_bytes / (2 * scores.num_classes * size[0] * size[1])))
-        small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
-        return cls(best_class, best_prob, scores.probabilities(small, logit_scale).astype(np.float16))
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.probs.shape[0])
-
-    def with_empty_class(self) -> Relabeller:
-        """One more class that no pixel prefers (a query-less background that only takes rejected pixels)."""
-        empty = np.zeros((1, *self.probs.shape[1:]), dtype=self.probs.dtype)
-        return replace(self, probs=np.concatenate([self.probs, empty]))
-
-    def labels(self, background_index: int, prob_threshold: float, area_threshold: float | None) -> np.ndarray:
-        """Labels under the background rules' thresholds, as the engine's `label_map` assigns them (see there); the
-        logit scale is the one the relabeller was built at."""
-        labels = self.best_class.copy()
-        best = self.best_prob
-        if area_threshold:
-            areas = np.bincount(self.best_class.ravel(), minlength=self.num_classes)
-            small = small_classes(areas, background_index, area_threshold)
-            rows, columns = np.nonzero(small[self.best_class])
-            if rows.size:
-                height, width = labels.shape
-                candidates = self.probs[:, rows * self.probs.shape[1] // height, columns * self.probs.shape[2] // width]
-                candidates = candidates.astype(np.float32)
-                candidates[small] = 0.0
-                labels[rows, columns] = candidates.argmax(axis=0)
-                best = best.copy()
-                best[rows, columns] = candidates.max(axis=0)
-        if prob_threshold > 0:
-            labels[best < prob_threshold] = background_index
-        return labels
-
-
-@dataclass(frozen=True)
 class SessionResult:
     """One session's latest run: the reusable image side (its `key` says what for), the segmentation as currently
-    thresholded, and the downloadable files written for it. `upload_digest` identifies the uploaded file, so the
-    same file sent again is not decoded again."""
+    thresholded (holding `CompactScores`: see `compact`), and the downloadable files written for it.
+    `upload_digest` identifies the uploaded file, so the same file sent again is not decoded again."""
 
     upload_digest: str
     embedding: ImageEmbedding
     segmentation: Segmentation
-    relabeller: Relabeller
     reused_image_side: bool
     input_size: tuple[int, int]  # (width, height) of the upright input, which the label PNG keeps
     summary: dict[str, Any]
@@ -134,7 +70,15 @@ class SessionResult:
 
     def nbytes(self) -> int:
         """Bytes held by the arrays and tensors of this result, each counted once."""
-        return _nbytes(self.embedding, self.segmentation, self.relabeller)
+        return _nbytes(self.embedding, self.segmentation)
+
+    @property
+    def scores(self) -> CompactScores:
+        """The kept scores: what relabelling and the probability maps read."""
+        scores = self.segmentation.pixel_scores
+        if not isinstance(scores, CompactScores):
+            raise TypeError("a kept result holds compact scores; build it with `compact`")
+        return scores
 
 
 def _buffers(value: Any) -> Iterable[np.ndarray | torch.Tensor]:
@@ -168,16 +112,11 @@ def compact_trace(trace: list | None) -> list | None:
     ]
 
 
-def compact(embedding: ImageEmbedding, segmentation: Segmentation) -> tuple[ImageEmbedding, Segmentation, Relabeller]:
-    """The parts of a run that a session keeps: the trace in float16 (shared by embedding and segmentation),
-    and the segmentation's working-size scores replaced by a `Relabeller`."""
+def compact(embedding: ImageEmbedding, segmentation: Segmentation) -> tuple[ImageEmbedding, Segmentation]:
+    """The parts of a run that a session keeps: the trace in float16 (shared by embedding and segmentation), and
+    the segmentation's working-size scores made `CompactScores` (class probabilities in KEPT_PROBS_BYTES)."""
     trace = compact_trace(embedding.trace)
-    relabeller = Relabeller.from_segmentation(segmentation)
-    return (
-        replace(embedding, trace=trace),
-        replace(segmentation, pixel_scores=None, trace=trace),
-        relabeller,
-    )
+    return replace(embedding, trace=trace), replace(segmentation.compact(KEPT_PROBS_BYTES), trace=trace)
 
 
 class SessionStore:

@@ -1,85 +1,23 @@
-"""Engine results as the page shows them: the overlay, the legend, the run description, the downloads, the
-window crops of the inside views, and the ablation's gallery and table. Pure functions of their inputs."""
+"""Engine results as the page shows them: the overlay, the legend, the summary, the window crops of the inside
+views, and the ablation's gallery and table. Pure functions of their inputs: they draw, and write nothing."""
 
 from __future__ import annotations
 
 import html
-import json
-import shutil
-import tempfile
-import time
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from demo.host import AblationRun
-from demo.sessions import SESSION_TTL_S
-from scclip_core import METHODS, NameMatch, PointNames, Segmentation, Stages, render
+from demo.ablation import AblationRun
+from demo.labels import describe_run, method_label, number_word
+from scclip_core import VOCABULARY_PRESETS, NameMatch, PointNames, Segmentation, builtin_vocabulary, render
 
-STAGE_LABELS: dict[str, str] = {
-    "anomaly": "anomaly resolution",
-    "pre_aggregation": "pre-aggregation",
-    "attention_prior": "attention prior",
-    "post_aggregation": "post-aggregation",
-    "multi_level": "multi-level fusion",
-}
-METHOD_LABELS: dict[str, str] = {
-    "sc-clip": "SC-CLIP",
-    "clip": "CLIP (vanilla)",
-    "maskclip": "MaskCLIP",
-    "sclip": "SCLIP",
-    "clearclip": "ClearCLIP",
-    "naclip": "NACLIP",
-}
-COMPARISON_METHODS: tuple[str, ...] = tuple(method for method in METHODS if method not in ("sc-clip", "clip"))
 UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
+GALLERY_OPACITY = 0.6  # the ablation's previews are small: the classes are tinted a little stronger
 Box = tuple[int, int, int, int]
 CAPTION_SEPARATOR = " · "
-
-
-def describe_run(method: str, stages: Stages, pamr_steps: int = 0) -> str:
-    """What ran, in words: "SC-CLIP, all five stages", "SC-CLIP without anomaly resolution", "NACLIP", with
-    ", edges refined by PAMR (10 steps)" when PAMR ran."""
-    refined = f", edges refined by PAMR ({pamr_steps} steps)" if pamr_steps else ""
-    label = METHOD_LABELS.get(method, method)
-    if method != "sc-clip":
-        return label + refined
-    off = [STAGE_LABELS[name] for name in Stages.names() if not getattr(stages, name)]
-    if not off:
-        return f"{label}, all five stages{refined}"
-    if len(off) == len(STAGE_LABELS):
-        return f"{label} with every stage off{refined}"
-    return f"{label} without {', '.join(off)}{refined}"
-
-
-def output_dir() -> Path:
-    """A fresh folder for one run's downloadable files; folders older than the session lifetime are removed."""
-    root = Path(tempfile.gettempdir()) / "scclip-demo-outputs"
-    root.mkdir(exist_ok=True)
-    cutoff = time.time() - SESSION_TTL_S
-    for old in root.iterdir():
-        if old.is_dir() and old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
-    folder = root / uuid.uuid4().hex
-    folder.mkdir()
-    return folder
-
-
-def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
-    """Delete the share-link snapshots in `folder` (Gradio's `deep_links`: one JSON of about 100 KB per click on
-    Share, which Gradio never deletes) older than `max_age_s`, when the uploads they point to are gone too.
-    Returns how many were deleted."""
-    if not folder.is_dir():
-        return 0
-    cutoff = time.time() - max_age_s
-    old = [link for link in folder.iterdir() if link.is_dir() and link.stat().st_mtime < cutoff]
-    for link in old:
-        shutil.rmtree(link, ignore_errors=True)
-    return len(old)
 
 
 def class_colours(segmentation: Segmentation) -> list[str]:
@@ -108,25 +46,9 @@ def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> d
     return data
 
 
-def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: tuple[int, int]) -> tuple[str, str]:
-    """The label map as a palette PNG (pixel value = class index) at the input's (width, height), and the summary,
-    as files. Inputs the engine downscaled get their labels scaled back up (nearest neighbour)."""
-    folder = output_dir()
-    suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
-    label_path = folder / f"scclip_labels{suffix}.png"
-    label_map = render.label_map_image(
-        segmentation.labels, len(segmentation.class_names), segmentation.background_index
-    )
-    if label_map.size != input_size:
-        label_map = label_map.resize(input_size, Image.Resampling.NEAREST)
-    data["label_png_size"] = list(input_size)
-    label_map.save(label_path)
-    json_path = folder / f"scclip_summary{suffix}.json"
-    json_path.write_text(json.dumps(data, indent=2))
-    return str(label_path), str(json_path)
-
-
-def overlay_picture(segmentation: Segmentation, opacity: float, hidden: Sequence[str]) -> Image.Image:
+def overlay_picture(
+    segmentation: Segmentation, opacity: float = render.DEFAULT_OPACITY, hidden: Sequence[str] = ()
+) -> Image.Image:
     """The overlay as shown: hidden classes untinted, and stamped when the weights are untrained."""
     hidden_indices = [segmentation.class_names.index(name) for name in hidden if name in segmentation.class_names]
     picture = render.overlay(
@@ -182,9 +104,11 @@ def patch_names_html(named: PointNames | None, method: str, own_names: Sequence[
     """The top names of the picked patch after calibration beside vanilla CLIP's, each with its cosine; the
     visitor's own classes in bold. Two columns that stack on a phone."""
     if named is None:
+        presets = number_word(len(VOCABULARY_PRESETS))
         return (
-            '<div class="patch-names-pending">The names to compare with (the five vocabulary presets, 288 names) are '
-            "still being embedded on this server; click the patch again in a minute.</div>"
+            f'<div class="patch-names-pending">The names to compare with (the {presets} vocabulary presets, '
+            f"{len(builtin_vocabulary())} names) are still being embedded on this server; click the patch again in a "
+            "minute.</div>"
         )
     own = {name.lower() for name in own_names}
 
@@ -207,7 +131,7 @@ def patch_names_html(named: PointNames | None, method: str, own_names: Sequence[
         "text embedding is closest (cosine) to the patch's embedding, among the vocabulary presets and your "
         "classes (bold).</div>"
         '<div style="display:flex;flex-wrap:wrap;gap:16px">'
-        f"{column(f'{METHOD_LABELS.get(method, method)} (as run)', named.calibrated, 'calibrated')}"
+        f"{column(f'{method_label(method)} (as run)', named.calibrated, 'calibrated')}"
         f"{column('vanilla CLIP', named.vanilla, 'vanilla')}</div></div>"
     )
 
@@ -259,7 +183,9 @@ def ablation_views(
     gallery, rows = [], [["shared pass (blocks 1 to L-1), once", round(shared_seconds, 3), None]]
     for run in runs:
         same = 100 * agreement(run.segmentation.labels, reference)
-        gallery.append((overlay_picture(run.segmentation, 0.6, ()), f"{run.name}{CAPTION_SEPARATOR}{same:.0f}%"))
+        gallery.append(
+            (overlay_picture(run.segmentation, GALLERY_OPACITY), f"{run.name}{CAPTION_SEPARATOR}{same:.0f}%")
+        )
         rows.append([run.name, round(run.own_seconds, 3), round(same, 2)])
     table = {"headers": ["configuration", "own time (s)", "agrees with full SC-CLIP (%)"], "data": rows}
     return gallery, table

@@ -44,8 +44,10 @@ _EXPORTS = {
         "Stages",
         "Variant",
         "ablation_variants",
+        "detector_named",
+        "method_named",
     ),
-    "scores": ("PixelScores", "assign_labels", "label_dtype"),
+    "scores": ("CompactScores", "PixelScores", "assign_labels", "label_dtype"),
     "segmenter": ("ImageEmbedding", "ImageSideKey", "PatchLocation", "Segmentation", "Segmenter"),
     "text": (
         "DEFAULT_BACKGROUND_WORDS",
@@ -90,6 +92,8 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         Stages,
         Variant,
         ablation_variants,
+        detector_named,
+        method_named,
     )
     from .encoder import (  # noqa: F401 (exported through __getattr__)
         LAST_BLOCKS,
@@ -120,6 +124,7 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         top_names,
     )
     from .scores import (  # noqa: F401 (exported through __getattr__)
+        CompactScores,
         PixelScores,
         assign_labels,
         label_dtype,

@@ -25,6 +25,22 @@ PAMR_STEPS = 10  # NACLIP's, the number of steps "refine edges" runs (PAMR is of
 DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
 
+def method_named(name: object) -> Method:
+    """`name` as a `Method`; raises InputError listing the methods (the one check of a method name)."""
+    for method in METHODS:
+        if name == method:
+            return method
+    raise InputError(f"unknown method {name!r}; choose one of {list(METHODS)}")
+
+
+def detector_named(name: object) -> Detector:
+    """`name` as a `Detector`; raises InputError listing the detectors (the one check of a detector name)."""
+    for detector in DETECTORS:
+        if name == detector:
+            return detector
+    raise InputError(f"detector must be one of {list(DETECTORS)}, not {name!r}")
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     """Which block outputs SC-CLIP reads, as 0-based indices into the list of block outputs.
@@ -150,8 +166,7 @@ class Variant:
     stages: Stages = Stages()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        method_named(self.method)
         if self.method != "sc-clip":
             object.__setattr__(self, "stages", Stages())
 
@@ -183,8 +198,7 @@ class CalibrationParams:
     naclip_sigma: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise InputError(f"detector must be one of {list(DETECTORS)}, not {self.detector!r}")
+        detector_named(self.detector)
         _check_range("beta", self.beta, -1.0, 1.0)
         _check_range("prior_temperature", self.prior_temperature, 0.0, math.inf, low_open=True)
         _check_range("prior_mix", self.prior_mix, 0.0, 1.0)

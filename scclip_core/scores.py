@@ -3,10 +3,15 @@
 Bilinear upsampling (as `F.interpolate(..., align_corners=False)`), the softmax at the logit scale and the max
 over each class's synonyms run a band of output rows at a time, so a label map at the input size never needs
 Q x H x W or C x H x W at that size. Probabilities at the output size exist only when asked for.
+
+`CompactScores` is the form a long-lived result keeps (the demo keeps one per visitor): relabelling under new
+thresholds from memory that does not grow with the number of classes at the input size. Both forms label through
+the one `label_map`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -19,6 +24,8 @@ from .errors import InputError
 
 BAND_ELEMENTS = 1 << 22
 BandProbabilities = Callable[[int, int], Tensor]
+BandBest = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+BandPixels = Callable[[int, int, np.ndarray], Tensor]
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -47,39 +54,43 @@ def small_classes(areas: np.ndarray, background_index: int, area_threshold: floa
 
 
 def label_map(
-    band_probs: BandProbabilities,
+    band_best: BandBest,
+    band_pixels: BandPixels,
     size: tuple[int, int],
     num_classes: int,
     band_rows: int,
     background_index: int | None,
     rules: LabelRules,
 ) -> np.ndarray:
-    """Argmax labels (H, W) after the background rules, from class probabilities made band by band.
+    """Argmax labels (H, W) after the background rules, reading class probabilities band by band: the one home of
+    the labelling rules, whatever holds the probabilities.
 
-    Area rule: a non-background class whose predicted area is at most `rules.area_threshold` times the whole
-    non-background area has its probabilities zeroed before the final argmax. Probability rule: pixels whose
-    (remaining) highest probability is below `rules.prob_threshold` go to the background class. The area rule
-    needs every class's area before any pixel is final, so it takes two passes: the first takes each band's
-    argmax and counts areas; the second recomputes only the bands holding pixels of a too-small class and gives
-    those pixels their best remaining class (every other pixel keeps its argmax, which masking cannot change).
+    `band_best(top, bottom)` gives the highest probability and its class for those rows; `band_pixels(top, bottom,
+    moved)` every class's probabilities (C, n) at the `moved` pixels (a boolean mask of those rows). Area rule: a
+    non-background class whose predicted area is at most `rules.area_threshold` times the whole non-background
+    area has its probabilities zeroed before the final argmax. Probability rule: pixels whose (remaining)
+    highest probability is below `rules.prob_threshold` go to the background class. The area rule needs every
+    class's area before any pixel is final, so it takes two passes: the first takes each band's argmax and counts
+    areas; the second reads only the pixels of a too-small class and gives them their best remaining class
+    (every other pixel keeps its argmax, which masking cannot change).
     """
     if background_index is None and rules.needs_background:
         raise InputError("thresholds need a background class to assign rejected pixels to")
     prob_threshold, area_threshold = rules.prob_threshold, rules.area_threshold
-    height, width = size
+    height = size[0]
     labels = np.empty(size, dtype=label_dtype(num_classes))
     uncertain = np.zeros(size, dtype=bool) if prob_threshold > 0 else None
     areas = np.zeros(num_classes, dtype=np.int64)
     bands = [(top, min(top + band_rows, height)) for top in range(0, height, band_rows)]
     for top, bottom in bands:
-        best, best_class = band_probs(top, bottom).max(dim=0)
-        best_class = best_class.cpu().numpy()
+        best, best_class = band_best(top, bottom)
         labels[top:bottom] = best_class
         if uncertain is not None:
-            uncertain[top:bottom] = (best < prob_threshold).cpu().numpy()
+            uncertain[top:bottom] = best < prob_threshold
         if area_threshold:
             areas += np.bincount(best_class.ravel(), minlength=num_classes)
     if area_threshold:
+        assert background_index is not None  # rules.needs_background
         small = small_classes(areas, background_index, area_threshold)
         if small.any():
             mask = torch.from_numpy(small)
@@ -87,14 +98,28 @@ def label_map(
                 moved = small[labels[top:bottom]]
                 if not moved.any():
                     continue
-                probs = band_probs(top, bottom)
-                best, best_class = probs.masked_fill(mask.to(probs.device).view(-1, 1, 1), 0.0).max(dim=0)
-                labels[top:bottom][moved] = best_class.cpu().numpy()[moved]
+                probs = band_pixels(top, bottom, moved)
+                second, second_class = probs.masked_fill(mask.to(probs.device).view(-1, 1), 0.0).max(dim=0)
+                labels[top:bottom][moved] = second_class.cpu().numpy()
                 if uncertain is not None:
-                    uncertain[top:bottom][moved] = (best < prob_threshold).cpu().numpy()[moved]
+                    uncertain[top:bottom][moved] = (second < prob_threshold).cpu().numpy()
     if uncertain is not None:
         labels[uncertain] = background_index
     return labels
+
+
+def band_readers(band_probs: BandProbabilities) -> tuple[BandBest, BandPixels]:
+    """`label_map`'s two readers for probabilities made band by band."""
+
+    def band_best(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+        best, best_class = band_probs(top, bottom).max(dim=0)
+        return best.cpu().numpy(), best_class.cpu().numpy()
+
+    def band_pixels(top: int, bottom: int, moved: np.ndarray) -> Tensor:
+        probs = band_probs(top, bottom)
+        return probs[:, torch.from_numpy(moved).to(probs.device)]
+
+    return band_best, band_pixels
 
 
 def assign_labels(probs: Tensor, background_index: int | None, rules: LabelRules | None = None) -> Tensor:
@@ -102,7 +127,7 @@ def assign_labels(probs: Tensor, background_index: int | None, rules: LabelRules
     at some logit scale already, so only the thresholds of `rules` (default: none) apply."""
     flat = probs.reshape(probs.shape[0], 1, -1)
     labels = label_map(
-        lambda top, bottom: flat[:, top:bottom],
+        *band_readers(lambda top, bottom: flat[:, top:bottom]),
         (1, flat.shape[2]),
         probs.shape[0],
         1,
@@ -150,6 +175,35 @@ class PixelScores:
         """Bytes of float32 class probabilities at `size`."""
         return 4 * self.num_classes * size[0] * size[1]
 
+    def probs_size(self, input_size: tuple[int, int], budget_bytes: int) -> tuple[int, int]:
+        """Where probabilities are made: the input size when they fit `budget_bytes`, else the (smaller) working size.
+
+        Raises InputError, saying how much memory they would need, when neither fits.
+        """
+        if self.probs_bytes(input_size) <= budget_bytes:
+            return input_size
+        working = self.working_size
+        if working[0] * working[1] < input_size[0] * input_size[1] and self.probs_bytes(working) <= budget_bytes:
+            return working
+        smallest = min((input_size, working), key=lambda size: size[0] * size[1])
+        raise InputError(
+            f"class probabilities for {self.num_classes} classes would take "
+            f"{self.probs_bytes(smallest) / 2**30:.2f} GiB "
+            f"even at {smallest[1]}x{smallest[0]}, over the budget of {budget_bytes / 2**30:.2f} GiB "
+            "(SegmenterConfig.probs_budget_bytes, --probs-budget); labels need no probabilities"
+        )
+
+    def probs_note(self, input_size: tuple[int, int], budget_bytes: int) -> str | None:
+        """Why probabilities are smaller than the input, or None when they are at the input size."""
+        size = self.probs_size(input_size, budget_bytes)
+        if size == input_size:
+            return None
+        return (
+            f"probabilities are at the working size {size[1]}x{size[0]}, not the input size "
+            f"{input_size[1]}x{input_size[0]}: {self.num_classes} classes at the input size would "
+            f"take {self.probs_bytes(input_size) / 2**30:.2f} GiB, over the budget of {budget_bytes / 2**30:.2f} GiB"
+        )
+
     def band_rows(self, width: int) -> int:
         """Output rows per band: a band's query and class planes stay near BAND_ELEMENTS values."""
         return max(1, BAND_ELEMENTS // ((self.logits.shape[0] + self.num_classes) * width))
@@ -178,11 +232,24 @@ class PixelScores:
 
         return band
 
+    def best(self, size: tuple[int, int], logit_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each pixel's highest class probability (float32) and its class at `size`, band by band."""
+        band = self.band_probabilities(size, logit_scale)
+        best_prob = np.empty(size, dtype=np.float32)
+        best_class = np.empty(size, dtype=label_dtype(self.num_classes))
+        step = self.band_rows(size[1])
+        with torch.inference_mode():
+            for top in range(0, size[0], step):
+                best, index = band(top, min(top + step, size[0])).max(dim=0)
+                best_prob[top : top + step] = best.cpu().numpy()
+                best_class[top : top + step] = index.cpu().numpy()
+        return best_prob, best_class
+
     def labels(self, size: tuple[int, int], background_index: int | None, rules: LabelRules) -> np.ndarray:
         """The label map at `size` under `rules`, computed in bands."""
         with torch.inference_mode():
             return label_map(
-                self.band_probabilities(size, rules.logit_scale),
+                *band_readers(self.band_probabilities(size, rules.logit_scale)),
                 size,
                 self.num_classes,
                 self.band_rows(size[1]),
@@ -202,20 +269,92 @@ class PixelScores:
         return probs
 
 
-def probs_size(scores: PixelScores, input_size: tuple[int, int], budget_bytes: int) -> tuple[int, int]:
-    """Where probabilities are kept: the input size when they fit `budget_bytes`, else the (smaller) working size.
+@dataclass(frozen=True)
+class CompactScores:
+    """Scores for relabelling one result at its `size` and `logit_scale`, in memory that does not grow with the
+    number of classes at that size.
 
-    Raises InputError, saying how much memory they would need, when neither fits.
+    `best_prob` and `best_class` are each pixel's unthresholded highest probability and its class at `size`, which
+    makes the probability rule exact; `probs` holds every class's probability (C, h, w) in float16 at a reduced
+    size, for the second choices of pixels whose class the area rule drops (read at the nearest kept pixel) and
+    for probability maps. With `probs` at `size` the area rule is exact too, up to float16 rounding.
     """
-    if scores.probs_bytes(input_size) <= budget_bytes:
-        return input_size
-    working = scores.working_size
-    if working[0] * working[1] < input_size[0] * input_size[1] and scores.probs_bytes(working) <= budget_bytes:
-        return working
-    smallest = min((input_size, working), key=lambda size: size[0] * size[1])
-    raise InputError(
-        f"class probabilities for {scores.num_classes} classes would take "
-        f"{scores.probs_bytes(smallest) / 2**30:.2f} GiB "
-        f"even at {smallest[1]}x{smallest[0]}, over the budget of {budget_bytes / 2**30:.2f} GiB "
-        "(SegmenterConfig.probs_budget_bytes, --probs-budget); labels need no probabilities"
-    )
+
+    best_prob: np.ndarray
+    best_class: np.ndarray
+    probs: np.ndarray
+    logit_scale: float
+
+    @classmethod
+    def from_scores(
+        cls, scores: PixelScores, size: tuple[int, int], logit_scale: float, probs_bytes: int
+    ) -> CompactScores:
+        """Made band by band from full scores (never C x H x W at `size`); `probs` takes at most `probs_bytes`."""
+        best_prob, best_class = scores.best(size, logit_scale)
+        scale = min(1.0, math.sqrt(probs_bytes / (2 * scores.num_classes * size[0] * size[1])))
+        reduced = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+        probs = scores.probabilities(reduced, logit_scale).astype(np.float16)
+        return cls(best_prob, best_class, probs, logit_scale)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the labels these scores make."""
+        return int(self.best_class.shape[0]), int(self.best_class.shape[1])
+
+    @property
+    def kept_size(self) -> tuple[int, int]:
+        """(h, w) of the kept class probabilities."""
+        return int(self.probs.shape[1]), int(self.probs.shape[2])
+
+    def with_num_classes(self, num_classes: int) -> CompactScores:
+        """The same scores with query-less classes appended (zero probability: no pixel prefers them)."""
+        empty = np.zeros((num_classes - self.num_classes, *self.kept_size), dtype=self.probs.dtype)
+        return replace(self, probs=np.concatenate([self.probs, empty]))
+
+    def probs_size(self, input_size: tuple[int, int], budget_bytes: int) -> tuple[int, int]:
+        """The kept size: the only one these scores have probabilities at."""
+        return self.kept_size
+
+    def probs_note(self, input_size: tuple[int, int], budget_bytes: int) -> str | None:
+        """Why probabilities are smaller than the input, or None when they are at the input size."""
+        if self.kept_size == input_size:
+            return None
+        return (
+            f"probabilities are kept at {self.kept_size[1]}x{self.kept_size[0]}, not the input size "
+            f"{input_size[1]}x{input_size[0]}, in a compact result"
+        )
+
+    def _check(self, size: tuple[int, int], kept: tuple[int, int], logit_scale: float) -> None:
+        """Raise InputError unless asked at `kept` (the only size they have) and their own logit scale."""
+        if size != kept:
+            raise InputError(f"compact scores answer at {kept[1]}x{kept[0]} only, not at {size[1]}x{size[0]}")
+        if logit_scale != self.logit_scale:
+            raise InputError(
+                f"compact scores were made at logit scale {self.logit_scale:g}, not {logit_scale:g}; "
+                "relabel from the full scores instead"
+            )
+
+    def probabilities(self, size: tuple[int, int], logit_scale: float) -> np.ndarray:
+        """Class probabilities (C, h, w) float32 at the kept size (the only size they are kept at)."""
+        self._check(size, self.kept_size, logit_scale)
+        return self.probs.astype(np.float32)
+
+    def labels(self, size: tuple[int, int], background_index: int | None, rules: LabelRules) -> np.ndarray:
+        """The label map at `size` (this result's own) under `rules`, at the logit scale the scores were made at."""
+        self._check(size, self.size, rules.logit_scale)
+        height, width = size
+        kept_height, kept_width = self.kept_size
+
+        def band_best(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+            return self.best_prob[top:bottom], self.best_class[top:bottom]
+
+        def band_pixels(top: int, bottom: int, moved: np.ndarray) -> Tensor:
+            rows, columns = np.nonzero(moved)
+            kept = self.probs[:, (rows + top) * kept_height // height, columns * kept_width // width]
+            return torch.from_numpy(kept.astype(np.float32))
+
+        return label_map(band_best, band_pixels, size, self.num_classes, height, background_index, rules)

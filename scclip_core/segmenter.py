@@ -32,8 +32,9 @@ from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, fingerprint, to_rgb_array
 from .pamr import pamr_refine
-from .scores import PixelScores, probs_size
+from .scores import CompactScores, PixelScores
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
+from .vocabularies import BACKGROUND_NAME
 
 Progress = Callable[[float, str], None]
 Window = tuple[int, int, int, int]
@@ -149,10 +150,11 @@ def locate_patch(
 class Segmentation:
     """Per-pixel labels at the input resolution, with what produced them; class probabilities on request.
 
-    `probs` is computed when first read, from the working-size logits in `pixel_scores` at `rules.logit_scale`:
-    (C, H, W) float32 at the input size when that fits `probs_budget_bytes`, otherwise at the working size
-    `resized_size`; `probs_size` says which before anything is computed and `probs_note` explains a reduced size.
-    `windows` are on the resized canvas, each a `grid` of patches.
+    `pixel_scores` relabel the result under other rules (`with_rules`) and give `probs`, computed when first read
+    at `rules.logit_scale`. Full `PixelScores` (working-size logits) give (C, H, W) float32 at the input size when
+    that fits `probs_budget_bytes`, otherwise at the working size `resized_size`; `CompactScores` (`compact()`)
+    give them at their kept size. `probs_size` says which before anything is computed and `probs_note` explains a
+    reduced size. `windows` are on the resized canvas, each a `grid` of patches.
     """
 
     image: np.ndarray
@@ -170,7 +172,7 @@ class Segmentation:
     windows: list[Window]
     resized_size: tuple[int, int]
     grid: tuple[int, int]
-    pixel_scores: PixelScores
+    pixel_scores: PixelScores | CompactScores
     trace: list[CropTrace] | None = None
     pamr_steps: int = 0
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
@@ -182,20 +184,12 @@ class Segmentation:
     @property
     def probs_size(self) -> tuple[int, int]:
         """(H, W) of `probs`; raises InputError when probabilities would not fit the budget at any size."""
-        return probs_size(self.pixel_scores, self.input_size, self.probs_budget_bytes)
+        return self.pixel_scores.probs_size(self.input_size, self.probs_budget_bytes)
 
     @property
     def probs_note(self) -> str | None:
         """Why `probs` is smaller than the input, or None when it is at the input size."""
-        size = self.probs_size
-        if size == self.input_size:
-            return None
-        return (
-            f"probabilities are at the working size {size[1]}x{size[0]}, not the input size "
-            f"{self.input_size[1]}x{self.input_size[0]}: {len(self.class_names)} classes at the input size would "
-            f"take {self.pixel_scores.probs_bytes(self.input_size) / 2**30:.2f} GiB, over the budget of "
-            f"{self.probs_budget_bytes / 2**30:.2f} GiB"
-        )
+        return self.pixel_scores.probs_note(self.input_size, self.probs_budget_bytes)
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -207,14 +201,23 @@ class Segmentation:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
         return {name: float(count) / self.labels.size for name, count in zip(self.class_names, counts)}
 
+    def compact(self, probs_bytes: int) -> Segmentation:
+        """The same result holding `CompactScores` (class probabilities in at most `probs_bytes`), to keep for a
+        while: relabelling at the same logit scale stays exact for the probability rule."""
+        if isinstance(self.pixel_scores, CompactScores):
+            return self
+        scores = CompactScores.from_scores(self.pixel_scores, self.input_size, self.rules.logit_scale, probs_bytes)
+        return replace(self, pixel_scores=scores)
+
     def with_rules(self, rules: LabelRules) -> Segmentation:
         """The same scores relabelled under other rules (in bands, at the input size); no model involved.
 
         A threshold on a vocabulary without background adds a query-less background class, as `predict` does.
+        Compact scores relabel only at the logit scale they were made at.
         """
         scores, names, background = self.pixel_scores, self.class_names, self.background_index
         if background is None and rules.needs_background:
-            names, background = [*names, "background"], len(names)
+            names, background = [*names, BACKGROUND_NAME], len(names)
             scores = scores.with_num_classes(len(names))
         labels = scores.labels(self.input_size, background, rules)
         return replace(

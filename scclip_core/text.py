@@ -149,7 +149,7 @@ def parse_classes(text: str, *, background: Sequence[str] | None = DEFAULT_BACKG
     return Vocabulary(tuple(classes))
 
 
-def parse_words(text: str) -> tuple[str, ...]:
+def parse_words(text: str | None) -> tuple[str, ...]:
     """Background words as typed: separated by commas, semicolons or new lines."""
     return tuple(dict.fromkeys(w for w in (_clean(part) for part in re.split(r"[,;\n\r]+", text or "")) if w))
 

@@ -48,3 +48,21 @@ def _load_fixture(path: Path) -> dict:
     if not path.is_file():
         pytest.skip(f"parity fixture not found at {path} (it lives in ../shared/fixtures beside the checkout)")
     return torch.load(path, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def demo_host():
+    """The demo's ModelHost on the tiny random model, shared by a module's tests (building one is their slow part);
+    tests that need a host in a special state (nothing embedded yet, patched turns) build their own."""
+    from demo.host import ModelHost
+    from tests.serving import FAST_CONFIG
+
+    return ModelHost("tiny-test", "random", config=FAST_CONFIG)
+
+
+@pytest.fixture
+def events(demo_host):
+    """The demo's events on the shared host, with a session store of their own."""
+    from demo.events import Events
+
+    return Events(demo_host)

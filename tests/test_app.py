@@ -21,11 +21,14 @@ import gradio as gr
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from demo.handlers import LOCAL_SESSION, Handlers
+from demo.events import Events
+from demo.events.common import LOCAL_SESSION
+from demo.events.rendering import RUN_FAILED
 from demo.host import ModelHost
+from demo.outputs import prune_share_links
 from demo.ui import ASSETS_DIR, load_examples
-from demo.views import prune_share_links
 from scclip_core import parse_classes
+from scclip_core.scores import CompactScores
 from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
@@ -201,46 +204,55 @@ def test_model_and_weights_come_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
-    handlers = Handlers(host)
-    handlers.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # its model is taken away below
+    events = Events(host)
+    events.segmenting.segment(str(images["rgb"]), "red; blue", "sky, wall", 0.0, progress=None)
     host._segmenters.clear()  # from here on, any model call would fail
-    kept = handlers.store.get(LOCAL_SESSION)
-    assert kept.segmentation.pixel_scores is None and kept.segmentation.labels.dtype == np.uint8
-    assert kept.relabeller.probs.dtype == np.float16
+    kept = events.store.get(LOCAL_SESSION)
+    assert isinstance(kept.segmentation.pixel_scores, CompactScores) and kept.segmentation.labels.dtype == np.uint8
+    assert kept.scores.probs.dtype == np.float16 and kept.segmentation.probs.shape == kept.scores.probs.shape
     assert kept.segmentation.trace[0].mid_similarity.dtype == torch.float16
 
-    overlay, legend, _, summary_path, hidden_update, status, point = handlers.show_result(0.5)
-    assert json.loads(Path(summary_path).read_text())["classes"] == ["red", "blue", "background"]
-    assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
-    assert "SC-CLIP, all five stages" in status
-    assert hidden_update["choices"] == ["red", "blue"], "the background cannot be hidden: it is never tinted"
-    hidden_overlay, hidden_legend, _ = handlers.rerender(0.5, ["red", "blue"])
-    assert "(hidden)" in hidden_legend
-    strip = np.asarray(hidden_overlay)[20:, :]
+    shown = events.rendering.show_result(0.5)
+    assert json.loads(Path(shown.summary_file).read_text())["classes"] == ["red", "blue", "background"]
+    assert shown.overlay.size == (96, 64) and shown.legend.count('class="legend-entry"') == 3
+    assert "SC-CLIP, all five stages" in shown.status and shown.point is None
+    assert shown.hidden["choices"] == ["red", "blue"], "the background cannot be hidden: it is never tinted"
+    hidden = events.rendering.rerender(0.5, ["red", "blue"])
+    assert "(hidden)" in hidden.legend
+    strip = np.asarray(hidden.overlay)[20:, :]
     assert np.array_equal(strip, np.asarray(Image.open(images["rgb"]).convert("RGB"))[20:, :]), (
         "with every class hidden, the photo shows (below the untrained-weights strip)"
     )
 
-    overlay, legend, label_path, summary, summary_path, _ = handlers.rethreshold(1.0, 0.0, 0.5, [])
-    assert json.loads(Path(summary_path).read_text()) == summary
-    assert summary["shares"]["background"] == 1.0, "a threshold of 1 sends every pixel to the background"
-    assert np.all(np.asarray(Image.open(label_path)) == 2)
-    updated = handlers.store.get(LOCAL_SESSION)
+    relabelled = events.rendering.rethreshold(1.0, 0.0, 0.5, [])
+    assert json.loads(Path(relabelled.summary_file).read_text()) == relabelled.summary_json
+    assert relabelled.summary_json["shares"]["background"] == 1.0, (
+        "a threshold of 1 sends every pixel to the background"
+    )
+    assert np.all(np.asarray(Image.open(relabelled.label_file)) == 2)
+    updated = events.store.get(LOCAL_SESSION)
     assert updated.segmentation.rules.prob_threshold == 1.0 and updated.embedding is kept.embedding
 
-    views = handlers.patch_views((90, 10))
-    assert all(isinstance(view, Image.Image) for view in views[:5])
-    assert "x=90, y=10" in views[5]
-    assert len(handlers.heatmaps()) == 3
+    views = events.inside.patch_views((90, 10))
+    pictures = [views.anomaly_click, views.anomaly_figure, views.attention_figure, views.similarity_click]
+    assert all(isinstance(view, Image.Image) for view in [*pictures, views.similarity_figure])
+    assert "x=90, y=10" in views.patch_message
+    assert len(events.rendering.heatmaps()) == 3
 
-    handlers.forget()
-    assert handlers.rerender(0.5, [])[2].startswith("Your previous result is no longer kept")
+    events.segmenting.forget()
+    assert events.rendering.rerender(0.5, []).status.startswith("Your previous result is no longer kept")
 
 
-def test_example_preview_renders_a_default_run(images: dict[str, Path]) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
-    overlay, legend, timings, label_path, summary, summary_path, status = handlers.example_preview(
+def test_a_failed_run_clears_every_result_view(events: Events) -> None:
+    cleared = events.rendering.clear_results()
+    assert cleared.status == RUN_FAILED and cleared.hidden["choices"] == [] and cleared.hidden["value"] == []
+    assert cleared.overlay is None and cleared.label_file is None and cleared.patch_message == ""
+    assert not cleared.heatmap_gallery and cleared.anomaly_names == cleared.similarity_names == ""
+
+
+def test_example_preview_renders_a_default_run(images: dict[str, Path], events: Events) -> None:
+    overlay, legend, timings, label_path, summary, summary_path, status = events.segmenting.example_preview(
         str(images["rgb"]), "red; blue", "sky"
     )
     assert overlay.size == (96, 64) and legend.count('class="legend-entry"') == 3
@@ -280,8 +292,10 @@ class _Request:
         self.session_hash = "visitor"
 
 
-def test_a_share_link_reruns_on_load_only_when_it_restored_an_image_and_classes(images: dict[str, Path]) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_a_share_link_reruns_on_load_only_when_it_restored_an_image_and_classes(
+    images: dict[str, Path], events: Events
+) -> None:
+    handlers = events.sharing
     image = {"path": str(images["rgb"]), "meta": {"_type": "gradio.FileData"}}
     token, tab = handlers.open_shared_link(image, "red; blue", "ablation", _Request(deep_link="abc"))
     assert isinstance(token, str) and len(token) == 32 and tab.selected == "ablation"
@@ -294,11 +308,13 @@ def test_a_share_link_reruns_on_load_only_when_it_restored_an_image_and_classes(
     assert handlers.open_shared_link(image, "  ", None, _Request(deep_link="abc")) == (gr.skip(), gr.skip())
 
 
-def test_the_run_a_share_link_starts_is_segment_with_its_limits(images: dict[str, Path], tmp_path: Path) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_the_run_a_share_link_starts_is_segment_with_its_limits(
+    images: dict[str, Path], tmp_path: Path, events: Events
+) -> None:
+    handlers = events.sharing
     settings = ("", 0.0, "sc-clip", None, "lof", 0.4, 0.0, "simple", False)
     _, summary = handlers.segment_shared(str(images["rgb"]), "red; blue", *settings, progress=None)
-    assert summary["classes"] == ["red", "blue"] and handlers.store.get(LOCAL_SESSION) is not None
+    assert summary["classes"] == ["red", "blue"] and events.store.get(LOCAL_SESSION) is not None
     too_many = ";".join(f"class {index}" for index in range(101))
     with pytest.raises(gr.Error, match="at most 100 per request"):
         handlers.segment_shared(str(images["rgb"]), too_many, *settings, progress=None)
@@ -318,25 +334,24 @@ def test_share_link_snapshots_are_deleted_once_their_images_are(tmp_path: Path) 
     assert prune_share_links(tmp_path / "missing") == 0
 
 
-def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path]) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
-    handlers.segment(str(images["rgb"]), "red; blue", "", 0.0, progress=None)
-    overlay, legend, _, _, hidden_update, status, _ = handlers.show_shared(0.5, ["blue", "gone"])
-    assert hidden_update["value"] == ["blue"] and "(hidden)" in legend
-    assert status.startswith("**Opened from a shared link: SC-CLIP, all five stages.**")
-    assert handlers.show_result(0.5)[4]["value"] == [], "a new run of one's own shows every class"
+def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path], events: Events) -> None:
+    events.segmenting.segment(str(images["rgb"]), "red; blue", "", 0.0, progress=None)
+    shown = events.rendering.show_shared(0.5, ["blue", "gone"])
+    assert shown.hidden["value"] == ["blue"] and "(hidden)" in shown.legend
+    assert shown.status.startswith("**Opened from a shared link: SC-CLIP, all five stages.**")
+    assert events.rendering.show_result(0.5).hidden["value"] == [], "a new run of one's own shows every class"
 
 
 def test_the_slider_compares_two_ablation_configurations_from_the_gallery_files(
-    images: dict[str, Path], tmp_path: Path
+    images: dict[str, Path], tmp_path: Path, events: Events
 ) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    handlers = events.comparing
     pictures, _ = handlers.ablate(str(images["wide"]), "red; blue", "", 0.0, comparisons=["naclip"], progress=None)
     gallery = []  # as Gradio hands the gallery back to an event: (file path, caption) pairs
     for index, (picture, caption) in enumerate(pictures):
         picture.save(tmp_path / f"{index}.png")
         gallery.append((str(tmp_path / f"{index}.png"), caption))
-    assert len(handlers.store) == 0, "the slider keeps nothing on the server: it reads the gallery's own files"
+    assert len(events.store) == 0, "the slider keeps nothing on the server: it reads the gallery's own files"
 
     left, right, slider, message = handlers.comparison_choices(gallery)
     names = [name for name, _ in left["choices"]]
@@ -349,7 +364,10 @@ def test_the_slider_compares_two_ablation_configurations_from_the_gallery_files(
     assert "− anomaly resolution" in message and "NACLIP" in message
     sizes = {Image.open(path).size for path in slider}
     assert sizes == {pictures[0][0].size} and max(pictures[0][0].size) <= 480, "preview size, as predicted"
-    assert handlers.compare(gallery, 1, 8)[0] is None and handlers.compare(gallery, None, 2)[0] is None
-    assert handlers.compare(None, 0, 1)[1].startswith("Run the ablation first")
+    assert (
+        handlers.compare(gallery, 1, 8).compare_slider is None
+        and handlers.compare(gallery, None, 2).compare_slider is None
+    )
+    assert handlers.compare(None, 0, 1).compare_message.startswith("Run the ablation first")
     empty_left, _, no_slider, _ = handlers.comparison_choices(None)
     assert empty_left["choices"] == [] and no_slider is None

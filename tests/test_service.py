@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -19,11 +19,21 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from demo.handlers import Handlers
+from demo.events import Events
+from demo.events.common import LOCAL_SESSION
 from demo.host import ModelHost, ModelTurns
 from demo.inputs import parse_settings, probe_image, stage_list
-from demo.sessions import RUN_AGAIN, SessionStore
-from scclip_core import InputError, LabelRules, preset_queries, vocabulary_preset
+from demo.labels import number_word
+from demo.sessions import KEPT_PROBS_BYTES, RUN_AGAIN, SessionStore
+from scclip_core import (
+    DETECTORS,
+    VOCABULARY_PRESETS,
+    InputError,
+    LabelRules,
+    builtin_vocabulary,
+    preset_queries,
+    vocabulary_preset,
+)
 from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
@@ -80,24 +90,28 @@ def test_the_store_forgets_results_after_their_time_to_live() -> None:
 def test_turns_at_the_model_are_served_in_arrival_order() -> None:
     turns = ModelTurns()
     order: list[int] = []
-    first_holds = threading.Event()
+    asked = {index: threading.Event() for index in range(6)}
     release_first = threading.Event()
+
+    class Announcing(threading.Condition):
+        """The turns' condition, saying when a thread has taken its ticket (it then waits for its turn)."""
+
+        def wait_for(self, predicate, timeout=None):
+            asked[int(threading.current_thread().name)].set()
+            return super().wait_for(predicate, timeout)
+
+    turns._condition = Announcing()
 
     def worker(index: int) -> None:
         with turns.turn():
             if index == 0:
-                first_holds.set()
                 release_first.wait(5)
             order.append(index)
 
-    threads = [threading.Thread(target=worker, args=(0,))]
-    threads[0].start()
-    first_holds.wait(5)
-    for index in range(1, 6):
-        thread = threading.Thread(target=worker, args=(index,))
+    threads = [threading.Thread(target=worker, args=(index,), name=str(index)) for index in range(6)]
+    for thread in threads:
         thread.start()
-        threads.append(thread)
-        time.sleep(0.05)  # each asks after the previous one
+        assert asked[int(thread.name)].wait(5), "each asks after the previous one"
     release_first.set()
     for thread in threads:
         thread.join(5)
@@ -105,22 +119,22 @@ def test_turns_at_the_model_are_served_in_arrival_order() -> None:
 
 
 def test_a_long_class_list_takes_many_short_turns(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # no names embedded yet
     turns_taken = []
     original = host.turns.turn
 
     def counting_turn():
-        turns_taken.append(time.perf_counter())
+        turns_taken.append(1)
         return original()
 
     host.turns.turn = counting_turn
     classes = "; ".join(f"thing {index}" for index in range(60))
-    Handlers(host).segment(str(photo), classes, "", 0.0, templates="simple", progress=None)
+    Events(host).segmenting.segment(str(photo), classes, "", 0.0, templates="simple", progress=None)
     assert len(turns_taken) >= 2 + 60 * 7 // 160, "image side, text in chunks of at most 160 prompts, prediction"
 
 
 def test_many_new_names_switch_to_the_short_templates_with_a_notice(photo: Path) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    handlers = Events(ModelHost("tiny-test", "random", config=FAST_CONFIG)).segmenting  # no names embedded yet
     classes = "; ".join(f"object {index}" for index in range(31))
     _, summary = handlers.segment(str(photo), classes, "", 0.0, templates="openai", progress=None)
     assert any("7 short prompt templates" in notice for notice in summary["notices"])
@@ -141,7 +155,7 @@ def test_many_new_names_switch_to_the_short_templates_with_a_notice(photo: Path)
         ("area_threshold", -0.1, "the area threshold must be a number"),
         ("stage_names", "anomaly, bogus", r"unknown stage\(s\) \['bogus'\]"),
         ("stage_names", 5, "stage_names must be a list"),
-        ("detector", "nope", "detector must be 'lof' or 'l2norm'"),
+        ("detector", "nope", re.escape(f"detector must be one of {list(DETECTORS)}")),
         ("method", "segformer", "unknown method 'segformer'"),
     ],
 )
@@ -203,25 +217,27 @@ def test_limits_validation_and_eviction_through_the_api(small_store_app: str, ph
     assert again["classes"] == ["red", "green", "background"]
 
 
-def test_the_shared_segmenters_never_remember_a_visitor_image(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
-    handlers = Handlers(host)
-    handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
-    _, again = handlers.segment(str(photo), "red; green", "", 0.0, progress=None)
+def test_the_shared_segmenters_never_remember_a_visitor_image(photo: Path, events: Events) -> None:
+    host = events.host
+    events.segmenting.segment(str(photo), "red; blue", "", 0.0, progress=None)
+    _, again = events.segmenting.segment(str(photo), "red; green", "", 0.0, progress=None)
     assert again["reused_image_side"] is True, "reused through the session's own embedding"
-    handlers.ablate(str(photo), "red; blue", "", 0.0, templates="simple", comparisons=[], progress=None)
+    events.comparing.ablate(str(photo), "red; blue", "", 0.0, templates="simple", comparisons=[], progress=None)
     for templates in ("openai", "simple"):
         with pytest.raises(InputError, match="no image set"):
             host.segmenter(templates).predict("red")
 
 
-def test_rerendering_after_eviction_says_run_again_instead_of_failing(photo: Path) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG), SessionStore(budget_bytes=1))
-    handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
-    handlers.store.put("someone else", handlers.store.get("local"))
-    assert handlers.rethreshold(0.3, 0.0, 0.5, [])[-1] == RUN_AGAIN
-    assert handlers.show_result(0.5)[5] == RUN_AGAIN
-    assert handlers.patch_views(None)[5] == RUN_AGAIN
+def test_rerendering_after_eviction_says_run_again_instead_of_failing(photo: Path, demo_host: ModelHost) -> None:
+    events = Events(demo_host, SessionStore(budget_bytes=1))
+    events.segmenting.segment(str(photo), "red; blue", "", 0.0, progress=None)
+    events.store.put("someone else", events.store.get(LOCAL_SESSION))
+    assert events.rendering.rethreshold(0.3, 0.0, 0.5, []).status == RUN_AGAIN
+    assert events.rendering.rerender(0.5, []).status == RUN_AGAIN
+    assert events.rendering.show_result(0.5).status == RUN_AGAIN
+    views = events.inside.patch_views(None)
+    assert views.patch_message == views.similarity_message == RUN_AGAIN
+    assert events.rendering.rethreshold_api(0.3).summary_json["expired"] is True
 
 
 def _exif(orientation: int) -> Image.Exif:
@@ -261,27 +277,28 @@ def test_a_huge_png_is_refused_before_its_pixels_are_decoded(tmp_path: Path, mon
         probe_image(str(path))
 
 
-def test_expected_errors_are_one_log_line_and_print_no_traceback(photo: Path, caplog: pytest.LogCaptureFixture) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_expected_errors_are_one_log_line_and_print_no_traceback(
+    photo: Path, events: Events, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="demo")
     with pytest.raises(gr.Error) as error:
-        handlers.segment(str(photo), "", progress=None)
+        events.segmenting.segment(str(photo), "", progress=None)
     assert error.value.print_exception is False
     records = [record for record in caplog.records if record.name.startswith("demo")]
     assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].exc_info is None
     assert "no classes given" in records[0].getMessage()
 
 
-def test_unexpected_errors_keep_their_traceback_in_the_log(photo: Path, caplog: pytest.LogCaptureFixture) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
-    handlers = Handlers(host)
-    host.text_segmenter = lambda *args: (_ for _ in ()).throw(RuntimeError("boom"))
+def test_unexpected_errors_keep_their_traceback_in_the_log(
+    photo: Path, events: Events, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events.host, "text_segmenter", lambda *args: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(gr.Error, match="unexpected RuntimeError: boom"):
-        handlers.segment(str(photo), "red", progress=None)
+        events.segmenting.segment(str(photo), "red", progress=None)
     assert any(record.exc_info for record in caplog.records if record.name.startswith("demo"))
 
 
-def test_without_cached_weights_the_app_starts_at_once_with_the_exact_fix(
+def test_without_cached_weights_the_app_starts_with_the_exact_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import constants
@@ -290,16 +307,14 @@ def test_without_cached_weights_the_app_starts_at_once_with_the_exact_fix(
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    started = time.perf_counter()
     demo = build_demo("ViT-B/16", "openai", config=FAST_CONFIG)
-    assert time.perf_counter() - started < 10
     banner = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "status-banner")
     assert "hf download timm/vit_base_patch16_clip_224.openai open_clip_model.safetensors" in banner.value
     assert str(tmp_path / "empty-cache") in banner.value
 
 
-def test_refine_edges_runs_pamr_on_the_kept_image_side(photo: Path) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_refine_edges_runs_pamr_on_the_kept_image_side(photo: Path, events: Events) -> None:
+    handlers = events.segmenting
     _, plain = handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
     _, refined = handlers.segment(str(photo), "red; blue", "", 0.0, refine_edges=True, progress=None)
     assert plain["pamr_steps"] == 0 and refined["pamr_steps"] == 10
@@ -322,30 +337,26 @@ def scored(photo: Path):
 
 
 @pytest.mark.parametrize("prob_threshold", [0.0, 0.2, 0.26, 0.3, 1.0])
-def test_the_relabeller_applies_the_probability_rule_exactly(scored, prob_threshold: float) -> None:
-    from demo.sessions import Relabeller
-
-    relabeller = Relabeller.from_segmentation(scored)
+def test_the_kept_scores_apply_the_probability_rule_exactly(scored, prob_threshold: float) -> None:
+    kept = scored.compact(KEPT_PROBS_BYTES)
     expected = scored.with_thresholds(prob_threshold).labels
-    assert np.array_equal(relabeller.labels(scored.background_index, prob_threshold, None), expected)
+    assert np.array_equal(kept.with_thresholds(prob_threshold).labels, expected)
 
 
 @pytest.mark.parametrize("area_threshold", [0.05, 0.3, 0.6])
-def test_the_relabeller_applies_the_area_rule_like_the_engine(scored, area_threshold: float) -> None:
-    from demo.sessions import Relabeller
-
-    exact = Relabeller.from_segmentation(scored, probs_bytes=1 << 30)
+def test_the_kept_scores_apply_the_area_rule_like_the_engine(scored, area_threshold: float) -> None:
+    exact = scored.compact(probs_bytes=1 << 30)
     expected = scored.with_thresholds(0.2, area_threshold).labels
-    assert np.array_equal(exact.labels(scored.background_index, 0.2, area_threshold), expected)
-    small = Relabeller.from_segmentation(scored, probs_bytes=2000)
-    assert small.probs.nbytes <= 2000
-    assert np.mean(small.labels(scored.background_index, 0.2, area_threshold) == expected) > 0.9, (
+    assert np.array_equal(exact.with_thresholds(0.2, area_threshold).labels, expected)
+    small = scored.compact(probs_bytes=2000)
+    assert small.pixel_scores.probs.nbytes <= 2000
+    assert np.mean(small.with_thresholds(0.2, area_threshold).labels == expected) > 0.9, (
         "with reduced probabilities only the pixels of dropped classes can differ"
     )
 
 
-def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path) -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path, events: Events) -> None:
+    handlers = events.segmenting
     coco = vocabulary_preset("coco_stuff").as_text()
     _, summary = handlers.segment(str(photo), coco, "", 0.0, templates="simple", progress=None)
     assert len(summary["classes"]) == 171, "171 classes, over the 100 a visitor may type, run as a preset"
@@ -357,17 +368,18 @@ def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path)
 
 
 def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # not warmed up yet
     host.warm_up().join(60)
     short = host.segmenter("simple")
     assert short.text.uncached(preset_queries()) == [] and short.text.uncached(host.namer.names) == []
-    handlers = Handlers(host)
-    _, summary = handlers.segment(str(photo), vocabulary_preset("ade20k").as_text(), "", 0.0, progress=None)
+    _, summary = Events(host).segmenting.segment(
+        str(photo), vocabulary_preset("ade20k").as_text(), "", 0.0, progress=None
+    )
     assert any("7 short prompt templates" in notice for notice in summary["notices"]), "80 templates: too many new"
 
 
 def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # the namer's vocabulary not embedded yet
     embedding = host.segmenter("simple").embed_image(str(photo), trace=True)
     assert host.name_patch(embedding, (10, 10), ["red square"]) is None, "no waiting while the names are embedded"
     host.warm_up().join(60)
@@ -378,22 +390,43 @@ def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> 
 
 
 def test_the_inside_views_name_the_picked_patch_before_and_after_calibration(photo: Path) -> None:
-    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)
-    handlers = Handlers(host)
-    handlers.segment(str(photo), "red square; blue square", "", 0.0, templates="simple", progress=None)
-    pending, _ = handlers.patch_names((5, 5))
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # the namer's vocabulary not embedded yet
+    events = Events(host)
+    events.segmenting.segment(str(photo), "red square; blue square", "", 0.0, templates="simple", progress=None)
+    pending, _ = events.inside.patch_names((5, 5))
     assert "still being embedded" in pending, "a click never waits for the vocabulary"
+    assert f"{number_word(len(VOCABULARY_PRESETS))} vocabulary presets, {len(builtin_vocabulary())} names" in pending
     host.warm_up().join(60)
-    anomaly_view, similarity_view = handlers.patch_names((5, 5))
+    anomaly_view, similarity_view = events.inside.patch_names((5, 5))
     assert anomaly_view == similarity_view
     assert anomaly_view.count("<li") == 20, "10 names after calibration, 10 in vanilla CLIP"
     assert "SC-CLIP (as run)" in anomaly_view and "vanilla CLIP" in anomaly_view and "UNTRAINED" in anomaly_view
 
 
-def test_picking_a_vocabulary_preset_fills_the_class_box() -> None:
-    handlers = Handlers(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+def test_picking_a_vocabulary_preset_fills_the_class_box(events: Events) -> None:
+    handlers = events.segmenting
     text = handlers.preset_classes("pascal_voc")
     assert text.startswith("aeroplane; bicycle; bird") and text.count(";") == 19
     assert isinstance(handlers.preset_classes(""), type(gr.skip()))
     with pytest.raises(gr.Error, match="unknown vocabulary preset 'imagenet'"):
         handlers.preset_classes("imagenet")
+
+
+def test_every_display_label_table_names_exactly_the_engine_choices() -> None:
+    from demo.labels import DETECTOR_LABELS, METHOD_LABELS, STAGE_LABELS, TEMPLATE_LABELS
+    from scclip_core import METHODS, TEMPLATE_SET_NAMES, Stages
+
+    assert list(METHOD_LABELS) == list(METHODS) and list(STAGE_LABELS) == list(Stages.names())
+    assert list(DETECTOR_LABELS) == list(DETECTORS) and list(TEMPLATE_LABELS) == list(TEMPLATE_SET_NAMES)
+
+
+def test_the_segment_parameter_descriptions_state_the_engine_defaults() -> None:
+    from demo.events.segmenting import SegmentEvents
+    from demo.inputs import DEFAULT_BETA, DEFAULT_DETECTOR, DEFAULT_METHOD, DEFAULT_TEMPLATES, TRAINED_PROB_THRESHOLD
+    from scclip_core import PAMR_DILATIONS, PAMR_STEPS
+
+    described = SegmentEvents.segment.__doc__
+    assert f"{DEFAULT_METHOD} (default)" in described and f"{DEFAULT_DETECTOR} (default)" in described
+    assert f"(default {DEFAULT_BETA})" in described and f"(default {TRAINED_PROB_THRESHOLD})" in described
+    assert f"templates: prompt templates: {DEFAULT_TEMPLATES} (" in described
+    assert f"PAMR ({PAMR_STEPS} steps, dilations {' and '.join(map(str, PAMR_DILATIONS))})" in described

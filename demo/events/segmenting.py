@@ -1,0 +1,224 @@
+"""Segment events: a run of the model on the visitor's image and classes (the public `/segment`), the cached
+examples' default run, vocabulary presets, and what the server runs (`/model_info`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import gradio as gr
+from PIL import Image
+
+from demo.events.common import progress_reporter, session_id, user_error
+from demo.host import ModelHost, run_segment
+from demo.inputs import (
+    DEFAULT_BETA,
+    DEFAULT_DETECTOR,
+    DEFAULT_METHOD,
+    DEFAULT_TEMPLATES,
+    RequestSettings,
+    image_path,
+    load_image,
+    parse_settings,
+    parse_vocabulary,
+    probe_image,
+)
+from demo.labels import TEMPLATE_LABELS
+from demo.memory import release_freed_memory
+from demo.outputs import write_outputs
+from demo.sessions import SessionResult, SessionStore, compact, file_digest
+from demo.views import legend_html, overlay_picture, summary, timings_html
+from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages, vocabulary_preset
+
+DEFAULT_BACKGROUND = ", ".join(DEFAULT_BACKGROUND_WORDS)
+EXAMPLE_STATUS = (
+    "Showing a cached example. Press **Segment** to explore it: opacity, threshold, hiding classes and the "
+    "inside views need a live run."
+)
+
+
+class Downloads(NamedTuple):
+    """What `/segment` and `/rethreshold` return: the label PNG and the JSON summary."""
+
+    label_file: str | None
+    summary_json: dict[str, Any]
+
+
+class ExamplePreview(NamedTuple):
+    overlay: Image.Image
+    legend: str
+    timings: str
+    label_file: str
+    summary_json: dict[str, Any]
+    summary_file: str
+    status: str
+
+
+class SegmentEvents:
+    """Runs of the model for one visitor at a time, kept in the session store."""
+
+    def __init__(self, host: ModelHost, store: SessionStore) -> None:
+        self.host = host
+        self.store = store
+
+    def settings(self, *values: Any) -> RequestSettings:
+        """`parse_settings` with this host's default threshold (0 for untrained weights)."""
+        return parse_settings(*values, default_prob_threshold=self.host.default_prob_threshold)
+
+    def run(
+        self,
+        image: Any,
+        classes_text: Any,
+        settings: RequestSettings,
+        previous: SessionResult | None,
+        *,
+        trace: bool,
+        progress: gr.Progress | None,
+    ) -> SessionResult:
+        """Validate, then run the engine, which reuses the previous image side when its key matches (the same
+        uploaded file is not even decoded again)."""
+        path = image_path(image)
+        input_size = probe_image(path, self.host.limits)
+        assert path is not None  # probe_image refuses a missing image
+        vocabulary = parse_vocabulary(classes_text, settings, self.host.limits)
+        self.host.segmenter(settings.templates)
+        digest = file_digest(path)
+        kept = previous.embedding if previous is not None else None
+        if previous is None or previous.upload_digest != digest:
+            rgb = load_image(path, self.host.config.max_input_side)
+        else:
+            rgb = previous.embedding.image
+        embedding, segmentation = run_segment(
+            self.host, rgb, kept, vocabulary, settings, trace=trace, progress=progress_reporter(progress)
+        )
+        reused = embedding is kept
+        if (rgb.shape[1], rgb.shape[0]) != input_size:
+            segmentation.notices.append(
+                f"processed at {rgb.shape[1]}x{rgb.shape[0]} (this demo's size cap of "
+                f"{self.host.config.max_input_side} px); the label PNG is scaled back to the input size "
+                f"{input_size[0]}x{input_size[1]}"
+            )
+        embedding, segmentation = compact(embedding, segmentation)
+        data = summary(segmentation, reused_image_side=reused)
+        label_path, summary_path = write_outputs(segmentation, data, input_size)
+        return SessionResult(
+            upload_digest=digest,
+            embedding=embedding,
+            segmentation=segmentation,
+            reused_image_side=reused,
+            input_size=input_size,
+            summary=data,
+            label_path=label_path,
+            summary_path=summary_path,
+        )
+
+    @user_error
+    def segment(
+        self,
+        image: Any,
+        classes_text: str,
+        background_words: str = DEFAULT_BACKGROUND,
+        prob_threshold: float | None = None,
+        method: str = DEFAULT_METHOD,
+        stage_names: Sequence[str] | str | None = None,
+        detector: str = DEFAULT_DETECTOR,
+        beta: float = DEFAULT_BETA,
+        area_threshold: float = 0.0,
+        templates: str = DEFAULT_TEMPLATES,
+        refine_edges: bool = False,
+        request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Downloads:
+        """Segment an image with a class list.
+
+        One line per argument: Gradio reads these lines as the parameter descriptions of the API page and of
+        the MCP tool.
+
+        Args:
+            image: the photo (over MCP: an http(s) URL or a data: URI): JPEG, PNG, WebP, GIF, BMP or TIFF, <= 80 MP.
+            classes_text: the classes, `;` or a new line between classes, `,` between synonyms: "cat; dog, puppy".
+            background_words: comma-separated words of one added "background" class (default: sky, wall...); "": none.
+            prob_threshold: 0 to 1; pixels whose best probability is lower go to the background (default 0.15).
+            method: sc-clip (default), clip, maskclip, sclip, clearclip or naclip.
+            stage_names: SC-CLIP stages to keep on, a list or one comma-separated string; default all five.
+            detector: anomaly detector of SC-CLIP: lof (default) or l2norm.
+            beta: SC-CLIP's affinity threshold, 0 to 1 (default 0.4).
+            area_threshold: 0 to 1; classes covering at most this share of the foreground are dropped (default 0).
+            templates: prompt templates: openai (80, as in the paper) or simple (7, faster for long class lists).
+            refine_edges: true refines edges with PAMR (10 steps, dilations 8 and 16): sharper, a few seconds slower.
+
+        Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
+        a JSON summary (classes, shares, timings, notices, legend colours, what ran).
+        """
+        try:
+            settings = self.settings(
+                method,
+                stage_names,
+                detector,
+                beta,
+                background_words,
+                prob_threshold,
+                area_threshold,
+                templates,
+                refine_edges,
+            )
+            previous = self.store.get(session_id(request))
+            result = self.run(image, classes_text, settings, previous, trace=True, progress=progress)
+        finally:
+            release_freed_memory()
+        self.store.put(session_id(request), result)
+        return Downloads(result.label_path, result.summary)
+
+    @user_error
+    def example_preview(self, image: Any, classes_text: str, background_words: str) -> ExamplePreview:
+        """For cached examples: the displayed outputs of a default run (no session state, nothing to re-render)."""
+        settings = self.settings(None, None, None, None, background_words, None, None, self.host.config.templates)
+        result = self.run(image, classes_text, settings, None, trace=False, progress=None)
+        return ExamplePreview(
+            overlay=overlay_picture(result.segmentation),
+            legend=legend_html(result.segmentation),
+            timings=timings_html(result.segmentation, reused_image_side=False),
+            label_file=result.label_path,
+            summary_json=result.summary,
+            summary_file=result.summary_path,
+            status=EXAMPLE_STATUS,
+        )
+
+    @user_error
+    def preset_classes(self, key: str | None) -> Any:
+        """The class box's text for a vocabulary preset; 'my classes' leaves the box as it is."""
+        if not key:
+            return gr.skip()
+        return vocabulary_preset(key).as_text("; ")
+
+    def model_info(self) -> dict[str, Any]:
+        """What this server runs and accepts, to choose valid arguments for `segment`: the model and its weights
+        (untrained weights make every result meaningless, and `untrained_weights` says so), the methods, SC-CLIP's
+        stages, the prompt template sets, the default thresholds and background words, and the per-request limits.
+
+        Returns:
+            JSON: model, weights, untrained_weights, methods, stages, templates, default thresholds, limits.
+        """
+        limits = self.host.limits
+        return {
+            "model": self.host.model_name,
+            "weights": self.host.weights,
+            "model_loaded": self.host.model is not None,
+            "load_error": self.host.load_error,
+            "untrained_weights": self.host.is_random,
+            "methods": list(METHODS),
+            "stages": list(Stages.names()),
+            "templates": dict(TEMPLATE_LABELS),
+            "default_prob_threshold": self.host.default_prob_threshold,
+            "background_words": list(DEFAULT_BACKGROUND_WORDS),
+            "limits": {
+                "max_classes": limits.max_classes,
+                "max_names": limits.max_names,
+                "max_image_megapixels": limits.max_image_pixels / 1e6,
+                "processed_long_side": self.host.config.max_input_side,
+            },
+        }
+
+    def forget(self, request: gr.Request | None = None) -> None:
+        """The tab was closed: its result is dropped at once."""
+        self.store.discard(session_id(request))
