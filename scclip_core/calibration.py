@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import InputError
+
 
 def squared_distances(tokens: Tensor) -> Tensor:
     """Pairwise squared Euclidean distances, (B, N, D) -> (B, N, N), through one batched matrix product."""
@@ -74,7 +76,7 @@ def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -
     """
     height, width = grid
     if tokens.shape[1] != height * width:
-        raise ValueError(f"{tokens.shape[1]} tokens do not fill a {height}x{width} grid")
+        raise InputError(f"{tokens.shape[1]} tokens do not fill a {height}x{width} grid")
     if not bool(outliers.any()):
         return tokens
     weights = (neighbour_ring(grid, tokens.device).unsqueeze(0) & ~outliers.unsqueeze(1)).to(tokens.dtype)

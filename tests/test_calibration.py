@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from scclip_core import InputError
 from scclip_core import calibration as cal
 
 
@@ -87,7 +88,7 @@ def test_resolution_uses_row_major_indices_on_non_square_grids():
     tokens[0, [0 * width + 5, 0 * width + 6, 1 * width + 5, 2 * width + 5, 2 * width + 6]] = 1.0
     resolved = cal.resolve_anomalies(tokens, outliers, (height, width))
     assert resolved[0, index, 0] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="21 tokens do not fill a 7x4 grid"):
         cal.resolve_anomalies(tokens, outliers, (7, 4))
 
 
