@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
     python -m benchmarks.speed --repeats 20 --device cuda
+    python -m benchmarks.speed --only dense --repeats 5   # the dense forward against a plain forward only
 
 Prints a Markdown table that the README quotes.
 """
@@ -112,42 +113,62 @@ print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_m
     return json.loads(output.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--skip-memory", action="store_true")
-    args = parser.parse_args()
-    model = load_model("ViT-B/16", "random", device=args.device)
-    device = model.device.type
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n"
-    )
-    dense = dense_overhead(model, args.repeats)
-    e2e = end_to_end(model, max(3, args.repeats // 2))
-    text = text_encoding(model, args.repeats)
-    rows = [
+def _dense_rows(model, repeats: int) -> list[tuple[str, str]]:
+    dense = dense_overhead(model, repeats)
+    return [
         ("ViT-B/16 plain open_clip forward, 6 crops 224x224", f"{dense['plain_forward_s'] * 1000:.0f} ms"),
         ("ViT-B/16 SC-CLIP dense forward, same crops", f"{dense['scclip_dense_s'] * 1000:.0f} ms"),
         ("ratio SC-CLIP / plain forward", f"{dense['ratio']:.3f}"),
+    ]
+
+
+def _end_to_end_rows(model, repeats: int) -> list[tuple[str, str]]:
+    e2e = end_to_end(model, max(3, repeats // 2))
+    return [
         ("end to end, 336x448 image, 5 classes, cold", f"{e2e['cold_s']:.2f} s"),
         ("end to end, new 336x448 image, text cached (warm)", f"{e2e['warm_s']:.2f} s"),
         ("same image, 3 new classes (image side cached)", f"{e2e['same_image_new_classes_s']:.2f} s"),
+    ]
+
+
+def _text_rows(model, repeats: int) -> list[tuple[str, str]]:
+    text = text_encoding(model, repeats)
+    return [
         ("text: 5 names x 80 templates, full 77-token context", f"{text['full_context_s'] * 1000:.0f} ms"),
         ("text: same, context cut to the longest prompt", f"{text['short_context_s'] * 1000:.0f} ms"),
         ("text: same names, warm cache", f"{text['warm_cache_s'] * 1000:.3f} ms"),
     ]
-    if not args.skip_memory:
-        for name in ("ViT-B/16", "ViT-L/14"):
-            memory = peak_memory(name, device)
-            rows.append(
-                (
-                    f"peak memory, {name} load + one image",
-                    f"{memory['peak_rss_mib']:.0f} MiB RSS"
-                    + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""),
-                )
-            )
+
+
+def _memory_rows(model, repeats: int) -> list[tuple[str, str]]:
+    rows = []
+    for name in ("ViT-B/16", "ViT-L/14"):
+        memory = peak_memory(name, model.device.type)
+        gpu = f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""
+        rows.append((f"peak memory, {name} load + one image", f"{memory['peak_rss_mib']:.0f} MiB RSS{gpu}"))
+    return rows
+
+
+SECTIONS = {"dense": _dense_rows, "end-to-end": _end_to_end_rows, "text": _text_rows, "memory": _memory_rows}
+"""Each measured section and the table rows it prints, in the table's order."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--skip-memory", action="store_true", help="the same as leaving 'memory' out of --only")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="measure these sections only"
+    )
+    args = parser.parse_args()
+    model = load_model("ViT-B/16", "random", device=args.device)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {model.device.type}, dtype {str(model.dtype).removeprefix('torch.')}\n"
+    )
+    chosen = [name for name in SECTIONS if name in args.only and not (args.skip_memory and name == "memory")]
+    rows = [row for name in chosen for row in SECTIONS[name](model, args.repeats)]
     print("| measurement | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

@@ -374,8 +374,12 @@ class _SharedPass:
             "anomalies", lambda: _detect_anomalies(self.features.penultimate[:, 1:].float(), self.params)
         )
 
+    def resolution(self) -> Tensor:
+        """The matrix that resolves the anomalies of any patch tokens of these crops, (B, N, N)."""
+        return self.values.get("resolution", lambda: cal.resolution_matrix(self.anomalies()[1], self.grid))
+
     def _maybe_resolved(self, patches: Tensor, resolved: bool) -> Tensor:
-        return cal.resolve_anomalies(patches, self.anomalies()[1], self.grid) if resolved else patches
+        return self.resolution() @ patches if resolved else patches
 
     def mid_similarity(self, resolved: bool) -> Tensor:
         """Cosine affinity of the mid-layer patch tokens, after anomaly resolution if `resolved`."""
@@ -439,16 +443,18 @@ class _SharedPass:
     def _batched_attention_only(
         self, sources: list[_Source], prior_from: bool | None
     ) -> list[tuple[Tensor, Tensor | None]]:
-        """`attention_only` for `sources` stacked along the batch: one attention, one prior product, one output
-        projection for all of them."""
+        """`attention_only` for `sources` stacked along the batch: one attention and one output projection for all
+        of them."""
         key = _stack([self.projection(source, "k") for source in sources])
         value = _stack([self.projection(source, "v") for source in sources])
-        mixed, weights = _attend(key, key, value, None, self.trace)
+        attended, weights = _attend(key, key, value, None, self.trace)
+        mixed = _merge_heads(attended)
         if prior_from is not None:
-            prior = self.prior(prior_from).unsqueeze(1).to(value.dtype)
-            prior_values = (prior @ value.unflatten(0, (len(sources), -1))).flatten(0, 1)
+            # Every head shares the prior, so it multiplies the values with their heads merged: no copy per head.
+            prior = self.prior(prior_from).to(value.dtype)
+            prior_values = _stack([prior @ _merge_heads(self.projection(source, "v")) for source in sources])
             mixed = self.params.prior_mix * prior_values + (1 - self.params.prior_mix) * mixed
-        outputs = _out_proj(self.block, mixed).float().chunk(len(sources))
+        outputs = self.block.attn.out_proj(mixed).float().chunk(len(sources))
         maps: Sequence[Tensor | None] = [None] * len(sources) if weights is None else weights.chunk(len(sources))
         return list(zip(outputs, maps))
 

@@ -101,6 +101,20 @@ def test_batched_resolution_uses_each_crops_own_outliers():
     assert torch.allclose(resolved[0, 4], tokens[0, [0, 1, 2, 3, 5, 6, 7, 8]].mean(0))
 
 
+def test_resolution_matrix_is_the_identity_except_for_outliers_with_valid_neighbours():
+    outliers = torch.zeros(2, 12, dtype=torch.bool)
+    outliers[0, [0, 5]] = True
+    outliers[1] = True
+    matrix = cal.resolution_matrix(outliers, (3, 4))
+    assert torch.equal(matrix[1], torch.eye(12))
+    assert torch.equal(matrix[0, 1:5], torch.eye(12)[1:5]) and torch.equal(matrix[0, 6:], torch.eye(12)[6:])
+    assert matrix[0, 0].nonzero().flatten().tolist() == [1, 4]
+    assert matrix[0, 5].nonzero().flatten().tolist() == [1, 2, 4, 6, 8, 9, 10]
+    assert torch.allclose(matrix.sum(-1), torch.ones(2, 12))
+    tokens = torch.randn(2, 12, 3)
+    assert torch.equal(cal.resolve_anomalies(tokens, outliers, (3, 4)), matrix @ tokens)
+
+
 def test_aggregation_weights_threshold_and_normalise_rows():
     affinity = torch.tensor([[[1.0, 0.5, 0.3], [0.5, 1.0, -0.2], [0.3, -0.2, 1.0]]])
     weights = cal.aggregation_weights(affinity, beta=0.4)
