@@ -28,18 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "person; dog; grass; sky, cloud; car"
 
 
-def _median_seconds(function, repeats: int, device: torch.device) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _median_seconds(*functions, repeats: int, device: torch.device) -> list[float]:
+    """The median wall time of each function over `repeats` runs after one warm-up; the functions take turns, so a
+    change in the machine's load (other processes) falls on all of them alike."""
+    for function in functions:
         function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, seconds in zip(functions, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            function()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def dense_overhead(model, repeats: int) -> dict:
@@ -54,8 +58,7 @@ def dense_overhead(model, repeats: int) -> dict:
     def scclip():
         encode_dense(visual, crops, layers=model.preset)
 
-    plain_s = _median_seconds(plain, repeats, model.device)
-    scclip_s = _median_seconds(scclip, repeats, model.device)
+    plain_s, scclip_s = _median_seconds(plain, scclip, repeats=repeats, device=model.device)
     return {"plain_forward_s": plain_s, "scclip_dense_s": scclip_s, "ratio": scclip_s / plain_s}
 
 
@@ -91,11 +94,10 @@ def text_encoding(model, repeats: int) -> dict:
 
         return encode
 
-    full = _median_seconds(run(False), repeats, model.device)
-    short = _median_seconds(run(True), repeats, model.device)
+    full, short = _median_seconds(run(False), run(True), repeats=repeats, device=model.device)
     cached = TextEncoder(model, cache=TextEmbeddingCache())
     cached.embed(names)
-    warm = _median_seconds(lambda: cached.embed(names), repeats, model.device)
+    (warm,) = _median_seconds(lambda: cached.embed(names), repeats=repeats, device=model.device)
     return {"full_context_s": full, "short_context_s": short, "warm_cache_s": warm}
 
 

@@ -251,7 +251,7 @@ def test_clip_method_equals_open_clips_own_token_output(tower, images, layers):
     assert torch.allclose(output.reshape(expected.shape), expected, atol=1e-5)
 
 
-def test_bad_arguments_are_rejected(tower, images, layers):
+def test_bad_arguments_are_rejected(tower, images, layers, monkeypatch):
     with pytest.raises(InputError, match="unknown method"):
         encode_dense(tower, images, layers=layers, method="nope")
     with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
@@ -260,6 +260,9 @@ def test_bad_arguments_are_rejected(tower, images, layers):
         encode_dense(tower, images, layers=LayerConfig(20, 3, 3, 10, 0.3))
     with pytest.raises(InputError, match=r"missing: \['conv1', 'class_embedding'.*CoCa"):
         encode_dense(torch.nn.Linear(3, 3), images, layers=layers)
+    monkeypatch.setattr(tower, "attn_pool", torch.nn.Identity(), raising=False)
+    with pytest.raises(InputError, match=r"no attention pooling \(missing: none\)"):
+        encode_dense(tower, images, layers=layers)
 
 
 @pytest.fixture
