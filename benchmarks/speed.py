@@ -2,8 +2,9 @@
 
     python -m benchmarks.speed                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
     python -m benchmarks.speed --repeats 20 --device cuda
+    python -m benchmarks.speed --only dense --repeats 5   # the dense forward against a plain forward only
 
-Prints a Markdown table that the README quotes.
+Prints a Markdown table that docs/benchmarks.md quotes.
 """
 
 from __future__ import annotations
@@ -36,18 +37,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "person; dog; grass; sky, cloud; car"
 
 
-def _median_seconds(function, repeats: int, device: torch.device) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _median_seconds(*functions, repeats: int, device: torch.device) -> list[float]:
+    """The median wall time of each function over `repeats` runs after one warm-up; the functions take turns, so a
+    change in the machine's load (other processes) falls on all of them alike."""
+    for function in functions:
         function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, seconds in zip(functions, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            function()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
 
 
 def dense_overhead(model, repeats: int) -> dict:
@@ -62,8 +67,7 @@ def dense_overhead(model, repeats: int) -> dict:
     def scclip():
         encode_dense(visual, crops, layers=model.preset)
 
-    plain_s = _median_seconds(plain, repeats, model.device)
-    scclip_s = _median_seconds(scclip, repeats, model.device)
+    plain_s, scclip_s = _median_seconds(plain, scclip, repeats=repeats, device=model.device)
     return {"plain_forward_s": plain_s, "scclip_dense_s": scclip_s, "ratio": scclip_s / plain_s}
 
 
@@ -99,11 +103,10 @@ def text_encoding(model, repeats: int) -> dict:
 
         return encode
 
-    full = _median_seconds(run(False), repeats, model.device)
-    short = _median_seconds(run(True), repeats, model.device)
+    full, short = _median_seconds(run(False), run(True), repeats=repeats, device=model.device)
     cached = TextEncoder(model, cache=TextEmbeddingCache())
     cached.embed(names)
-    warm = _median_seconds(lambda: cached.embed(names), repeats, model.device)
+    (warm,) = _median_seconds(lambda: cached.embed(names), repeats=repeats, device=model.device)
     return {"full_context_s": full, "short_context_s": short, "warm_cache_s": warm}
 
 
@@ -121,42 +124,62 @@ print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_m
     return json.loads(output.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--skip-memory", action="store_true")
-    args = parser.parse_args()
-    model = load_model(DEFAULT_MODEL, "random", device=args.device)
-    device = model.device.type
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, device {device}, dtype {str(model.dtype).removeprefix('torch.')}\n"
-    )
-    dense = dense_overhead(model, args.repeats)
-    e2e = end_to_end(model, max(3, args.repeats // 2))
-    text = text_encoding(model, args.repeats)
-    rows = [
-        ("ViT-B/16 plain open_clip forward, 6 crops 224x224", f"{dense['plain_forward_s'] * 1000:.0f} ms"),
-        ("ViT-B/16 SC-CLIP dense forward, same crops", f"{dense['scclip_dense_s'] * 1000:.0f} ms"),
+def _dense_rows(model, repeats: int) -> list[tuple[str, str]]:
+    dense = dense_overhead(model, repeats)
+    return [
+        (f"{model.name} plain open_clip forward, 6 crops 224x224", f"{dense['plain_forward_s'] * 1000:.0f} ms"),
+        (f"{model.name} SC-CLIP dense forward, same crops", f"{dense['scclip_dense_s'] * 1000:.0f} ms"),
         ("ratio SC-CLIP / plain forward", f"{dense['ratio']:.3f}"),
+    ]
+
+
+def _end_to_end_rows(model, repeats: int) -> list[tuple[str, str]]:
+    e2e = end_to_end(model, max(3, repeats // 2))
+    return [
         ("end to end, 336x448 image, 5 classes, cold", f"{e2e['cold_s']:.2f} s"),
         ("end to end, new 336x448 image, text cached (warm)", f"{e2e['warm_s']:.2f} s"),
         ("same image, 3 new classes (image side cached)", f"{e2e['same_image_new_classes_s']:.2f} s"),
+    ]
+
+
+def _text_rows(model, repeats: int) -> list[tuple[str, str]]:
+    text = text_encoding(model, repeats)
+    return [
         ("text: 5 names x 80 templates, full 77-token context", f"{text['full_context_s'] * 1000:.0f} ms"),
         ("text: same, context cut to the longest prompt", f"{text['short_context_s'] * 1000:.0f} ms"),
         ("text: same names, warm cache", f"{text['warm_cache_s'] * 1000:.3f} ms"),
     ]
-    if not args.skip_memory:
-        for name in LAYER_CONFIGS:  # the models SC-CLIP has layer settings for
-            memory = peak_memory(name, device)
-            rows.append(
-                (
-                    f"peak memory, {name} load + one image",
-                    f"{memory['peak_rss_mib']:.0f} MiB RSS"
-                    + (f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""),
-                )
-            )
+
+
+def _memory_rows(model, repeats: int) -> list[tuple[str, str]]:
+    rows = []
+    for name in LAYER_CONFIGS:  # the models SC-CLIP has layer settings for
+        memory = peak_memory(name, model.device.type)
+        gpu = f", {memory['peak_gpu_mib']:.0f} MiB GPU" if memory["peak_gpu_mib"] else ""
+        rows.append((f"peak memory, {name} load + one image", f"{memory['peak_rss_mib']:.0f} MiB RSS{gpu}"))
+    return rows
+
+
+SECTIONS = {"dense": _dense_rows, "end-to-end": _end_to_end_rows, "text": _text_rows, "memory": _memory_rows}
+"""Each measured section and the table rows it prints, in the table's order."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--skip-memory", action="store_true", help="the same as leaving 'memory' out of --only")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="measure these sections only"
+    )
+    args = parser.parse_args()
+    model = load_model(DEFAULT_MODEL, "random", device=args.device)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {model.device.type}, dtype {str(model.dtype).removeprefix('torch.')}\n"
+    )
+    chosen = [name for name in SECTIONS if name in args.only and not (args.skip_memory and name == "memory")]
+    rows = [row for name in chosen for row in SECTIONS[name](model, args.repeats)]
     print("| measurement | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

@@ -67,24 +67,30 @@ def neighbour_ring(grid: tuple[int, int], device: torch.device | None = None) ->
     return (row_gap <= 1) & (col_gap <= 1) & ((row_gap + col_gap) > 0)
 
 
-def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Replace each outlier token by the mean of its valid 3x3 spatial neighbours.
+def resolution_matrix(outliers: Tensor, grid: tuple[int, int], dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B, N, N) R such that R @ tokens replaces each outlier token by the mean of its valid 3x3 spatial neighbours.
 
     A neighbour is valid if it lies inside the grid and is not an outlier; the centre is excluded, all
-    replacements use the original features, and an outlier without valid neighbours stays as it is.
-    `tokens` is (B, N, D) over a row-major (H, W) grid, `outliers` bool (B, N).
+    replacements use the original features, and an outlier without valid neighbours stays as it is. Every token
+    that stays has an identity row, so the product leaves it exactly unchanged. `outliers` is bool (B, N) over a
+    row-major (H, W) grid. One matrix serves every token set of the same crops.
     """
     height, width = grid
-    if tokens.shape[1] != height * width:
-        raise InputError(f"{tokens.shape[1]} tokens do not fill a {height}x{width} grid")
-    if not bool(outliers.any()):
-        return tokens
-    weights = (neighbour_ring(grid, tokens.device).unsqueeze(0) & ~outliers.unsqueeze(1)).to(tokens.dtype)
-    weights = weights * outliers.unsqueeze(2)
-    counts = weights.sum(dim=2, keepdim=True)
-    replace = counts > 0
-    means = (weights @ tokens) / counts.clamp_min(1)
-    return torch.where(replace, means, tokens)
+    num_tokens = outliers.shape[1]
+    if num_tokens != height * width:
+        raise InputError(f"{num_tokens} tokens do not fill a {height}x{width} grid")
+    ring = neighbour_ring(grid, outliers.device).unsqueeze(0)
+    valid = ring & ~outliers.unsqueeze(1) & outliers.unsqueeze(2)
+    counts = valid.sum(dim=2, keepdim=True)
+    means = valid.to(dtype) / counts.clamp_min(1).to(dtype)
+    identity = torch.eye(num_tokens, dtype=dtype, device=outliers.device)
+    return torch.where(counts > 0, means, identity)
+
+
+def resolve_anomalies(tokens: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Replace each outlier token (bool `outliers`, (B, N)) of `tokens` (B, N, D) by the mean of its valid 3x3
+    spatial neighbours, as `resolution_matrix` describes."""
+    return resolution_matrix(outliers, grid, tokens.dtype) @ tokens
 
 
 def cosine_affinity(tokens: Tensor) -> Tensor:

@@ -4,7 +4,8 @@
 need, then replaces the last block once per variant: by SC-CLIP's calibrated attention-only block (each stage under
 a flag) or by a comparison method's variant. What several variants derive from the frozen pass (anomaly scores,
 affinities, calibrated tokens, projections, attentions) is computed once. `encode_dense` is the one-variant case.
-Crops are processed as one batch; anomaly detection is per crop.
+Crops are processed as one batch; anomaly detection is per crop. SC-CLIP's two passes of the last block share one
+batched attention.
 """
 
 from __future__ import annotations
@@ -12,14 +13,45 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import calibration as cal
-from .config import CalibrationParams, LayerConfig, Method, Stages, Variant, resolve_layers
+from .config import DEFAULT_MODEL, CalibrationParams, LayerConfig, Method, Stages, Variant, resolve_layers
+from .errors import InputError
+
+
+class _Block(Protocol):
+    """The parts of an open_clip residual attention block that the last-block variants read."""
+
+    attn: nn.MultiheadAttention
+    ln_1: nn.Module
+    ln_2: nn.Module
+    mlp: nn.Module
+    ls_1: nn.Module
+    ls_2: nn.Module
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class _Transformer(Protocol):
+    resblocks: Sequence[_Block]
+
+
+@runtime_checkable
+class _VisionTower(Protocol):
+    """The parts of an open_clip VisionTransformer that the encoder reads."""
+
+    conv1: nn.Conv2d
+    class_embedding: Tensor
+    positional_embedding: Tensor
+    ln_pre: nn.Module
+    transformer: _Transformer
+    ln_post: nn.Module
+    proj: Tensor
 
 
 @dataclass
@@ -80,8 +112,18 @@ class _BlockFeatures:
     multi_level_sum: Tensor | None
     token_norms: Tensor | None
 
+    def multi_level(self) -> Tensor:
+        """The multi-level sum, which `_run_frozen_blocks` keeps whenever a variant runs the multi-level pass."""
+        assert self.multi_level_sum is not None, "the multi-level sum was not kept"
+        return self.multi_level_sum
 
-def _stem(visual: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def norms(self) -> Tensor:
+        """The patch-token norms after every frozen block, which `_run_frozen_blocks` keeps when tracing."""
+        assert self.token_norms is not None, "the token norms are kept only when tracing"
+        return self.token_norms
+
+
+def _stem(visual: _VisionTower, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
     """Patch embedding, CLS token and (bicubically interpolated) positional embedding, then `ln_pre`."""
     dtype = visual.conv1.weight.dtype
     patches = visual.conv1(images.to(dtype))
@@ -92,7 +134,7 @@ def _stem(visual: nn.Module, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
     return visual.ln_pre(tokens + _positional_embedding(visual, grid).to(dtype)), grid
 
 
-def _positional_embedding(visual: nn.Module, grid: tuple[int, int]) -> Tensor:
+def _positional_embedding(visual: _VisionTower, grid: tuple[int, int]) -> Tensor:
     """The positional embedding for `grid`, resized as the official SC-CLIP, SCLIP, ClearCLIP and NACLIP code does.
 
     That is DINO's resize: bicubic with `scale_factor=((h + 0.1) / g, (w + 0.1) / g)` from the native g×g grid.
@@ -107,27 +149,32 @@ def _positional_embedding(visual: nn.Module, grid: tuple[int, int]) -> Tensor:
     scale = ((grid[0] + 0.1) / native_side, (grid[1] + 0.1) / native_side)
     resized = F.interpolate(patch_part, scale_factor=scale, mode="bicubic", align_corners=False)
     if tuple(resized.shape[2:]) != grid:
-        raise ValueError(f"positional embedding resized to {tuple(resized.shape[2:])} instead of {grid}")
+        raise InputError(f"positional embedding resized to {tuple(resized.shape[2:])} instead of {grid}")
     return torch.cat([embedding[:1].float(), resized.reshape(embedding.shape[1], -1).T]).to(embedding.dtype)
 
 
-def _check_supported(visual: nn.Module) -> None:
-    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
-    missing = [name for name in needed if not hasattr(visual, name)]
-    if missing or getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
-        raise TypeError(
+def _check_supported(visual: nn.Module) -> _VisionTower:
+    """`visual` as the tower the encoder reads, or an InputError naming what it lacks."""
+    if (
+        not isinstance(visual, _VisionTower)
+        or getattr(visual, "attn_pool", None) is not None
+        or getattr(visual, "final_ln_after_pool", False)
+    ):
+        missing = [name for name in _VisionTower.__annotations__ if not hasattr(visual, name)]
+        raise InputError(
             "encode_dense needs an open_clip VisionTransformer with a CLS token and no attention pooling "
             f"(missing: {missing or 'none'}); timm and CoCa towers are not supported"
         )
+    return visual
 
 
 def _run_frozen_blocks(
-    visual: nn.Module, tokens: Tensor, layers: LayerConfig, keep_multi_level: bool, trace: bool
+    visual: _VisionTower, tokens: Tensor, layers: LayerConfig, keep_multi_level: bool, trace: bool
 ) -> _BlockFeatures:
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
     kept: dict[int, Tensor] = {}
-    multi_level_sum = None
+    multi_level_sum: Tensor | None = None
     norms = []
     x = tokens if batch_first else tokens.transpose(0, 1)
     for index, block in enumerate(blocks[:-1]):
@@ -136,7 +183,10 @@ def _run_frozen_blocks(
         if index in (layers.pre_adjust_idx, layers.post_adjust_idx):
             kept[index] = out
         if keep_multi_level and layers.multi_start_idx <= index < layers.multi_end_idx:
-            multi_level_sum = out.float() if multi_level_sum is None else multi_level_sum + out.float()
+            if multi_level_sum is None:
+                multi_level_sum = out.to(torch.float32, copy=True)
+            else:
+                multi_level_sum += out
         if trace:
             norms.append(out[:, 1:].float().norm(dim=2))
     penultimate = x if batch_first else x.transpose(0, 1)
@@ -159,7 +209,7 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
 
 
-def _in_projection(block: nn.Module, normed: Tensor, part: str) -> Tensor:
+def _in_projection(block: _Block, normed: Tensor, part: str) -> Tensor:
     """The last block's q, k or v (`part`) of `ln_1`-normalised tokens, split into heads: (B, heads, T, d)."""
     attn = block.attn
     width = normed.shape[-1]
@@ -187,17 +237,17 @@ def _attend(
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask), None
 
 
-def _out_proj(block: nn.Module, heads: Tensor) -> Tensor:
+def _out_proj(block: _Block, heads: Tensor) -> Tensor:
     return block.attn.out_proj(_merge_heads(heads))
 
 
-def _residual_block(block: nn.Module, x: Tensor, heads: Tensor) -> Tensor:
+def _residual_block(block: _Block, x: Tensor, heads: Tensor) -> Tensor:
     """The rest of a standard block after attention: residual, then MLP with its residual."""
     x = x + block.ls_1(_out_proj(block, heads))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def _project(visual: nn.Module, tokens: Tensor) -> Tensor:
+def _project(visual: _VisionTower, tokens: Tensor) -> Tensor:
     return visual.ln_post(tokens) @ visual.proj
 
 
@@ -210,17 +260,25 @@ def _detect_anomalies(patches: Tensor, params: CalibrationParams) -> tuple[Tenso
 
 
 _Value = TypeVar("_Value")
+_Key = TypeVar("_Key", bound=Hashable)
 
-# Where the last block's input tokens come from: all tokens of block L-1 (the comparison methods), SC-CLIP's
-# calibrated penultimate patches (keyed by whether anomalies are resolved and whether they are pre-aggregated),
-# or the patch rows of the multi-level sum (SC-CLIP's second pass).
-_Source = tuple
-_PENULTIMATE: _Source = ("penultimate",)
-_MULTI_LEVEL: _Source = ("multi_level",)
+
+class _Source(NamedTuple):
+    """Where the last block's input tokens come from: all tokens of block L-1 (the comparison methods), SC-CLIP's
+    calibrated penultimate patches (anomalies resolved or not, pre-aggregated or not), or the patch rows of the
+    multi-level sum (SC-CLIP's second pass)."""
+
+    kind: str
+    resolved: bool = False
+    pre_aggregated: bool = False
+
+
+_PENULTIMATE = _Source("penultimate")
+_MULTI_LEVEL = _Source("multi_level")
 
 
 def _calibrated_source(resolved: bool, pre_aggregated: bool) -> _Source:
-    return ("calibrated", resolved, pre_aggregated)
+    return _Source("calibrated", resolved, pre_aggregated)
 
 
 class _SharedValues:
@@ -256,7 +314,20 @@ class _SharedValues:
             if self._open:
                 self._open[-1][1][0] += elapsed
         self._mark_used(key)
-        return self._values[key]  # type: ignore[return-value]
+        return cast(_Value, self._values[key])
+
+    def get_many(self, keys: Sequence[_Key], compute: Callable[[list[_Key]], Sequence[_Value]]) -> list[_Value]:
+        """The values of `keys`; those not computed yet come from one call `compute(missing keys)`, in that order.
+
+        Each key keeps its own value, so a later call that shares some keys computes only the others.
+        """
+        missing = [key for key in keys if key not in self._values]
+        together = ("together", *missing)
+
+        def one(key: _Key) -> Callable[[], _Value]:
+            return lambda: self.get(together, lambda: compute(missing))[missing.index(key)]
+
+        return [self.get(key, one(key)) for key in keys]
 
     def _mark_used(self, key: Hashable) -> None:
         if self.variant not in self._users[key]:
@@ -280,7 +351,7 @@ class _SharedPass:
 
     def __init__(
         self,
-        visual: nn.Module,
+        visual: _VisionTower,
         features: _BlockFeatures,
         grid: tuple[int, int],
         layers: LayerConfig,
@@ -303,8 +374,12 @@ class _SharedPass:
             "anomalies", lambda: _detect_anomalies(self.features.penultimate[:, 1:].float(), self.params)
         )
 
+    def resolution(self) -> Tensor:
+        """The matrix that resolves the anomalies of any patch tokens of these crops, (B, N, N)."""
+        return self.values.get("resolution", lambda: cal.resolution_matrix(self.anomalies()[1], self.grid))
+
     def _maybe_resolved(self, patches: Tensor, resolved: bool) -> Tensor:
-        return cal.resolve_anomalies(patches, self.anomalies()[1], self.grid) if resolved else patches
+        return self.resolution() @ patches if resolved else patches
 
     def mid_similarity(self, resolved: bool) -> Tensor:
         """Cosine affinity of the mid-layer patch tokens, after anomaly resolution if `resolved`."""
@@ -334,13 +409,12 @@ class _SharedPass:
         if source == _PENULTIMATE:
             return self.features.penultimate
         if source == _MULTI_LEVEL:
-            return self.values.get(source, lambda: self.features.multi_level_sum[:, 1:].to(self.dtype))
-        _, resolved, pre_aggregated = source
+            return self.values.get(source, lambda: self.features.multi_level()[:, 1:].to(self.dtype))
 
         def calibrate() -> Tensor:
-            patches = self._maybe_resolved(self.features.penultimate[:, 1:].float(), resolved)
-            if pre_aggregated:
-                weights = cal.aggregation_weights(self.mid_similarity(resolved), self.params.beta)
+            patches = self._maybe_resolved(self.features.penultimate[:, 1:].float(), source.resolved)
+            if source.pre_aggregated:
+                weights = cal.aggregation_weights(self.mid_similarity(source.resolved), self.params.beta)
                 patches = cal.aggregate(weights, patches)
             return patches.to(self.dtype)
 
@@ -354,32 +428,35 @@ class _SharedPass:
 
         return self.values.get((part, source), lambda: _in_projection(self.block, normed(), part))
 
-    def key_attention(self, source: _Source) -> tuple[Tensor, Tensor | None]:
-        """SC-CLIP's key-key attention on `source` (heads unmerged); its map too when tracing the first pass."""
-        want_map = self.trace and source != _MULTI_LEVEL
-
-        def compute() -> tuple[Tensor, Tensor | None]:
-            key, value = self.projection(source, "k"), self.projection(source, "v")
-            return _attend(key, key, value, None, want_map)
-
-        return self.values.get(("key_attention", source), compute)
-
-    def attention_only(self, source: _Source, prior_from: bool | None) -> Tensor:
-        """SC-CLIP's attention-only last block on `source`, before the CLS add-back, (B, N, D) float32.
+    def attention_only(self, sources: Sequence[_Source], prior_from: bool | None) -> list[tuple[Tensor, Tensor | None]]:
+        """SC-CLIP's attention-only last block on each of `sources`: (B, N, D) float32 before the CLS add-back, and
+        its key-key attention map (B, heads, N, N) when tracing.
 
         The key-key attention is mixed with the prior of the resolved (`prior_from=True`) or raw mid-layer tokens,
-        or used alone when `prior_from` is None.
+        or used alone when `prior_from` is None. The sources not computed yet share one batched attention.
         """
+        keys = {("attention_only", source, prior_from): source for source in sources}
+        return self.values.get_many(
+            list(keys), lambda missing: self._batched_attention_only([keys[key] for key in missing], prior_from)
+        )
 
-        def compute() -> Tensor:
-            mixed, _ = self.key_attention(source)
-            if prior_from is not None:
-                value = self.projection(source, "v")
-                prior = self.prior(prior_from).unsqueeze(1).to(value.dtype)
-                mixed = self.params.prior_mix * (prior @ value) + (1 - self.params.prior_mix) * mixed
-            return _out_proj(self.block, mixed).float()
-
-        return self.values.get(("attention_only", source, prior_from), compute)
+    def _batched_attention_only(
+        self, sources: list[_Source], prior_from: bool | None
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """`attention_only` for `sources` stacked along the batch: one attention and one output projection for all
+        of them."""
+        key = _stack([self.projection(source, "k") for source in sources])
+        value = _stack([self.projection(source, "v") for source in sources])
+        attended, weights = _attend(key, key, value, None, self.trace)
+        mixed = _merge_heads(attended)
+        if prior_from is not None:
+            # Every head shares the prior, so it multiplies the values with their heads merged: no copy per head.
+            prior = self.prior(prior_from).to(value.dtype)
+            prior_values = _stack([prior @ _merge_heads(self.projection(source, "v")) for source in sources])
+            mixed = self.params.prior_mix * prior_values + (1 - self.params.prior_mix) * mixed
+        outputs = self.block.attn.out_proj(mixed).float().chunk(len(sources))
+        maps: Sequence[Tensor | None] = [None] * len(sources) if weights is None else weights.chunk(len(sources))
+        return list(zip(outputs, maps))
 
     def vanilla(self) -> tuple[Tensor, Tensor | None]:
         """CLIP's own last block on all tokens, (B, 1+N, D), and its attention map when tracing."""
@@ -397,11 +474,17 @@ class _SharedPass:
 
         def compute() -> tuple[Tensor, Tensor, Tensor]:
             tokens, weights = self.vanilla()
+            assert weights is not None, "the vanilla attention map is kept when tracing"
             patches = tokens[:, 1:].float()
-            norms = torch.cat([self.features.token_norms, patches.norm(dim=2).unsqueeze(1)], dim=1)
+            norms = torch.cat([self.features.norms(), patches.norm(dim=2).unsqueeze(1)], dim=1)
             return weights.float().mean(dim=1)[:, 1:, 1:], cal.cosine_affinity(patches), norms
 
         return self.values.get("vanilla_views", compute)
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """`tensors` concatenated along the batch (no copy for one)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 LastBlock = Callable[["_SharedPass", Stages], tuple[Tensor, Tensor | None]]
@@ -409,22 +492,30 @@ LastBlock = Callable[["_SharedPass", Stages], tuple[Tensor, Tensor | None]]
 
 def _scclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
     """SC-CLIP's steps 3-9 up to (not including) `ln_post`: (B, N, D) in the backbone dtype, and the calibrated
-    attention (heads averaged) when tracing."""
+    attention (heads averaged) when tracing.
+
+    The first pass (on the calibrated penultimate tokens) and the multi-level pass run through one batched
+    attention; each adds back its own CLS token, and the post-aggregation (linear) is applied once to their sum.
+    """
     first = _calibrated_source(stages.anomaly, stages.pre_aggregation)
     prior_from = stages.anomaly if stages.attention_prior else None
-    passes = [(first, shared.features.penultimate[:, 0])]
+    cls_tokens = {first: shared.features.penultimate[:, 0]}
     if stages.multi_level:
-        passes.append((_MULTI_LEVEL, shared.features.multi_level_sum[:, 0]))
-    outputs = []
-    for source, cls in passes:
-        output = shared.attention_only(source, prior_from) + shared.layers.res_cls * cls.float().unsqueeze(1)
-        if stages.post_aggregation:
-            output = cal.aggregate(shared.post_weights(), output)
-        outputs.append(output)
-    result = torch.stack(outputs).sum(dim=0).to(shared.dtype)
-    if not shared.trace:
+        cls_tokens[_MULTI_LEVEL] = shared.features.multi_level()[:, 0]
+    passes = shared.attention_only(list(cls_tokens), prior_from)
+    result = torch.stack(
+        [
+            output + shared.layers.res_cls * cls.float().unsqueeze(1)
+            for (output, _), cls in zip(passes, cls_tokens.values())
+        ]
+    ).sum(dim=0)
+    if stages.post_aggregation:
+        result = cal.aggregate(shared.post_weights(), result)
+    result = result.to(shared.dtype)
+    first_map = passes[0][1]
+    if first_map is None:
         return result, None
-    key_mean = shared.key_attention(first)[1].float().mean(dim=1)
+    key_mean = first_map.float().mean(dim=1)
     if prior_from is None:
         return result, key_mean
     mix = shared.params.prior_mix
@@ -454,7 +545,7 @@ def _sclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tens
     query_out, query_map = _attend(query, query, value, None, shared.trace)
     key_out, key_map = _attend(key, key, value, None, shared.trace)
     tokens = _residual_block(shared.block, shared.features.penultimate, query_out + key_out)
-    return _patches_only(tokens, query_map + key_map if shared.trace else None)
+    return _patches_only(tokens, None if query_map is None or key_map is None else query_map + key_map)
 
 
 def _clearclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
@@ -492,8 +583,10 @@ def _encode_variant(shared: _SharedPass, variant: Variant) -> DenseOutput:
     patches, attention = LAST_BLOCKS[variant.method](shared, variant.stages)
     embeddings = _project(shared.visual, patches)
     dense = embeddings.reshape(patches.shape[0], *shared.grid, -1)
-    traces = _crop_traces(shared, variant, attention, embeddings) if shared.trace else None
-    return DenseOutput(patch_embeddings=dense, trace=traces)
+    if not shared.trace:
+        return DenseOutput(patch_embeddings=dense)
+    assert attention is not None, "every last block returns its attention when tracing"
+    return DenseOutput(patch_embeddings=dense, trace=_crop_traces(shared, variant, attention, embeddings))
 
 
 def encode_dense_variants(
@@ -501,7 +594,7 @@ def encode_dense_variants(
     images: Tensor,
     variants: Sequence[Variant],
     *,
-    layers: str | LayerConfig = "ViT-B/16",
+    layers: str | LayerConfig = DEFAULT_MODEL,
     params: CalibrationParams | None = None,
     trace: bool = False,
 ) -> DenseVariants:
@@ -513,20 +606,20 @@ def encode_dense_variants(
     CropTrace per image; without it none of that is computed.
     """
     if not variants:
-        raise ValueError("give at least one variant")
+        raise InputError("give at least one variant")
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    _check_supported(visual)
+        raise InputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    tower = _check_supported(visual)
     params = params or CalibrationParams()
-    preset = resolve_layers(layers, len(visual.transformer.resblocks))
+    preset = resolve_layers(layers, len(tower.transformer.resblocks))
     keep_multi_level = any(variant.stage_on("multi_level") for variant in variants)
     outputs, seconds = [], []
     with torch.inference_mode():
         start = time.perf_counter()
-        tokens, grid = _stem(visual, images)
-        features = _run_frozen_blocks(visual, tokens, preset, keep_multi_level, trace)
+        tokens, grid = _stem(tower, images)
+        features = _run_frozen_blocks(tower, tokens, preset, keep_multi_level, trace)
         frozen_seconds = time.perf_counter() - start
-        shared = _SharedPass(visual, features, grid, preset, params, trace)
+        shared = _SharedPass(tower, features, grid, preset, params, trace)
         for index, variant in enumerate(variants):
             shared.values.variant = index
             start = time.perf_counter()
@@ -541,7 +634,7 @@ def encode_dense(
     visual: nn.Module,
     images: Tensor,
     *,
-    layers: str | LayerConfig = "ViT-B/16",
+    layers: str | LayerConfig = DEFAULT_MODEL,
     stages: Stages | None = None,
     method: Method = "sc-clip",
     params: CalibrationParams | None = None,

@@ -88,7 +88,7 @@ def test_resolution_uses_row_major_indices_on_non_square_grids():
     tokens[0, [0 * width + 5, 0 * width + 6, 1 * width + 5, 2 * width + 5, 2 * width + 6]] = 1.0
     resolved = cal.resolve_anomalies(tokens, outliers, (height, width))
     assert resolved[0, index, 0] == pytest.approx(1.0)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="21 tokens do not fill a 7x4 grid"):
         cal.resolve_anomalies(tokens, outliers, (7, 4))
 
 
@@ -99,6 +99,20 @@ def test_batched_resolution_uses_each_crops_own_outliers():
     resolved = cal.resolve_anomalies(tokens, outliers, (3, 3))
     assert torch.equal(resolved[1], tokens[1])
     assert torch.allclose(resolved[0, 4], tokens[0, [0, 1, 2, 3, 5, 6, 7, 8]].mean(0))
+
+
+def test_resolution_matrix_is_the_identity_except_for_outliers_with_valid_neighbours():
+    outliers = torch.zeros(2, 12, dtype=torch.bool)
+    outliers[0, [0, 5]] = True
+    outliers[1] = True
+    matrix = cal.resolution_matrix(outliers, (3, 4))
+    assert torch.equal(matrix[1], torch.eye(12))
+    assert torch.equal(matrix[0, 1:5], torch.eye(12)[1:5]) and torch.equal(matrix[0, 6:], torch.eye(12)[6:])
+    assert matrix[0, 0].nonzero().flatten().tolist() == [1, 4]
+    assert matrix[0, 5].nonzero().flatten().tolist() == [1, 2, 4, 6, 8, 9, 10]
+    assert torch.allclose(matrix.sum(-1), torch.ones(2, 12))
+    tokens = torch.randn(2, 12, 3)
+    assert torch.equal(cal.resolve_anomalies(tokens, outliers, (3, 4)), matrix @ tokens)
 
 
 def test_aggregation_weights_threshold_and_normalise_rows():

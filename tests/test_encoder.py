@@ -1,4 +1,8 @@
-"""The dense encoder: parity with the official code, stage flags, methods, batching, odd crops, trace."""
+"""The dense encoder: parity with the official code, stage flags, methods, batching, odd crops, trace.
+
+The parity checks need the fixtures in ../shared/fixtures; every other test runs on the tiny random model (the same
+tower layout as the fixtures) and synthetic crops, so a clone without ../shared runs them too.
+"""
 
 import dataclasses
 
@@ -6,7 +10,8 @@ import pytest
 import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-from scclip_core import METHODS, CalibrationParams, LayerConfig, Stages, encode_dense
+from scclip_core import METHODS, CalibrationParams, InputError, LayerConfig, Stages, ablation_variants, encode_dense
+from scclip_core import encoder as encoder_module
 from scclip_core.calibration import squared_distances
 from scclip_core.encoder import _positional_embedding, _run_frozen_blocks, _stem
 
@@ -19,19 +24,32 @@ def _official_tower(fixture: dict) -> torch.nn.Module:
     return visual.eval()
 
 
-@pytest.fixture(scope="module")
-def tower(parity_fixture):
-    return _official_tower(parity_fixture)
+def _synthetic_crops() -> torch.Tensor:
+    """Three normalised 224 crops like the fixture's: noise, four flat quadrants, a gradient with two blobs."""
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(3, 224, 224, generator=generator)
+    colours = torch.randn(4, 3, generator=generator)
+    quadrants = colours.T.reshape(3, 2, 2).repeat_interleave(112, dim=1).repeat_interleave(112, dim=2)
+    ramp = torch.linspace(-2, 2, 224)
+    gradient = (ramp[None, :, None] + ramp[None, None, :]).expand(3, -1, -1).clone()
+    gradient[:, 40:80, 40:80] = 2.5
+    gradient[:, 150:190, 120:170] = -2.5
+    return torch.stack([noise, quadrants, gradient])
 
 
 @pytest.fixture(scope="module")
-def layers(parity_fixture):
-    return LayerConfig(**parity_fixture["scclip_layers"])
+def tower(tiny_model):
+    return tiny_model.visual
 
 
 @pytest.fixture(scope="module")
-def images(parity_fixture):
-    return parity_fixture["images"]
+def layers(tiny_model):
+    return tiny_model.preset
+
+
+@pytest.fixture(scope="module")
+def images():
+    return _synthetic_crops()
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +57,36 @@ def full_output(tower, images, layers):
     return encode_dense(tower, images, layers=layers, trace=True)
 
 
-def test_parity_with_the_official_implementation(full_output, parity_fixture):
+@pytest.fixture(scope="module")
+def parity_tower(parity_fixture):
+    return _official_tower(parity_fixture)
+
+
+@pytest.fixture(scope="module")
+def parity_output(parity_tower, parity_fixture):
+    layers = LayerConfig(**parity_fixture["scclip_layers"])
+    return encode_dense(parity_tower, parity_fixture["images"], layers=layers, trace=True)
+
+
+def test_parity_with_the_official_implementation(parity_output, parity_fixture):
     expected = parity_fixture["expected_patch_embeddings"]
-    got = full_output.patch_embeddings.reshape(expected.shape)
+    got = parity_output.patch_embeddings.reshape(expected.shape)
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
-def test_parity_anomaly_tokens_and_lof_scores(full_output, parity_fixture):
-    for crop, expected in zip(full_output.trace, parity_fixture["expected_anomaly_indices"]):
+def test_parity_anomaly_tokens_and_lof_scores(parity_output, parity_fixture):
+    for crop, expected in zip(parity_output.trace, parity_fixture["expected_anomaly_indices"]):
         assert crop.anomaly_indices.tolist() == expected.tolist()
-    scores = torch.stack([crop.lof_scores for crop in full_output.trace])
+    scores = torch.stack([crop.lof_scores for crop in parity_output.trace])
     assert torch.allclose(scores, parity_fixture["expected_lof_scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_parity_one_crop_at_a_time(parity_tower, parity_output, parity_fixture):
+    """The official code runs one crop at a time; the batched encoder gives each crop the same result."""
+    layers = LayerConfig(**parity_fixture["scclip_layers"])
+    for index, crop in enumerate(parity_fixture["images"]):
+        single = encode_dense(parity_tower, crop[None], layers=layers).patch_embeddings
+        assert torch.allclose(single[0], parity_output.patch_embeddings[index], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +203,9 @@ def test_all_stages_off_is_the_plain_attention_only_block(tower, images, layers)
         last = tower.transformer.resblocks[-1]
         patches = last.ln_1(tokens[:, 1:])
         q, k, v = torch.nn.functional.linear(patches, last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(3, -1)
-        heads = lambda t: t.view(t.shape[0], t.shape[1], 2, 64).transpose(1, 2)  # noqa: E731
-        attention = (heads(k) @ heads(k).transpose(-2, -1) / 8).softmax(-1) @ heads(v)
+        num_heads, head_width = last.attn.num_heads, last.attn.head_dim
+        heads = lambda t: t.view(t.shape[0], t.shape[1], num_heads, head_width).transpose(1, 2)  # noqa: E731
+        attention = (heads(k) @ heads(k).transpose(-2, -1) / head_width**0.5).softmax(-1) @ heads(v)
         out = last.attn.out_proj(attention.transpose(1, 2).reshape(patches.shape)) + layers.res_cls * tokens[:, :1]
         expected = tower.ln_post(out) @ tower.proj
     assert torch.allclose(output.patch_embeddings.reshape(expected.shape), expected, atol=1e-5)
@@ -213,10 +251,49 @@ def test_clip_method_equals_open_clips_own_token_output(tower, images, layers):
     assert torch.allclose(output.reshape(expected.shape), expected, atol=1e-5)
 
 
-def test_bad_arguments_are_rejected(tower, images, layers):
-    with pytest.raises(ValueError, match="unknown method"):
+def test_bad_arguments_are_rejected(tower, images, layers, monkeypatch):
+    with pytest.raises(InputError, match="unknown method"):
         encode_dense(tower, images, layers=layers, method="nope")
-    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+    with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
         encode_dense(tower, images[0], layers=layers)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(InputError, match="outside"):
         encode_dense(tower, images, layers=LayerConfig(20, 3, 3, 10, 0.3))
+    with pytest.raises(InputError, match=r"missing: \['conv1', 'class_embedding'.*CoCa"):
+        encode_dense(torch.nn.Linear(3, 3), images, layers=layers)
+    monkeypatch.setattr(tower, "attn_pool", torch.nn.Identity(), raising=False)
+    with pytest.raises(InputError, match=r"no attention pooling \(missing: none\)"):
+        encode_dense(tower, images, layers=layers)
+
+
+@pytest.fixture
+def attention_calls(monkeypatch):
+    """The number of (query) rows of every attention the encoder runs, one entry per call."""
+    calls = []
+    original = encoder_module._attend
+
+    def counting(query, *args, **kwargs):
+        calls.append(query.shape[0])
+        return original(query, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "_attend", counting)
+    return calls
+
+
+@pytest.mark.parametrize("multi_level", [True, False])
+def test_the_two_passes_of_the_last_block_share_one_batched_attention(
+    tower, images, layers, attention_calls, multi_level
+):
+    stages = Stages(multi_level=multi_level)
+    encode_dense(tower, images, layers=layers, stages=stages)
+    assert attention_calls == [(2 if multi_level else 1) * images.shape[0]]
+
+
+def test_the_ablation_attends_each_pass_once(tower, images, layers, attention_calls):
+    """Each SC-CLIP stage-off variant attends only the passes no earlier variant attended with the same prior."""
+    variants = [variant for variant in ablation_variants() if variant.method == "sc-clip"]
+    assert [variant.stages for variant in variants[1:]] == [Stages.without(name) for name in Stages.names()]
+    encoder_module.encode_dense_variants(tower, images, variants, layers=layers)
+    crops = images.shape[0]
+    # full: both passes; no anomaly: both (another prior); no pre-aggregation: the first pass; no prior: both;
+    # no post-aggregation and no multi-level: nothing new.
+    assert attention_calls == [2 * crops, 2 * crops, crops, 2 * crops]

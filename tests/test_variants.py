@@ -158,6 +158,27 @@ def test_shared_values_account_for_time_spent_once(monkeypatch):
     assert values.shared_seconds(computed_by=1) == 0.0
 
 
+def test_shared_values_compute_the_missing_keys_of_a_group_in_one_call(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(encoder_module.time, "perf_counter", lambda: clock[0])
+    values = _SharedValues()
+    calls = []
+
+    def squares(keys):
+        calls.append(list(keys))
+        clock[0] += len(keys)
+        return [key * key for key in keys]
+
+    values.variant = 0
+    assert values.get_many([2, 3], squares) == [4, 9]
+    values.variant = 1
+    assert values.get_many([3, 5, 2], squares) == [9, 25, 4]
+    assert values.get_many([5], squares) == [25]
+    assert calls == [[2, 3], [5]]
+    assert values.shared_seconds() == 2.0
+    assert values.shared_seconds(computed_by=1) == 0.0
+
+
 def test_timings_split_the_call_into_shared_and_own_seconds(tiny_model):
     images = torch.randn(4, 3, 224, 224)
     start = time.perf_counter()
@@ -170,9 +191,9 @@ def test_timings_split_the_call_into_shared_and_own_seconds(tiny_model):
 
 
 def test_bad_variants_are_rejected(tiny_model):
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(InputError, match="unknown method"):
         Variant("nope")
-    with pytest.raises(ValueError, match="at least one variant"):
+    with pytest.raises(InputError, match="at least one variant"):
         encode_dense_variants(tiny_model.visual, torch.randn(1, 3, 224, 224), [], layers=tiny_model.preset)
 
 
