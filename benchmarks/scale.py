@@ -1,4 +1,4 @@
-"""Scale figures for the README: the on-disk text cache, 847 classes, a 9000x6000 photo, torchrun sharding.
+"""Scale figures for docs/benchmarks.md: the on-disk text cache, 847 classes, a 9000x6000 photo, torchrun sharding.
 
     python -m benchmarks.scale                      # everything, ViT-B/16 with random weights, on the CPU
     python -m benchmarks.scale --only text-cache huge

@@ -6,8 +6,8 @@ the largest one the limits allow.
 
 The app runs as a separate process (`python app.py`, ViT-B/16 with random weights unless --model/--weights say
 otherwise: timings and memory do not depend on the weight values); visitors are `gradio_client` clients, each a
-new session, as many browser tabs would be. Prints one line per measurement and a summary that the README
-quotes.
+new session, as many browser tabs would be. Prints one line per measurement and a summary that
+docs/demo.md quotes.
 """
 
 from __future__ import annotations
