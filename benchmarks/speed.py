@@ -65,7 +65,7 @@ def dense_overhead(model, repeats: int) -> dict:
             visual(crops)
 
     def scclip():
-        encode_dense(visual, crops, layers=model.preset)
+        encode_dense(visual, crops, layers=model.layers)
 
     plain_s, scclip_s = _median_seconds(plain, scclip, repeats=repeats, device=model.device)
     return {"plain_forward_s": plain_s, "scclip_dense_s": scclip_s, "ratio": scclip_s / plain_s}

@@ -1,4 +1,4 @@
-"""Model names -> open_clip architecture, weights and SC-CLIP layer preset; weight resolution and loading.
+"""Model names -> open_clip architecture, weights and SC-CLIP layer config; weight resolution and loading.
 
 Architecture configs (open_clip's, plus a tiny test config shipped here) are separate from the weights: a
 pretrained tag read through the Hugging Face cache, a local checkpoint file, or the explicit word `random`.
@@ -37,7 +37,7 @@ class ModelSpec:
     name: str
     arch: str
     default_weights: str
-    preset: LayerConfig | None
+    layers: LayerConfig | None
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -61,7 +61,7 @@ class LoadedModel:
     arch: str
     weights: str
     is_random: bool
-    preset: LayerConfig
+    layers: LayerConfig
     device: torch.device
     dtype: torch.dtype
     patch_size: int
@@ -319,8 +319,8 @@ def load_model(
     model = model.to(device=torch_device, dtype=dtype).eval()
     visual = image_tower(model, spec.name)
     depth = len(visual.transformer.resblocks)
-    preset = spec.preset or layers_for_depth(depth)
-    preset.validate(depth)
+    layers = spec.layers or layers_for_depth(depth)
+    layers.validate(depth)
     image_size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     patch_size = visual.patch_size if isinstance(visual.patch_size, int) else visual.patch_size[0]
     return LoadedModel(
@@ -330,7 +330,7 @@ def load_model(
         arch=spec.arch,
         weights=description,
         is_random=is_random,
-        preset=preset,
+        layers=layers,
         device=torch_device,
         dtype=dtype,
         patch_size=patch_size,

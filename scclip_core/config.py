@@ -76,10 +76,10 @@ LAYER_CONFIGS: dict[str, LayerConfig] = {
 
 
 def layers_for_depth(depth: int) -> LayerConfig:
-    """A preset for any depth, scaled from the ViT-B/16 one (12 blocks); exact for 12 and 24 blocks."""
-    for preset, preset_depth in ((LAYER_CONFIGS["ViT-B/16"], 12), (LAYER_CONFIGS["ViT-L/14"], 24)):
-        if depth == preset_depth:
-            return preset
+    """Layers for any depth, scaled from the ViT-B/16 ones (12 blocks); exact for 12 and 24 blocks."""
+    for known, known_depth in ((LAYER_CONFIGS["ViT-B/16"], 12), (LAYER_CONFIGS["ViT-L/14"], 24)):
+        if depth == known_depth:
+            return known
     if depth < 4:
         raise InputError(f"SC-CLIP needs at least 4 blocks; this backbone has {depth}")
 
@@ -98,19 +98,20 @@ def layers_for_depth(depth: int) -> LayerConfig:
 
 
 def resolve_layers(layers: str | LayerConfig, depth: int) -> LayerConfig:
-    """A preset by name (`ViT-B/16`, `ViT-L/14`, `auto`) or as given, checked against the depth."""
+    """Layers by model name (`ViT-B/16`, `ViT-L/14`), `auto` (scaled to the depth) or as given, checked against
+    the depth."""
     if isinstance(layers, LayerConfig):
-        preset = layers
+        chosen = layers
     elif layers == "auto":
-        preset = layers_for_depth(depth)
+        chosen = layers_for_depth(depth)
     elif layers in LAYER_CONFIGS:
-        preset = LAYER_CONFIGS[layers]
+        chosen = LAYER_CONFIGS[layers]
     else:
         raise InputError(
-            f"unknown layer preset {layers!r}; use one of {sorted(LAYER_CONFIGS)}, 'auto' or a LayerConfig"
+            f"unknown layer config {layers!r}; use one of {sorted(LAYER_CONFIGS)}, 'auto' or a LayerConfig"
         )
-    preset.validate(depth)
-    return preset
+    chosen.validate(depth)
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -601,9 +601,9 @@ def encode_dense_variants(
     """Dense patch embeddings of a normalised batch `images` (B, 3, H, W) under each of `variants`, in order.
 
     The stem and blocks 1..L-1 run once; so does anything several variants derive from them (anomaly detection
-    runs only if a variant resolves anomalies or `trace` is on). `layers` is a preset name or a LayerConfig;
-    `params` holds the hyperparameters the official code hard-codes. With `trace=True` each output also carries one
-    CropTrace per image; without it none of that is computed.
+    runs only if a variant resolves anomalies or `trace` is on). `layers` is a model name with layer settings,
+    `auto` or a LayerConfig; `params` holds the hyperparameters the official code hard-codes. With `trace=True` each
+    output also carries one CropTrace per image; without it none of that is computed.
     """
     if not variants:
         raise InputError("give at least one variant")
@@ -611,15 +611,15 @@ def encode_dense_variants(
         raise InputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     tower = _check_supported(visual)
     params = params or CalibrationParams()
-    preset = resolve_layers(layers, len(tower.transformer.resblocks))
+    chosen = resolve_layers(layers, len(tower.transformer.resblocks))
     keep_multi_level = any(variant.stage_on("multi_level") for variant in variants)
     outputs, seconds = [], []
     with torch.inference_mode():
         start = time.perf_counter()
         tokens, grid = _stem(tower, images)
-        features = _run_frozen_blocks(tower, tokens, preset, keep_multi_level, trace)
+        features = _run_frozen_blocks(tower, tokens, chosen, keep_multi_level, trace)
         frozen_seconds = time.perf_counter() - start
-        shared = _SharedPass(tower, features, grid, preset, params, trace)
+        shared = _SharedPass(tower, features, grid, chosen, params, trace)
         for index, variant in enumerate(variants):
             shared.values.variant = index
             start = time.perf_counter()

@@ -362,7 +362,7 @@ class Segmenter:
                 self.model.visual,
                 crops[first : first + self.config.batch_size],
                 variants,
-                layers=self.model.preset,
+                layers=self.model.layers,
                 params=params,
                 trace=trace,
             )

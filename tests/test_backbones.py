@@ -1,4 +1,4 @@
-"""Model names, presets and weights from every source, with clear errors when they cannot be had."""
+"""Model names, layer configs and weights from every source, with clear errors when they cannot be had."""
 
 from pathlib import Path
 
@@ -74,20 +74,20 @@ def test_unknown_model_is_refused_with_suggestions():
         resolve_model("B-16")
 
 
-def test_names_map_to_quickgelu_architectures_and_presets():
+def test_names_map_to_quickgelu_architectures_and_layer_configs():
     assert resolve_model("ViT-B/16").arch == "ViT-B-16-quickgelu"
-    assert resolve_model("ViT-L/14").preset == LAYER_CONFIGS["ViT-L/14"]
-    assert resolve_model("ViT-B-32").preset is None
+    assert resolve_model("ViT-L/14").layers == LAYER_CONFIGS["ViT-L/14"]
+    assert resolve_model("ViT-B-32").layers is None
     assert {"ViT-B/16", "ViT-L/14", "tiny-test"} <= set(available_models())
 
 
-def test_presets_for_other_depths_are_valid_and_exact_for_known_ones():
+def test_layers_for_other_depths_are_valid_and_exact_for_known_ones():
     assert layers_for_depth(12) == LAYER_CONFIGS["ViT-B/16"]
     assert layers_for_depth(24) == LAYER_CONFIGS["ViT-L/14"]
     for depth in (4, 6, 8, 16, 32, 40, 48):
-        preset = layers_for_depth(depth)
-        preset.validate(depth)
-        assert preset.post_adjust_idx < preset.pre_adjust_idx <= depth - 2
+        layers = layers_for_depth(depth)
+        layers.validate(depth)
+        assert layers.post_adjust_idx < layers.pre_adjust_idx <= depth - 2
     with pytest.raises(InputError):
         layers_for_depth(3)
     assert resolve_layers("auto", 12) == LAYER_CONFIGS["ViT-B/16"]
@@ -99,7 +99,7 @@ def test_other_open_clip_vits_build_with_a_derived_preset():
     model = load_model("ViT-S-16", "random", device="cpu") if "ViT-S-16" in available_models() else None
     if model is None:
         pytest.skip("open_clip has no ViT-S-16 config")
-    assert model.preset == layers_for_depth(len(model.visual.transformer.resblocks))
+    assert model.layers == layers_for_depth(len(model.visual.transformer.resblocks))
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def tower(tiny_model):
 
 @pytest.fixture(scope="module")
 def layers(tiny_model):
-    return tiny_model.preset
+    return tiny_model.layers
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Benchmark evaluation: dataset layouts, the metric, presets, resume, the CLI and two-process sharding.
+"""Benchmark evaluation: dataset layouts, the metric, benchmarks, resume, the CLI and two-process sharding.
 
 Everything runs on CPU with the tiny random-weight model (conftest's `tiny_model`) and a few synthetic images
 written to a temp dir.
@@ -111,31 +111,33 @@ def raw_labels(
 
 @pytest.mark.parametrize("dataset", list(BENCHMARKS))
 def test_layout_is_read_with_the_right_labels_and_ignore_index(tmp_path: Path, dataset: str) -> None:
-    preset = BENCHMARKS[dataset]
+    benchmark = BENCHMARKS[dataset]
     rng = np.random.default_rng(1)
-    ids = SAMPLE_IDS[preset.layout]
+    ids = SAMPLE_IDS[benchmark.layout]
     stored = {}
     for sample_id, shape in zip(ids, SIZES):
         image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
-        stored[sample_id] = raw_labels(rng, shape, preset.num_classes, preset.reduce_zero_label, preset.ignore_index)
-        write_sample(tmp_path, preset.layout, sample_id, image, stored[sample_id])
+        stored[sample_id] = raw_labels(
+            rng, shape, benchmark.num_classes, benchmark.reduce_zero_label, benchmark.ignore_index
+        )
+        write_sample(tmp_path, benchmark.layout, sample_id, image, stored[sample_id])
     split = [ids[2], ids[0]]  # a split file decides both membership and order
-    write_split(tmp_path, preset.layout, split)
+    write_split(tmp_path, benchmark.layout, split)
 
-    samples = list_samples(LAYOUTS[preset.layout], tmp_path)
-    expected_ids = split if LAYOUTS[preset.layout].split_file else sorted(ids)
+    samples = list_samples(LAYOUTS[benchmark.layout], tmp_path)
+    expected_ids = split if LAYOUTS[benchmark.layout].split_file else sorted(ids)
     assert [sample.id for sample in samples] == expected_ids
     for sample in samples:
         raw = stored[sample.id]
-        labels = read_label(sample.label_path, preset.reduce_zero_label)
-        if preset.reduce_zero_label:
+        labels = read_label(sample.label_path, benchmark.reduce_zero_label)
+        if benchmark.reduce_zero_label:
             expected = np.where((raw == 0) | (raw == 255), 255, raw - 1)
         else:
             expected = raw
         np.testing.assert_array_equal(labels, expected)
-        assert set(np.unique(labels)) - {preset.ignore_index} <= set(range(preset.num_classes))
+        assert set(np.unique(labels)) - {benchmark.ignore_index} <= set(range(benchmark.num_classes))
         assert read_image(sample.image_path).shape == (*raw.shape, 3)
-    assert [s.id for s in list_samples(LAYOUTS[preset.layout], tmp_path, limit=1)] == expected_ids[:1]
+    assert [s.id for s in list_samples(LAYOUTS[benchmark.layout], tmp_path, limit=1)] == expected_ids[:1]
 
 
 def test_root_may_be_the_parent_folder_and_wrong_roots_say_what_is_missing(tmp_path: Path) -> None:
@@ -192,13 +194,13 @@ def test_presets_follow_the_spec() -> None:
         "ade20k": (150, 150, 336, 40, 0.0, None, None),
     }
     for name, (classes, queries, short, scale, prob, area, background) in expected.items():
-        preset = get_benchmark(name)
-        assert (preset.num_classes, sum(map(len, preset.queries))) == (classes, queries), name
-        config, rules = preset.config, preset.rules
+        benchmark = get_benchmark(name)
+        assert (benchmark.num_classes, sum(map(len, benchmark.queries))) == (classes, queries), name
+        config, rules = benchmark.config, benchmark.rules
         assert (config.short_side, config.max_long_side, config.crop, config.stride) == (short, 2048, 224, 112)
         assert (config.max_input_side, config.templates) == (None, "openai"), name
         assert (rules.logit_scale, rules.prob_threshold, rules.area_threshold) == (scale, prob, area), name
-        assert preset.background_index == background
+        assert benchmark.background_index == background
     assert BENCHMARKS["voc21"].queries[0] == DEFAULT_BACKGROUND_WORDS == BENCHMARKS["coco_object"].queries[0]
     assert BENCHMARKS["context60"].queries[0] == ("background",)
     assert BENCHMARKS["voc21"].queries[15] == (
@@ -219,7 +221,7 @@ def test_presets_follow_the_spec() -> None:
     overridden = get_benchmark("voc21").with_overrides(area_threshold=None, logit_scale=30, crop=448, precision="fp32")
     assert overridden.rules == LabelRules(prob_threshold=0.15, area_threshold=None, logit_scale=30)
     assert (overridden.config.crop, overridden.precision) == (448, "fp32")
-    with pytest.raises(InputError, match="unknown preset field"):
+    with pytest.raises(InputError, match="unknown benchmark field"):
         get_benchmark("voc21").with_overrides(threshold=0.2)
     with pytest.raises(InputError, match="stride <= crop"):
         get_benchmark("voc21").with_overrides(crop=64)
@@ -241,8 +243,8 @@ PROTOCOL_FIELDS = (
 )
 
 
-def _protocol(preset: Benchmark) -> tuple:
-    return tuple(preset.settings()[name] for name in PROTOCOL_FIELDS)
+def _protocol(benchmark: Benchmark) -> tuple:
+    return tuple(benchmark.settings()[name] for name in PROTOCOL_FIELDS)
 
 
 def test_own_protocol_takes_each_method_settings_from_its_official_configs() -> None:
@@ -286,24 +288,24 @@ def test_own_protocol_runs_end_to_end_with_whole_images_and_pamr(tmp_path: Path,
     common = {"method": "naclip", "templates": "simple", "show_progress": False}
     own = evaluate("voc21", data, tiny_model, protocol="own", out=tmp_path / "out", **common)
     assert own.settings.protocol == "own" and own.to_json()["protocol"] == "own"
-    assert (own.settings.preset.config.stride, own.settings.preset.config.pamr_steps) == (None, 10)
-    assert own.settings.preset.precision == "fp32"  # what ran: the tiny model on the CPU
+    assert (own.settings.benchmark.config.stride, own.settings.benchmark.config.pamr_steps) == (None, 10)
+    assert own.settings.benchmark.precision == "fp32"  # what ran: the tiny model on the CPU
     assert "protocol own, PAMR steps 10" in own.table()
-    without_pamr = evaluate(own.settings.preset.with_overrides(pamr_steps=0), data, tiny_model, **common)
+    without_pamr = evaluate(own.settings.benchmark.with_overrides(pamr_steps=0), data, tiny_model, **common)
     assert not np.array_equal(own.confusion, without_pamr.confusion)
-    assert build_segmenter(tiny_model, own.settings.preset).config.pamr_steps == 10
+    assert build_segmenter(tiny_model, own.settings.benchmark).config.pamr_steps == 10
 
 
 def test_run_names_are_those_earlier_runs_resume_from() -> None:
-    """The run folder is named by a hash of the settings: presets holding a config and rules hash as before."""
+    """The run folder is named by a hash of the settings: benchmarks holding a config and rules hash as before."""
     expected = {
         ("voc21", "sc-clip", "scclip"): "voc21-sc-clip-ViT-B-16-cf18783d",
         ("cityscapes", "sc-clip", "scclip"): "cityscapes-sc-clip-ViT-B-16-e4b175c4",
         ("voc21", "naclip", "own"): "voc21-naclip-ViT-B-16-be137ecf",
     }
     for (dataset, method, protocol), name in expected.items():
-        preset = get_benchmark(dataset, "ViT-B/16", method=method, protocol=protocol)
-        settings = EvalSettings(preset, "ViT-B/16", "openai", method=method, protocol=protocol)
+        benchmark = get_benchmark(dataset, "ViT-B/16", method=method, protocol=protocol)
+        settings = EvalSettings(benchmark, "ViT-B/16", "openai", method=method, protocol=protocol)
         assert settings.run_name() == name
         assert settings.to_json()["templates"] == "openai"
 
@@ -312,7 +314,7 @@ def test_the_segmenter_runs_the_preset_config_and_predict_gets_its_rules(
     tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_random_dataset(tmp_path, count=1)
-    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112, templates="simple")
+    benchmark = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112, templates="simple")
     received = []
     original = Segmenter.predict
 
@@ -321,32 +323,32 @@ def test_the_segmenter_runs_the_preset_config_and_predict_gets_its_rules(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Segmenter, "predict", recording)
-    evaluate(preset, tmp_path, tiny_model, show_progress=False)
-    ran = preset.with_overrides(precision="fp32")  # the tiny model on the CPU
+    evaluate(benchmark, tmp_path, tiny_model, show_progress=False)
+    ran = benchmark.with_overrides(precision="fp32")  # the tiny model on the CPU
     assert received == [(ran.config, ran.rules)] and ran.rules == LabelRules(0.15, 0.1, 50.0)
 
 
-def write_predictions_as_ground_truth(root: Path, preset: Benchmark, model) -> None:
+def write_predictions_as_ground_truth(root: Path, benchmark: Benchmark, model) -> None:
     """Segment synthetic images with the evaluation settings and store the labels as the dataset's labels."""
-    preset = preset.with_overrides(templates="simple")
-    segmenter = build_segmenter(model, preset)
-    settings = EvalSettings(preset=preset, model_name=model.name, weights=model.weights)
+    benchmark = benchmark.with_overrides(templates="simple")
+    segmenter = build_segmenter(model, benchmark)
+    settings = EvalSettings(benchmark=benchmark, model_name=model.name, weights=model.weights)
     rng = np.random.default_rng(2)
-    ids = SAMPLE_IDS[preset.layout][:2]
+    ids = SAMPLE_IDS[benchmark.layout][:2]
     for sample_id, shape in zip(ids, [(90, 120), (111, 73)]):
         image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
-        stored = read_image(write_sample(root, preset.layout, sample_id, image, np.zeros(shape)))
-        labels = predict_labels(segmenter, build_vocabulary(preset), stored, settings)
-        write_label(root, preset.layout, sample_id, labels + 1 if preset.reduce_zero_label else labels)
-    write_split(root, preset.layout, ids)
+        stored = read_image(write_sample(root, benchmark.layout, sample_id, image, np.zeros(shape)))
+        labels = predict_labels(segmenter, build_vocabulary(benchmark), stored, settings)
+        write_label(root, benchmark.layout, sample_id, labels + 1 if benchmark.reduce_zero_label else labels)
+    write_split(root, benchmark.layout, ids)
 
 
 # background + thresholds; reduce_zero_label; 847 classes in 16-bit label maps
 @pytest.mark.parametrize("dataset", ["voc21", "voc20", "ade847"])
 def test_ground_truth_equal_to_the_prediction_scores_100(tmp_path: Path, tiny_model, dataset: str) -> None:
-    preset = get_benchmark(dataset).with_overrides(short_side=112, crop=112, stride=112)  # few small windows
-    write_predictions_as_ground_truth(tmp_path, preset, tiny_model)
-    result = evaluate(preset, tmp_path, tiny_model, templates="simple", show_progress=False)
+    benchmark = get_benchmark(dataset).with_overrides(short_side=112, crop=112, stride=112)  # few small windows
+    write_predictions_as_ground_truth(tmp_path, benchmark, tiny_model)
+    result = evaluate(benchmark, tmp_path, tiny_model, templates="simple", show_progress=False)
     assert result.images == result.images_this_run == 2
     assert result.scores.miou == pytest.approx(100.0)
     assert result.scores.aacc == pytest.approx(100.0)
@@ -370,23 +372,23 @@ def make_random_dataset(root: Path, count: int = 3) -> None:
 def test_interrupted_run_resumes_without_redoing_recorded_images(tmp_path: Path, tiny_model) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     make_random_dataset(data)
-    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)  # small and fast
+    benchmark = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)  # small and fast
     common = {"templates": "simple", "show_progress": False}
-    fresh = evaluate(preset, data, tiny_model, **common)
+    fresh = evaluate(benchmark, data, tiny_model, **common)
 
-    first = evaluate(preset, data, tiny_model, out=out, limit=1, **common)
+    first = evaluate(benchmark, data, tiny_model, out=out, limit=1, **common)
     assert (first.images, first.images_this_run) == (1, 1)
     records = first.run_dir / "records" / "rank0.jsonl"
     assert len(records.read_text().splitlines()) == 1
 
-    resumed = evaluate(preset, data, tiny_model, out=out, **common)
+    resumed = evaluate(benchmark, data, tiny_model, out=out, **common)
     assert (resumed.images, resumed.images_this_run) == (3, 2)
     np.testing.assert_array_equal(resumed.confusion, fresh.confusion)
 
     # A run killed while writing leaves half a line: that image is redone, the others are kept.
     text = records.read_text()
     records.write_text(text[: len(text) - 20])
-    repaired = evaluate(preset, data, tiny_model, out=out, **common)
+    repaired = evaluate(benchmark, data, tiny_model, out=out, **common)
     assert repaired.images_this_run == 1
     np.testing.assert_array_equal(repaired.confusion, fresh.confusion)
     assert len(records.read_text().splitlines()) == 3
@@ -396,11 +398,11 @@ def test_interrupted_run_resumes_without_redoing_recorded_images(tmp_path: Path,
     np.testing.assert_array_equal(np.array(saved["confusion_matrix"]), fresh.confusion)
     assert (repaired.run_dir / "settings.json").is_file()
 
-    restarted = evaluate(preset, data, tiny_model, out=out, resume=False, **common)
+    restarted = evaluate(benchmark, data, tiny_model, out=out, resume=False, **common)
     assert restarted.images_this_run == 3 and len(records.read_text().splitlines()) == 3
 
     changed = EvalSettings(
-        preset=preset.with_overrides(logit_scale=20, templates="simple"),
+        benchmark=benchmark.with_overrides(logit_scale=20, templates="simple"),
         model_name=tiny_model.name,
         weights=tiny_model.weights,
     )
@@ -510,11 +512,11 @@ def test_two_processes_with_gloo_give_the_same_confusion_matrix_as_one(tmp_path:
 
 def test_progress_is_shown_with_tqdm_on_stderr(tmp_path: Path, tiny_model, capsys) -> None:
     make_random_dataset(tmp_path, count=2)
-    preset = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)
-    evaluate(preset, tmp_path, tiny_model, templates="simple")
+    benchmark = get_benchmark("voc21").with_overrides(short_side=112, crop=112, stride=112)
+    evaluate(benchmark, tmp_path, tiny_model, templates="simple")
     shown = capsys.readouterr().err
     assert "voc21: 100%" in shown and "2/2" in shown and "image/s" in shown
-    evaluate(preset, tmp_path, tiny_model, templates="simple", show_progress=False)
+    evaluate(benchmark, tmp_path, tiny_model, templates="simple", show_progress=False)
     assert capsys.readouterr().err == ""
 
 

@@ -84,9 +84,9 @@ def test_each_variant_from_the_shared_pass_equals_its_own_call(tiny_model, size,
     torch.manual_seed(1)
     images = torch.randn(2, 3, *size)
     variants = (*ABLATION, *EXTRA)
-    result = encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.preset, trace=trace)
+    result = encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.layers, trace=trace)
     _assert_each_equals_its_own_call(
-        tiny_model.visual, images, variants, result.outputs, layers=tiny_model.preset, trace=trace
+        tiny_model.visual, images, variants, result.outputs, layers=tiny_model.layers, trace=trace
     )
 
 
@@ -104,9 +104,9 @@ def test_shared_pass_on_the_parity_tower_matches_separate_calls_and_the_official
 def test_hyperparameters_reach_every_variant(tiny_model):
     images = torch.randn(2, 3, 224, 224)
     params = CalibrationParams(beta=0.2, detector="l2norm", prior_temperature=1.5, naclip_sigma=2.0)
-    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset, params=params)
+    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.layers, params=params)
     _assert_each_equals_its_own_call(
-        tiny_model.visual, images, ABLATION, result.outputs, layers=tiny_model.preset, params=params
+        tiny_model.visual, images, ABLATION, result.outputs, layers=tiny_model.layers, params=params
     )
 
 
@@ -123,7 +123,7 @@ def test_anomaly_detection_runs_once_and_only_when_a_variant_or_the_trace_needs_
 
     def run(variants, trace=False):
         lof_calls.clear()
-        encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.preset, trace=trace)
+        encode_dense_variants(tiny_model.visual, images, variants, layers=tiny_model.layers, trace=trace)
         return len(lof_calls)
 
     no_anomaly_stage = [Variant(stages=Stages.without("anomaly")), *(v for v in ABLATION if v.method != "sc-clip")]
@@ -182,11 +182,11 @@ def test_shared_values_compute_the_missing_keys_of_a_group_in_one_call(monkeypat
 def test_timings_split_the_call_into_shared_and_own_seconds(tiny_model):
     images = torch.randn(4, 3, 224, 224)
     start = time.perf_counter()
-    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.preset)
+    result = encode_dense_variants(tiny_model.visual, images, ABLATION, layers=tiny_model.layers)
     wall = time.perf_counter() - start
     assert 0 < result.shared_seconds + sum(output.seconds for output in result.outputs) <= wall
     assert all(output.seconds > 0 for output in result.outputs)
-    single = encode_dense_variants(tiny_model.visual, images, [Variant()], layers=tiny_model.preset)
+    single = encode_dense_variants(tiny_model.visual, images, [Variant()], layers=tiny_model.layers)
     assert single.outputs[0].seconds > 0 and single.shared_seconds > 0
 
 
@@ -194,7 +194,7 @@ def test_bad_variants_are_rejected(tiny_model):
     with pytest.raises(InputError, match="unknown method"):
         Variant("nope")
     with pytest.raises(InputError, match="at least one variant"):
-        encode_dense_variants(tiny_model.visual, torch.randn(1, 3, 224, 224), [], layers=tiny_model.preset)
+        encode_dense_variants(tiny_model.visual, torch.randn(1, 3, 224, 224), [], layers=tiny_model.layers)
 
 
 def test_ablation_lists_full_each_stage_off_and_every_comparison_method():

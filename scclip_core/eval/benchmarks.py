@@ -68,7 +68,7 @@ class Benchmark:
             )
 
     def with_overrides(self, **changes: Any) -> Benchmark:
-        """A copy with the given fields replaced: the preset's own, or those of its config or rules by name
+        """A copy with the given fields replaced: the benchmark's own, or those of its config or rules by name
         (`short_side`, `prob_threshold`, ...). Values of any type are accepted here and checked by the dataclasses
         themselves, so a bad value raises InputError."""
         own = {f.name for f in dataclasses.fields(self)}
@@ -76,7 +76,7 @@ class Benchmark:
         of_rules = {f.name for f in dataclasses.fields(LabelRules)}
         unknown = sorted(set(changes) - own - of_config - of_rules)
         if unknown:
-            raise InputError(f"unknown preset field(s) {unknown}")
+            raise InputError(f"unknown benchmark field(s) {unknown}")
         replaced = {name: value for name, value in changes.items() if name in own}
         config: SegmenterConfig = replaced.get("config", self.config)
         rules: LabelRules = replaced.get("rules", self.rules)
@@ -136,8 +136,8 @@ class Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    preset.name: preset
-    for preset in (
+    benchmark.name: benchmark
+    for benchmark in (
         Benchmark(
             name="voc21",
             title="PASCAL VOC 2012 val, 21 classes with background",
@@ -239,8 +239,8 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
 class MethodProtocol:
     """A comparison method's own evaluation settings: `common` applies to every dataset, then `per_dataset`.
 
-    Both map preset field names (`Benchmark.with_overrides`) to values. `common` sets every protocol field,
-    so nothing is inherited from SC-CLIP's presets; `source` says where the values were read.
+    Both map benchmark field names (`Benchmark.with_overrides`) to values. `common` sets every protocol field,
+    so nothing is inherited from SC-CLIP's benchmarks; `source` says where the values were read.
     """
 
     source: str
@@ -348,7 +348,7 @@ def dataset_names() -> list[str]:
 def get_benchmark(
     dataset: str, model_name: str | None = None, *, method: str = "sc-clip", protocol: str = "scclip"
 ) -> Benchmark:
-    """The preset for a benchmark name (dashes or underscores, any case) under a protocol.
+    """The benchmark for a benchmark name (dashes or underscores, any case) under a protocol.
 
     `scclip`: SC-CLIP's settings, with its ViT-L/14 changes for that model. `own`: `method`'s official settings
     (`OWN_PROTOCOLS`); for SC-CLIP itself that is the `scclip` protocol.
@@ -359,9 +359,9 @@ def get_benchmark(
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(BENCHMARKS)}")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    preset = BENCHMARKS[key]
+    benchmark = BENCHMARKS[key]
     if protocol == "own" and method in OWN_PROTOCOLS:
-        return preset.with_overrides(**OWN_PROTOCOLS[method].changes(key))
+        return benchmark.with_overrides(**OWN_PROTOCOLS[method].changes(key))
     if model_name == "ViT-L/14" and key in VIT_L14_CHANGES:
-        preset = preset.with_overrides(**VIT_L14_CHANGES[key])
-    return preset
+        benchmark = benchmark.with_overrides(**VIT_L14_CHANGES[key])
+    return benchmark

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The evaluation's options, on `python -m scclip_core.eval` and on `scclip eval`."""
     parser.add_argument(
-        "--dataset", type=_dataset, metavar="NAME", help=f"benchmark preset: {', '.join(dataset_names())} (see --list)"
+        "--dataset", type=_dataset, metavar="NAME", help=f"benchmark: {', '.join(dataset_names())} (see --list)"
     )
     parser.add_argument("--root", help="dataset root, e.g. data/VOCdevkit/VOC2012 (or the folder above it)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
@@ -105,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TEMPLATE_SET_NAMES,
         help="prompt templates: the 80 OpenAI ones (paper, the default) or open_clip's 7 short ones (faster)",
     )
-    overrides = parser.add_argument_group("preset overrides (default: the dataset's preset, see --list)")
+    overrides = parser.add_argument_group("overrides of the benchmark's settings (default: the dataset's, see --list)")
     for flag, kind, text in OVERRIDES:
         overrides.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
@@ -114,29 +114,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--restart", action="store_true", help="forget the images recorded by an earlier run with the same settings"
     )
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda:LOCAL_RANK when available)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="default: the preset's on CUDA (fp16), fp32 on the CPU")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="default: the benchmark's on CUDA (fp16), fp32 on the CPU"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
-    parser.add_argument("--list", action="store_true", help="list the dataset presets of both protocols and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="list the benchmarks' settings under both protocols and exit"
+    )
 
 
-def _protocol_settings(preset: Benchmark) -> str:
-    config, rules = preset.config, preset.rules
+def _protocol_settings(benchmark: Benchmark) -> str:
+    config, rules = benchmark.config, benchmark.rules
     window = "whole image" if config.stride is None else f"crop {config.crop} stride {config.stride}"
     area = "-" if rules.area_threshold is None else f"{rules.area_threshold:g}"
     return (
         f"short side {config.short_side:<4} {window:<20} logit scale {rules.logit_scale:<4g} "
-        f"prob {rules.prob_threshold:<4g} area {area:<4} PAMR {config.pamr_steps:<2} {preset.precision}"
+        f"prob {rules.prob_threshold:<4g} area {area:<4} PAMR {config.pamr_steps:<2} {benchmark.precision}"
     )
 
 
-def preset_listing() -> str:
-    """Both protocols: SC-CLIP's presets (with the dataset folders), then each comparison method's own."""
+def benchmark_listing() -> str:
+    """Both protocols: SC-CLIP's benchmarks (with the dataset folders), then each comparison method's own."""
     lines = ["--protocol scclip (default): SC-CLIP's settings, for every method"]
-    for preset in BENCHMARKS.values():
-        layout = LAYOUTS[preset.layout]
+    for benchmark in BENCHMARKS.values():
+        layout = LAYOUTS[benchmark.layout]
         lines.append(
-            f"  {preset.name:<15} {preset.num_classes:>3} classes  {_protocol_settings(preset)}  "
+            f"  {benchmark.name:<15} {benchmark.num_classes:>3} classes  {_protocol_settings(benchmark)}  "
             f"root .../{layout.usual_root} ({layout.image_dir}, {layout.label_dir})"
         )
     for name, changes in VIT_L14_CHANGES.items():
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Evaluate as `args` says; `parser` reports missing options."""
     if args.list:
-        print(preset_listing())
+        print(benchmark_listing())
         return 0
     from .runner import run_benchmark  # loads torch, which --list does without
 

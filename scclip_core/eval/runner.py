@@ -52,10 +52,10 @@ RECORD_FIELDS = {"id": str, "num_classes": int, "confusion": list}
 class EvalSettings:
     """Everything that changes the numbers; equal settings share a run directory (and resume).
 
-    The prompt templates are the preset's (`preset.config.templates`).
+    The prompt templates are the benchmark's (`benchmark.config.templates`).
     """
 
-    preset: Benchmark
+    benchmark: Benchmark
     model_name: str
     weights: str
     method: Method = "sc-clip"
@@ -65,15 +65,15 @@ class EvalSettings:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "dataset": self.preset.name,
+            "dataset": self.benchmark.name,
             "protocol": self.protocol,
-            "preset": self.preset.settings(),
+            "preset": self.benchmark.settings(),  # the key older run folders were named with
             "model": self.model_name,
             "weights": self.weights,
             "method": self.method,
             "stages": dataclasses.asdict(self.stages),
             "params": dataclasses.asdict(self.params),
-            "templates": self.preset.config.templates,
+            "templates": self.benchmark.config.templates,
             "record_format": RECORD_FORMAT,
         }
 
@@ -81,7 +81,7 @@ class EvalSettings:
         """`<dataset>-<method>-<model>-<hash>`: readable, and unique per setting."""
         digest = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:8]
         model = "".join(c if c.isalnum() else "-" for c in self.model_name).strip("-")
-        return f"{self.preset.name}-{self.method}-{model}-{digest}"
+        return f"{self.benchmark.name}-{self.method}-{model}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class EvalResult:
     def to_json(self) -> dict[str, object]:
         return {
             **self.settings.to_json(),
-            "title": self.settings.preset.title,
+            "title": self.settings.benchmark.title,
             "images": self.images,
             "images_this_run": self.images_this_run,
             "seconds_this_run": round(self.seconds_this_run, 3),
@@ -128,9 +128,9 @@ class EvalResult:
         )
         width = max(12, *(len(name) for name in self.scores.class_names))
         lines = [
-            f"{settings.preset.name}: {settings.preset.title}",
+            f"{settings.benchmark.name}: {settings.benchmark.title}",
             f"model {settings.model_name} ({settings.weights}), method {settings.method}, "
-            f"protocol {settings.protocol}, PAMR steps {settings.preset.config.pamr_steps}, "
+            f"protocol {settings.protocol}, PAMR steps {settings.benchmark.config.pamr_steps}, "
             f"stages off: {', '.join(n for n in Stages.names() if not getattr(settings.stages, n)) or 'none'}",
             f"{self.images} images, {rate}",
             *(f"note: {notice}" for notice in self.notices),
@@ -199,34 +199,34 @@ class RecordStore:
         append_record(stream, record)
 
 
-def build_vocabulary(preset: Benchmark) -> Vocabulary:
-    """The preset's classes in label order, so class index == ground-truth label value."""
-    return Vocabulary(classes=preset.queries, background_index=preset.background_index)
+def build_vocabulary(benchmark: Benchmark) -> Vocabulary:
+    """The benchmark's classes in label order, so class index == ground-truth label value."""
+    return Vocabulary(classes=benchmark.queries, background_index=benchmark.background_index)
 
 
 _TEXT_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, TextEmbeddingCache] = weakref.WeakKeyDictionary()
 
 
-def build_segmenter(model: LoadedModel, preset: Benchmark) -> Segmenter:
-    """A segmenter with the preset's protocol (for the benchmarks: keep-ratio resize, sliding windows, no input cap).
+def build_segmenter(model: LoadedModel, benchmark: Benchmark) -> Segmenter:
+    """A segmenter with the benchmark's protocol (for the benchmarks: keep-ratio resize, sliding windows, no input cap).
 
     Segmenters of the same model share text embeddings in memory, so sweeps over stages or thresholds embed
     each class list once; the on-disk cache (keyed by the weights' content) carries them across runs.
     """
     text_cache = _TEXT_CACHES.setdefault(model.clip, TextEmbeddingCache.default())
-    return Segmenter(model, preset.config, text_cache=text_cache)
+    return Segmenter(model, benchmark.config, text_cache=text_cache)
 
 
 def predict_labels(
     segmenter: Segmenter, vocabulary: Vocabulary, image: np.ndarray, settings: EvalSettings
 ) -> np.ndarray:
-    """Predicted class indices (H, W) at the image's own resolution, under the preset's rules."""
+    """Predicted class indices (H, W) at the image's own resolution, under the benchmark's rules."""
     embedding = segmenter.embed_image(image, method=settings.method, stages=settings.stages, params=settings.params)
-    return segmenter.predict(vocabulary, embedding=embedding, rules=settings.preset.rules).labels
+    return segmenter.predict(vocabulary, embedding=embedding, rules=settings.benchmark.rules).labels
 
 
 def evaluate(
-    preset: Benchmark | str,
+    benchmark: Benchmark | str,
     root: str | os.PathLike[str],
     model: LoadedModel,
     *,
@@ -245,17 +245,17 @@ def evaluate(
     Under `torchrun` each process takes every world_size-th remaining image and the confusion matrices are
     summed over processes; every process returns the same result. With `out`, per-image records and
     `results.json` go to `<out>/<run name>/`, and images recorded there before are not run again
-    (`resume=False` deletes those records first). A dataset name selects its preset for this model, method
+    (`resume=False` deletes those records first). A dataset name selects its benchmark for this model, method
     and `protocol` (`scclip` or `own`, see `get_benchmark`); a Benchmark is used as given. `templates` replaces
-    the preset's prompt templates (None: the preset's).
+    the benchmark's prompt templates (None: the benchmark's).
     """
-    if isinstance(preset, str):
-        preset = get_benchmark(preset, model.name, method=method, protocol=protocol)
-    preset = preset.with_overrides(precision=precision_name(model.dtype))  # what runs, e.g. fp32 on the CPU
+    if isinstance(benchmark, str):
+        benchmark = get_benchmark(benchmark, model.name, method=method, protocol=protocol)
+    benchmark = benchmark.with_overrides(precision=precision_name(model.dtype))  # what runs, e.g. fp32 on the CPU
     if templates is not None:
-        preset = preset.with_overrides(templates=templates)
+        benchmark = benchmark.with_overrides(templates=templates)
     settings = EvalSettings(
-        preset=preset,
+        benchmark=benchmark,
         model_name=model.name,
         weights=model.weights,
         method=method,
@@ -280,16 +280,16 @@ def _evaluate_in_group(
     resume: bool,
     show_progress: bool,
 ) -> EvalResult:
-    preset = settings.preset
-    samples = list_samples(LAYOUTS[preset.layout], root, limit)
+    benchmark = settings.benchmark
+    samples = list_samples(LAYOUTS[benchmark.layout], root, limit)
     run_dir = Path(out) / settings.run_name() if out is not None else None
-    store = RecordStore(run_dir, preset.num_classes) if run_dir is not None else None
+    store = RecordStore(run_dir, benchmark.num_classes) if run_dir is not None else None
 
     if store is not None and process.is_main and not resume:
         store.clear()
     recorded: dict[str, np.ndarray] = store.load() if store is not None and process.is_main else {}
     selected_ids = {sample.id for sample in samples}
-    previous = np.zeros((preset.num_classes, preset.num_classes), dtype=np.int64)
+    previous = np.zeros((benchmark.num_classes, benchmark.num_classes), dtype=np.int64)
     for sample_id, matrix in recorded.items():
         if sample_id in selected_ids:
             previous += matrix
@@ -301,9 +301,9 @@ def _evaluate_in_group(
         _write_json(run_dir / "settings.json", settings.to_json())
     distributed.barrier()
 
-    segmenter = build_segmenter(model, preset)
-    vocabulary = build_vocabulary(preset)
-    label = preset.name if process.world_size == 1 else f"{preset.name} rank 0/{process.world_size}"
+    segmenter = build_segmenter(model, benchmark)
+    vocabulary = build_vocabulary(benchmark)
+    label = benchmark.name if process.world_size == 1 else f"{benchmark.name} rank 0/{process.world_size}"
     show = show_progress and process.is_main and bool(mine)
     progress = tqdm(total=len(mine), desc=label, unit="image", file=sys.stderr, disable=not show)
 
@@ -318,7 +318,7 @@ def _evaluate_in_group(
     notices = ("weights are random (untrained): scores are meaningless",) if model.is_random else ()
     result = EvalResult(
         settings=settings,
-        scores=scores(total, preset.class_names),
+        scores=scores(total, benchmark.class_names),
         confusion=total,
         images=len(samples),
         images_this_run=processed,
@@ -343,14 +343,14 @@ def _evaluate_samples(
     progress: tqdm,
 ) -> np.ndarray:
     """Summed confusion matrix over `samples`, recording each image as it finishes."""
-    preset = settings.preset
-    total = np.zeros((preset.num_classes, preset.num_classes), dtype=np.int64)
+    benchmark = settings.benchmark
+    total = np.zeros((benchmark.num_classes, benchmark.num_classes), dtype=np.int64)
     if not samples:
         return total
     records = store.open_for_rank(rank) if store is not None else None
     try:
         started = time.perf_counter()
-        for sample, image, truth in _read_ahead(samples, preset):
+        for sample, image, truth in _read_ahead(samples, benchmark):
             with torch.inference_mode():
                 predicted = predict_labels(segmenter, vocabulary, image, settings)
             if predicted.shape != truth.shape:
@@ -358,7 +358,7 @@ def _evaluate_samples(
                     f"the segmenter returned {predicted.shape} labels for a {truth.shape} image "
                     f"({sample.image_path}); evaluation needs the original resolution"
                 )
-            matrix = confusion_matrix(truth, predicted, preset.num_classes, preset.ignore_index)
+            matrix = confusion_matrix(truth, predicted, benchmark.num_classes, benchmark.ignore_index)
             total += matrix
             finished = time.perf_counter()
             if records is not None:
@@ -371,9 +371,9 @@ def _evaluate_samples(
     return total
 
 
-def _read_sample(sample: Sample, preset: Benchmark) -> tuple[Sample, np.ndarray, np.ndarray]:
+def _read_sample(sample: Sample, benchmark: Benchmark) -> tuple[Sample, np.ndarray, np.ndarray]:
     image = read_image(sample.image_path)
-    truth = read_label(sample.label_path, preset.reduce_zero_label, preset.ignore_index)
+    truth = read_label(sample.label_path, benchmark.reduce_zero_label, benchmark.ignore_index)
     if truth.shape != image.shape[:2]:
         raise DatasetLayoutError(
             f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
@@ -382,14 +382,14 @@ def _read_sample(sample: Sample, preset: Benchmark) -> tuple[Sample, np.ndarray,
     return sample, image, truth
 
 
-def _read_ahead(samples: list[Sample], preset: Benchmark) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+def _read_ahead(samples: list[Sample], benchmark: Benchmark) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
     """(sample, image, labels) in order, decoding the next files on a thread while the model runs."""
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(_read_sample, samples[0], preset)
+        pending = reader.submit(_read_sample, samples[0], benchmark)
         for following in [*samples[1:], None]:
             current = pending.result()
             if following is not None:
-                pending = reader.submit(_read_sample, following, preset)
+                pending = reader.submit(_read_sample, following, benchmark)
             yield current
 
 
@@ -419,23 +419,23 @@ def run_benchmark(
     precision: str | None = None,
     show_progress: bool = True,
 ) -> EvalResult:
-    """Load the model and evaluate it on a named benchmark with its preset under `protocol` (plus `overrides`).
+    """Load the model and evaluate it on a named benchmark with its benchmark under `protocol` (plus `overrides`).
 
     `weights` is a tag, checkpoint path or 'random' (None: the model's own default tag, see `resolve_weights`).
 
-    On CUDA the model runs at the preset's precision unless `precision` says otherwise; on the CPU in fp32.
+    On CUDA the model runs at the benchmark's precision unless `precision` says otherwise; on the CPU in fp32.
     """
-    preset = get_benchmark(dataset, model_name, method=method, protocol=protocol).with_overrides(**(overrides or {}))
+    benchmark = get_benchmark(dataset, model_name, method=method, protocol=protocol).with_overrides(**(overrides or {}))
     stages = Stages.without(*disable)
-    list_samples(LAYOUTS[preset.layout], root, limit)  # a wrong root fails now, not after loading weights
+    list_samples(LAYOUTS[benchmark.layout], root, limit)  # a wrong root fails now, not after loading weights
     process = distributed.start(device)
     try:
         torch.manual_seed(0)  # weights="random" must give every process the same model
         if precision is None and process.device.startswith("cuda"):
-            precision = preset.precision
+            precision = benchmark.precision
         model = load_model(model_name, weights, device=process.device, precision=precision)
         return evaluate(
-            preset,
+            benchmark,
             root,
             model,
             method=method,
