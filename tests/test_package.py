@@ -100,17 +100,36 @@ def test_every_deliberate_raise_in_the_engine_is_a_scclip_error() -> None:
 
     builtin = set(dir(builtins))
     allowed = {"AttributeError", "argparse.ArgumentTypeError"}  # module __getattr__; argparse's own type errors
-    pending = {"encoder.py"}  # the encoder's raises move to the family in its own change
     found = []
     for path in sorted(Path(scclip_core.__file__).parent.rglob("*.py")):
-        if path.name in pending:
-            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
                 name = ast.unparse(node.exc.func)
                 if name in builtin and name not in allowed:
                     found.append(f"{path.name}:{node.lineno} raises {name}")
     assert not found, found
+
+
+def test_the_engine_never_imports_its_eval_package() -> None:
+    """Class lists and process sharding live in the engine and eval uses them, never the other way round; only the
+    command line, the front end that serves `scclip eval`, reaches into eval."""
+    import ast
+
+    import scclip_core
+
+    root = Path(scclip_core.__file__).parent
+    reaching = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                modules = [node.module or ""] + ([alias.name for alias in node.names] if not node.module else [])
+            elif isinstance(node, ast.Import):
+                modules = [alias.name.removeprefix("scclip_core.") for alias in node.names]
+            else:
+                continue
+            if any(module == "eval" or module.startswith("eval.") for module in modules):
+                reaching.append(path.name)
+    assert sorted(set(reaching)) == ["cli.py"]
 
 
 @pytest.mark.parametrize("package", ["scclip_core", "scclip_core.eval"])
