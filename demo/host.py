@@ -41,6 +41,7 @@ from scclip_core import (
     preset_queries,
     resolve_weights,
 )
+from scclip_core.backbones import RANDOM_WEIGHTS
 from scclip_core.config import TemplateSet
 from scclip_core.images import cap_size
 
@@ -218,11 +219,17 @@ class ModelHost:
             )
         assert self.model is not None
         if self.model.is_random:
+            tag = html.escape(resolve_weights(self.model.name))
+            fix = (
+                f"<code>SCCLIP_WEIGHTS={tag}</code> (or <code>--weights {tag}</code>)"
+                if tag != RANDOM_WEIGHTS
+                else "<code>SCCLIP_WEIGHTS</code> (or <code>--weights</code>) to a pretrained tag or a weight file"
+            )
             return (
                 f'<div id="banner-untrained" role="alert" style="{style}background:#fef3c7;border:1px solid #b45309;'
                 f'color:#78350f"><b>Untrained weights.</b> {html.escape(self.model.name)} runs with random, untrained '
-                "weights: the pipeline works, but every result is meaningless and is marked as such. Set "
-                "<code>SCCLIP_WEIGHTS=openai</code> (or <code>--weights openai</code>) for real results.</div>"
+                f"weights: the pipeline works, but every result is meaningless and is marked as such. Set {fix} for "
+                "real results.</div>"
             )
         return (
             f'<div id="banner-info" style="{style}background:#ecfdf5;border:1px solid #047857;color:#064e3b">'

@@ -3,6 +3,8 @@ and the cheap re-render paths (which must not touch the model)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import struct
@@ -189,6 +191,14 @@ def test_unavailable_weights_start_the_app_with_a_banner_and_a_clear_error(image
         assert "SCCLIP_WEIGHTS" in banner.value
         with pytest.raises(AppError, match="model is not available.*nonexistent"):
             Client(url, verbose=False).predict(handle_file(str(images["rgb"])), "cat", api_name="/segment")
+
+
+def test_the_untrained_banner_suggests_the_models_own_weights(demo_host: ModelHost) -> None:
+    banner = demo_host.banner_html()  # tiny-test has no pretrained weights at all
+    assert "to a pretrained tag or a weight file" in banner and "SCCLIP_WEIGHTS=random" not in banner
+    other = copy.copy(demo_host)
+    other.model = dataclasses.replace(demo_host.model, name="ViT-H-14")  # an architecture without an openai tag
+    assert "<code>SCCLIP_WEIGHTS=laion2b_s32b_b79k</code>" in other.banner_html()
 
 
 def test_model_and_weights_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
