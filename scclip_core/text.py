@@ -24,7 +24,7 @@ from .backbones import LoadedModel
 from .cache import atomic_write, default_cache_dir
 from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
-from .vocabularies import BACKGROUND_NAME
+from .vocabularies import BACKGROUND_NAME, display_names
 
 DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
     "sky",
@@ -88,10 +88,8 @@ class Vocabulary:
 
     @property
     def names(self) -> list[str]:
-        return [
-            BACKGROUND_NAME if index == self.background_index else synonyms[0]
-            for index, synonyms in enumerate(self.classes)
-        ]
+        """One display name per class (see `display_names`)."""
+        return display_names(self.classes, self.background_index)
 
     @property
     def queries(self) -> list[str]:

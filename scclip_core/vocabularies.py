@@ -8,6 +8,7 @@ is left out, since the demo adds its own background words.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,11 @@ BACKGROUND_NAME = "background"
 
 CLASS_SEPARATORS: tuple[str, ...] = ("\n", "; ")
 _RESERVED = (",", ";", "\n", "\r")
+
+
+def display_names(classes: Sequence[Sequence[str]], background_index: int | None) -> list[str]:
+    """One name per class for legends and reports: its first synonym, or `BACKGROUND_NAME` for the background."""
+    return [BACKGROUND_NAME if index == background_index else synonyms[0] for index, synonyms in enumerate(classes)]
 
 
 def class_list_names() -> list[str]:

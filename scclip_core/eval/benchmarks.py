@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import PAMR_STEPS, PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
-from ..vocabularies import BACKGROUND_NAME, CLASSES_DIR, read_class_file
+from ..vocabularies import CLASSES_DIR, display_names, read_class_file
 
 IGNORE_INDEX = 255
 PROTOCOLS: tuple[str, ...] = ("scclip", "own")
@@ -95,11 +95,8 @@ class Benchmark:
 
     @property
     def class_names(self) -> list[str]:
-        """Names for reports: the first synonym, or 'background' for the background class."""
-        return [
-            BACKGROUND_NAME if index == self.background_index else synonyms[0]
-            for index, synonyms in enumerate(self.queries)
-        ]
+        """Names for reports (see `display_names`)."""
+        return display_names(self.queries, self.background_index)
 
     @property
     def num_classes(self) -> int:
