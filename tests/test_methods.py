@@ -65,6 +65,23 @@ def test_the_documented_published_rows_are_the_modules() -> None:
     assert documented == expected
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/demo.md", "docs/library.md"])
+def test_the_examples_name_every_other_method(page: str) -> None:
+    others = ", ".join(name for name in METHOD_SPECS if name != "sc-clip")
+    assert others in (ROOT / page).read_text(encoding="utf-8")
+
+
+def test_the_documented_own_protocols_and_sources_are_the_modules() -> None:
+    text = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    protocol_rows = set(re.findall(r"^\| `([\w-]+)` \|", text, re.MULTILINE))
+    assert protocol_rows == {name for name, spec in METHOD_SPECS.items() if spec.protocol}
+    for spec in METHOD_SPECS.values():
+        if spec.repository is not None:
+            assert f"[{spec.repository}](https://github.com/{spec.repository})" in text, spec.name
+        if spec.commit is not None:
+            assert spec.commit in text, spec.name
+
+
 def test_the_demo_offers_and_describes_every_method(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from huggingface_hub import constants
 
