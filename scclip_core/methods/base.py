@@ -68,7 +68,10 @@ class MethodSpec:
     """Everything about one method, declared by its module in `scclip_core.methods`.
 
     `repository` (GitHub owner/name) and `commit` say where its official code lives (None: no repository of
-    its own, or no pinned commit); `settings` names the `CalibrationParams` fields the method reads;
+    its own, or no pinned commit); `last_block` replaces the backbone's last block: from the shared frozen pass
+    and SC-CLIP's stage flags, the patch tokens (B, N, D) before `ln_post` and, when tracing, the patch-to-patch
+    attention with heads averaged (it imports torch when it runs, so that listing methods does not);
+    `settings` names the `CalibrationParams` fields the method reads;
     `text_dependent` says whether its image side depends on the class text (then the image-side cache must not
     serve it across vocabularies); `protocol` is its own evaluation protocol (None: SC-CLIP's, the default one).
     """
