@@ -3,19 +3,13 @@ detectors, template sets), keyed by the engine's own names, and what ran, in wor
 
 from __future__ import annotations
 
-from scclip_core import METHODS, Method, Stages, Variant
+from scclip_core import Method, Stages, Variant
+from scclip_core.methods import METHOD_SPECS
 
 SCCLIP: Method = Variant.method
 VANILLA: Method = "clip"
-COMPARISON_METHODS: tuple[Method, ...] = tuple(method for method in METHODS if method not in (SCCLIP, VANILLA))
-METHOD_LABELS: dict[str, str] = {
-    "sc-clip": "SC-CLIP",
-    "clip": "CLIP (vanilla)",
-    "maskclip": "MaskCLIP",
-    "sclip": "SCLIP",
-    "clearclip": "ClearCLIP",
-    "naclip": "NACLIP",
-}
+COMPARISON_METHODS: tuple[Method, ...] = tuple(method for method in METHOD_SPECS if method not in (SCCLIP, VANILLA))
+METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in METHOD_SPECS.items()}
 STAGE_LABELS: dict[str, str] = {
     "anomaly": "anomaly resolution",
     "pre_aggregation": "pre-aggregation",

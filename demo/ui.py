@@ -32,7 +32,8 @@ from demo.labels import (
     TEMPLATE_LABELS,
 )
 from demo.sessions import SESSION_TTL_S, SessionStore
-from scclip_core import METHODS, PAMR_DILATIONS, PAMR_STEPS, VOCABULARY_PRESETS, Stages, render
+from scclip_core import PAMR_DILATIONS, PAMR_STEPS, VOCABULARY_PRESETS, Stages, render
+from scclip_core.methods import METHOD_SPECS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
@@ -174,7 +175,7 @@ def build_inputs(host: ModelHost) -> Page:
         )
     with gr.Accordion("Method and stages (ablate)", open=False, elem_id="method-accordion"):
         page["method"] = gr.Dropdown(
-            choices=[(METHOD_LABELS[name], name) for name in METHODS],
+            choices=[(METHOD_LABELS[name], name) for name in METHOD_SPECS],
             value=DEFAULT_METHOD,
             label="Method",
             elem_id="method",

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "backbones": ("LoadedModel", "available_models", "load_model", "resolve_weights"),
-    "encoder": ("LAST_BLOCKS", "CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
+    "encoder": ("CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
+    "methods": ("METHOD_SPECS", "MethodSpec"),
     "pamr": ("pamr_refine",),
     "patch_names": (
         "NameMatch",
@@ -96,7 +97,6 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         method_named,
     )
     from .encoder import (  # noqa: F401 (exported through __getattr__)
-        LAST_BLOCKS,
         CropTrace,
         DenseOutput,
         DenseVariants,
@@ -114,6 +114,7 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         probe_size,
         to_rgb_array,
     )
+    from .methods import METHOD_SPECS, MethodSpec  # noqa: F401 (exported through __getattr__)
     from .pamr import (  # noqa: F401 (exported through __getattr__)
         pamr_refine,
     )

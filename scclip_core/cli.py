@@ -22,7 +22,6 @@ from .config import (
     DEFAULT_MODEL,
     DETECTORS,
     LAYER_CONFIGS,
-    METHODS,
     PAMR_DILATIONS,
     PRECISIONS,
     TEMPLATE_SET_NAMES,
@@ -33,6 +32,7 @@ from .config import (
 )
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
+from .methods import METHOD_SPECS
 from .records import append_record, open_records, read_records
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -82,7 +82,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     model.add_argument("--precision", choices=PRECISIONS, default=None)
     method = segment.add_argument_group("method")
-    method.add_argument("--method", choices=METHODS, default="sc-clip")
+    method.add_argument("--method", choices=list(METHOD_SPECS), default="sc-clip")
     method.add_argument(
         "--disable",
         action="append",

@@ -1,11 +1,11 @@
 """Dense patch embeddings from a CLIP vision transformer: SC-CLIP and the methods it is compared with.
 
 `encode_dense_variants` runs the frozen stem and blocks 1..L-1 once, keeping only the block outputs the variants
-need, then replaces the last block once per variant: by SC-CLIP's calibrated attention-only block (each stage under
-a flag) or by a comparison method's variant. What several variants derive from the frozen pass (anomaly scores,
-affinities, calibrated tokens, projections, attentions) is computed once. `encode_dense` is the one-variant case.
-Crops are processed as one batch; anomaly detection is per crop. SC-CLIP's two passes of the last block share one
-batched attention.
+need, then replaces the last block once per variant with its method's own (`scclip_core.methods`: SC-CLIP's
+calibrated attention-only block, each stage under a flag, or a comparison method's), built from `SharedPass`.
+What several variants derive from the frozen pass (anomaly scores, affinities, calibrated tokens, projections,
+attentions) is computed once. `encode_dense` is the one-variant case. Crops are processed as one batch; anomaly
+detection is per crop. SC-CLIP's two passes of the last block share one batched attention.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from . import calibration as cal
 from .config import DEFAULT_MODEL, CalibrationParams, LayerConfig, Method, Stages, Variant, resolve_layers
 from .errors import InputError
+from .methods import METHOD_SPECS
 
 
 class _Block(Protocol):
@@ -226,7 +227,7 @@ def _softmax_attention(query: Tensor, key: Tensor, bias: Tensor | None = None) -
     return logits.softmax(dim=-1)
 
 
-def _attend(
+def attend(
     query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, want_map: bool
 ) -> tuple[Tensor, Tensor | None]:
     """softmax(q k^T / sqrt(d) + bias) v, fused unless the attention map itself is wanted."""
@@ -237,14 +238,20 @@ def _attend(
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask), None
 
 
-def _out_proj(block: _Block, heads: Tensor) -> Tensor:
+def out_proj(block: _Block, heads: Tensor) -> Tensor:
+    """The block's output projection of attended heads (B, heads, T, d): (B, T, D)."""
     return block.attn.out_proj(_merge_heads(heads))
 
 
-def _residual_block(block: _Block, x: Tensor, heads: Tensor) -> Tensor:
+def residual_block(block: _Block, x: Tensor, heads: Tensor) -> Tensor:
     """The rest of a standard block after attention: residual, then MLP with its residual."""
-    x = x + block.ls_1(_out_proj(block, heads))
+    x = x + block.ls_1(out_proj(block, heads))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def patches_only(tokens: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Drop the CLS token from a block's output (B, 1+N, D) and its attention map (B, heads, 1+N, 1+N)."""
+    return tokens[:, 1:], None if weights is None else weights.float().mean(dim=1)[:, 1:, 1:]
 
 
 def _project(visual: _VisionTower, tokens: Tensor) -> Tensor:
@@ -263,7 +270,7 @@ _Value = TypeVar("_Value")
 _Key = TypeVar("_Key", bound=Hashable)
 
 
-class _Source(NamedTuple):
+class Source(NamedTuple):
     """Where the last block's input tokens come from: all tokens of block L-1 (the comparison methods), SC-CLIP's
     calibrated penultimate patches (anomalies resolved or not, pre-aggregated or not), or the patch rows of the
     multi-level sum (SC-CLIP's second pass)."""
@@ -273,12 +280,13 @@ class _Source(NamedTuple):
     pre_aggregated: bool = False
 
 
-_PENULTIMATE = _Source("penultimate")
-_MULTI_LEVEL = _Source("multi_level")
+PENULTIMATE = Source("penultimate")
+MULTI_LEVEL = Source("multi_level")
 
 
-def _calibrated_source(resolved: bool, pre_aggregated: bool) -> _Source:
-    return _Source("calibrated", resolved, pre_aggregated)
+def calibrated_source(resolved: bool, pre_aggregated: bool) -> Source:
+    """SC-CLIP's calibrated penultimate patches, anomalies resolved or not, pre-aggregated or not."""
+    return Source("calibrated", resolved, pre_aggregated)
 
 
 class _SharedValues:
@@ -345,7 +353,7 @@ class _SharedValues:
         )
 
 
-class _SharedPass:
+class SharedPass:
     """One batch after blocks 1..L-1, and everything the last-block variants derive from it, computed lazily: only
     what some variant (or the trace) asks for runs, and only once."""
 
@@ -404,11 +412,11 @@ class _SharedPass:
             lambda: cal.attention_prior(self.mid_similarity(resolved), self.params.prior_temperature),
         )
 
-    def tokens(self, source: _Source) -> Tensor:
+    def tokens(self, source: Source) -> Tensor:
         """The last block's input tokens from `source`, in the backbone dtype."""
-        if source == _PENULTIMATE:
+        if source == PENULTIMATE:
             return self.features.penultimate
-        if source == _MULTI_LEVEL:
+        if source == MULTI_LEVEL:
             return self.values.get(source, lambda: self.features.multi_level()[:, 1:].to(self.dtype))
 
         def calibrate() -> Tensor:
@@ -420,7 +428,7 @@ class _SharedPass:
 
         return self.values.get(source, calibrate)
 
-    def projection(self, source: _Source, part: str) -> Tensor:
+    def projection(self, source: Source, part: str) -> Tensor:
         """The last block's q, k or v of the tokens from `source`, split into heads."""
 
         def normed() -> Tensor:
@@ -428,7 +436,7 @@ class _SharedPass:
 
         return self.values.get((part, source), lambda: _in_projection(self.block, normed(), part))
 
-    def attention_only(self, sources: Sequence[_Source], prior_from: bool | None) -> list[tuple[Tensor, Tensor | None]]:
+    def attention_only(self, sources: Sequence[Source], prior_from: bool | None) -> list[tuple[Tensor, Tensor | None]]:
         """SC-CLIP's attention-only last block on each of `sources`: (B, N, D) float32 before the CLS add-back, and
         its key-key attention map (B, heads, N, N) when tracing.
 
@@ -441,13 +449,13 @@ class _SharedPass:
         )
 
     def _batched_attention_only(
-        self, sources: list[_Source], prior_from: bool | None
+        self, sources: list[Source], prior_from: bool | None
     ) -> list[tuple[Tensor, Tensor | None]]:
         """`attention_only` for `sources` stacked along the batch: one attention and one output projection for all
         of them."""
         key = _stack([self.projection(source, "k") for source in sources])
         value = _stack([self.projection(source, "v") for source in sources])
-        attended, weights = _attend(key, key, value, None, self.trace)
+        attended, weights = attend(key, key, value, None, self.trace)
         mixed = _merge_heads(attended)
         if prior_from is not None:
             # Every head shares the prior, so it multiplies the values with their heads merged: no copy per head.
@@ -462,9 +470,9 @@ class _SharedPass:
         """CLIP's own last block on all tokens, (B, 1+N, D), and its attention map when tracing."""
 
         def compute() -> tuple[Tensor, Tensor | None]:
-            query, key, value = (self.projection(_PENULTIMATE, part) for part in "qkv")
-            heads, weights = _attend(query, key, value, None, self.trace)
-            return _residual_block(self.block, self.features.penultimate, heads), weights
+            query, key, value = (self.projection(PENULTIMATE, part) for part in "qkv")
+            heads, weights = attend(query, key, value, None, self.trace)
+            return residual_block(self.block, self.features.penultimate, heads), weights
 
         return self.values.get("vanilla", compute)
 
@@ -487,100 +495,9 @@ def _stack(tensors: list[Tensor]) -> Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-LastBlock = Callable[["_SharedPass", Stages], tuple[Tensor, Tensor | None]]
-
-
-def _scclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """SC-CLIP's steps 3-9 up to (not including) `ln_post`: (B, N, D) in the backbone dtype, and the calibrated
-    attention (heads averaged) when tracing.
-
-    The first pass (on the calibrated penultimate tokens) and the multi-level pass run through one batched
-    attention; each adds back its own CLS token, and the post-aggregation (linear) is applied once to their sum.
-    """
-    first = _calibrated_source(stages.anomaly, stages.pre_aggregation)
-    prior_from = stages.anomaly if stages.attention_prior else None
-    cls_tokens = {first: shared.features.penultimate[:, 0]}
-    if stages.multi_level:
-        cls_tokens[_MULTI_LEVEL] = shared.features.multi_level()[:, 0]
-    passes = shared.attention_only(list(cls_tokens), prior_from)
-    result = torch.stack(
-        [
-            output + shared.layers.res_cls * cls.float().unsqueeze(1)
-            for (output, _), cls in zip(passes, cls_tokens.values())
-        ]
-    ).sum(dim=0)
-    if stages.post_aggregation:
-        result = cal.aggregate(shared.post_weights(), result)
-    result = result.to(shared.dtype)
-    first_map = passes[0][1]
-    if first_map is None:
-        return result, None
-    key_mean = first_map.float().mean(dim=1)
-    if prior_from is None:
-        return result, key_mean
-    mix = shared.params.prior_mix
-    return result, mix * shared.prior(prior_from) + (1 - mix) * key_mean
-
-
-def _patches_only(tokens: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Drop the CLS token from a block's output (B, 1+N, D) and its attention map (B, heads, 1+N, 1+N)."""
-    return tokens[:, 1:], None if weights is None else weights.float().mean(dim=1)[:, 1:, 1:]
-
-
-def _clip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """CLIP's own last block: the baseline every training-free method starts from."""
-    return _patches_only(*shared.vanilla())
-
-
-def _maskclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """MaskCLIP: the value embeddings through the output projection (attention replaced by the identity)."""
-    x = shared.features.penultimate
-    weights = torch.eye(x.shape[1], device=x.device).expand(x.shape[0], 1, -1, -1) if shared.trace else None
-    return _patches_only(_out_proj(shared.block, shared.projection(_PENULTIMATE, "v")), weights)
-
-
-def _sclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """SCLIP: query-query plus key-key attention inside the full residual block."""
-    query, key, value = (shared.projection(_PENULTIMATE, part) for part in "qkv")
-    query_out, query_map = _attend(query, query, value, None, shared.trace)
-    key_out, key_map = _attend(key, key, value, None, shared.trace)
-    tokens = _residual_block(shared.block, shared.features.penultimate, query_out + key_out)
-    return _patches_only(tokens, None if query_map is None or key_map is None else query_map + key_map)
-
-
-def _clearclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """ClearCLIP: query-query attention, no residual, no feed-forward network."""
-    query, value = shared.projection(_PENULTIMATE, "q"), shared.projection(_PENULTIMATE, "v")
-    heads, weights = _attend(query, query, value, None, shared.trace)
-    return _patches_only(_out_proj(shared.block, heads), weights)
-
-
-def _naclip_last_block(shared: _SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
-    """NACLIP: key-key attention biased by a Gaussian neighbourhood, no residual, no feed-forward network."""
-    num_tokens = shared.features.penultimate.shape[1]
-    device = shared.features.penultimate.device
-    bias = torch.zeros(num_tokens, num_tokens, device=device)
-    bias[1:, 1:] = cal.gaussian_neighbourhood(shared.grid, shared.params.naclip_sigma, device)
-    key, value = shared.projection(_PENULTIMATE, "k"), shared.projection(_PENULTIMATE, "v")
-    heads, weights = _attend(key, key, value, bias, shared.trace)
-    return _patches_only(_out_proj(shared.block, heads), weights)
-
-
-LAST_BLOCKS: dict[Method, LastBlock] = {
-    "sc-clip": _scclip_last_block,
-    "clip": _clip_last_block,
-    "maskclip": _maskclip_last_block,
-    "sclip": _sclip_last_block,
-    "clearclip": _clearclip_last_block,
-    "naclip": _naclip_last_block,
-}
-"""Each method's replacement for the last block, from the shared frozen pass and the SC-CLIP stages: the patch
-tokens (B, N, D) before `ln_post`, and (when tracing) the patch-to-patch attention with heads averaged."""
-
-
-def _encode_variant(shared: _SharedPass, variant: Variant) -> DenseOutput:
+def _encode_variant(shared: SharedPass, variant: Variant) -> DenseOutput:
     """One variant's last block, projection and (when tracing) per-crop traces."""
-    patches, attention = LAST_BLOCKS[variant.method](shared, variant.stages)
+    patches, attention = METHOD_SPECS[variant.method].last_block(shared, variant.stages)
     embeddings = _project(shared.visual, patches)
     dense = embeddings.reshape(patches.shape[0], *shared.grid, -1)
     if not shared.trace:
@@ -619,7 +536,7 @@ def encode_dense_variants(
         tokens, grid = _stem(tower, images)
         features = _run_frozen_blocks(tower, tokens, chosen, keep_multi_level, trace)
         frozen_seconds = time.perf_counter() - start
-        shared = _SharedPass(tower, features, grid, chosen, params, trace)
+        shared = SharedPass(tower, features, grid, chosen, params, trace)
         for index, variant in enumerate(variants):
             shared.values.variant = index
             start = time.perf_counter()
@@ -650,7 +567,7 @@ def encode_dense(
 
 
 def _crop_traces(
-    shared: _SharedPass, variant: Variant, attention_calibrated: Tensor, embeddings: Tensor
+    shared: SharedPass, variant: Variant, attention_calibrated: Tensor, embeddings: Tensor
 ) -> list[CropTrace]:
     """Per-crop diagnostics of one variant; the parts that do not depend on the variant are shared."""
     scores, outliers = shared.anomalies()

@@ -269,13 +269,13 @@ def test_bad_arguments_are_rejected(tower, images, layers, monkeypatch):
 def attention_calls(monkeypatch):
     """The number of (query) rows of every attention the encoder runs, one entry per call."""
     calls = []
-    original = encoder_module._attend
+    original = encoder_module.attend
 
     def counting(query, *args, **kwargs):
         calls.append(query.shape[0])
         return original(query, *args, **kwargs)
 
-    monkeypatch.setattr(encoder_module, "_attend", counting)
+    monkeypatch.setattr(encoder_module, "attend", counting)
     return calls
 
 

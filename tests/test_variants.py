@@ -9,6 +9,7 @@ import torch
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
 from scclip_core import (
+    METHOD_SPECS,
     METHODS,
     CalibrationParams,
     InputError,
@@ -235,8 +236,8 @@ def test_segmenter_variants_leave_the_set_image_cache_alone(tiny_model):
 
 
 def test_every_method_has_exactly_one_last_block() -> None:
-    assert list(encoder_module.LAST_BLOCKS) == list(METHODS)
-    assert METHODS == typing.get_args(Method)
+    assert tuple(METHOD_SPECS) == METHODS == typing.get_args(Method)
+    assert len({spec.last_block for spec in METHOD_SPECS.values()}) == len(METHODS)
 
 
 def test_the_stages_of_a_comparison_method_are_ignored_so_equal_runs_compare_equal() -> None:

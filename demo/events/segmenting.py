@@ -28,7 +28,8 @@ from demo.memory import release_freed_memory
 from demo.outputs import write_outputs
 from demo.sessions import SessionResult, SessionStore, compact, file_digest
 from demo.views import legend_html, overlay_picture, summary, timings_html
-from scclip_core import DEFAULT_BACKGROUND_WORDS, METHODS, Stages, vocabulary_preset
+from scclip_core import DEFAULT_BACKGROUND_WORDS, Stages, vocabulary_preset
+from scclip_core.methods import METHOD_SPECS
 
 DEFAULT_BACKGROUND = ", ".join(DEFAULT_BACKGROUND_WORDS)
 EXAMPLE_STATUS = (
@@ -206,7 +207,7 @@ class SegmentEvents:
             "model_loaded": self.host.model is not None,
             "load_error": self.host.load_error,
             "untrained_weights": self.host.is_random,
-            "methods": list(METHODS),
+            "methods": list(METHOD_SPECS),
             "stages": list(Stages.names()),
             "templates": dict(TEMPLATE_LABELS),
             "default_prob_threshold": self.host.default_prob_threshold,

@@ -15,12 +15,12 @@ windows, logit scale 40, no background rules).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import PAMR_STEPS, PRECISIONS, LabelRules, Precision, SegmenterConfig
+from ..config import PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
+from ..methods import METHOD_SPECS, MethodProtocol
 from ..vocabularies import CLASSES_DIR, display_names, read_class_file
 
 IGNORE_INDEX = 255
@@ -232,99 +232,10 @@ VIT_L14_CHANGES: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class MethodProtocol:
-    """A comparison method's own evaluation settings: `common` applies to every dataset, then `per_dataset`.
-
-    Both map benchmark field names (`Benchmark.with_overrides`) to values. `common` sets every protocol field,
-    so nothing is inherited from SC-CLIP's benchmarks; `source` says where the values were read.
-    """
-
-    source: str
-    common: Mapping[str, object]
-    per_dataset: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-
-    def changes(self, dataset: str) -> dict[str, object]:
-        return {**self.common, **self.per_dataset.get(dataset, {})}
-
-
-_SCLIP = MethodProtocol(
-    source="wangf3014/SCLIP: clip_segmentor.py defaults and configs/cfg_*.py",
-    common=dict(
-        short_side=336,
-        crop=224,
-        stride=112,
-        logit_scale=40.0,
-        prob_threshold=0.0,
-        area_threshold=None,
-        pamr_steps=0,
-        precision="fp16",
-    ),
-    per_dataset={
-        "voc21": dict(logit_scale=65.0, prob_threshold=0.1, area_threshold=0.1),
-        "context60": dict(logit_scale=50.0, prob_threshold=0.1),
-        "coco_object": dict(logit_scale=50.0, prob_threshold=0.1),
-        "coco_stuff164k": dict(short_side=448),
-        "cityscapes": dict(short_side=560),
-    },
-)
-
-_CLEARCLIP = MethodProtocol(
-    source="mc-lan/ClearCLIP: clearclip_segmentor.py defaults (open_clip, fp16) and configs/cfg_*.py; ADE20K and "
-    "COCO-Stuff have no config there, so they get its defaults and the 448 short side of all its configs",
-    common=dict(
-        short_side=448,
-        crop=448,
-        stride=224,
-        logit_scale=50.0,
-        prob_threshold=0.0,
-        area_threshold=None,
-        pamr_steps=0,
-        precision="fp16",
-    ),
-    per_dataset={
-        "voc21": dict(prob_threshold=0.5),
-        "context60": dict(prob_threshold=0.15),
-        "coco_object": dict(prob_threshold=0.4),
-        "cityscapes": dict(crop=224),
-    },
-)
-
-_NACLIP = MethodProtocol(
-    source="sinahmr/NACLIP (commit defb7c9): naclip.py defaults (PAMR 10 steps, dilations 8 and 16) and "
-    "configs/cfg_*.py",
-    common=dict(
-        short_side=336,
-        crop=224,
-        stride=112,
-        logit_scale=40.0,
-        prob_threshold=0.0,
-        area_threshold=None,
-        pamr_steps=PAMR_STEPS,
-        precision="fp16",
-    ),
-    per_dataset={
-        "voc21": dict(stride=None, prob_threshold=0.1),
-        "voc20": dict(stride=None),
-        "context60": dict(prob_threshold=0.1),
-        "coco_object": dict(prob_threshold=0.1),
-        "coco_stuff164k": dict(short_side=448),
-        "cityscapes": dict(short_side=560),
-    },
-)
-
-# Each method's own protocol. MaskCLIP's published row is ClearCLIP's re-implementation, so it runs under
-# ClearCLIP's settings; vanilla CLIP has no repository of its own and runs under SCLIP's, the framework that
-# ClearCLIP and NACLIP are built on. SC-CLIP's own protocol is the default one.
 OWN_PROTOCOLS: dict[str, MethodProtocol] = {
-    "clip": dataclasses.replace(
-        _SCLIP, source="SCLIP's settings (CLIP has no repository of its own), " + _SCLIP.source
-    ),
-    "maskclip": dataclasses.replace(_CLEARCLIP, source="ClearCLIP's re-implementation, " + _CLEARCLIP.source),
-    "sclip": _SCLIP,
-    "clearclip": _CLEARCLIP,
-    "naclip": _NACLIP,
+    name: spec.protocol for name, spec in METHOD_SPECS.items() if spec.protocol is not None
 }
+"""Each comparison method's own protocol, as its module declares it; SC-CLIP's own protocol is the default one."""
 
 ALIASES = {
     "coco_stuff": "coco_stuff164k",

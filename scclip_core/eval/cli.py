@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from ..config import (
     DEFAULT_MODEL,
     DETECTORS,
-    METHODS,
     PAMR_DILATIONS,
     PRECISIONS,
     TEMPLATE_SET_NAMES,
@@ -19,6 +18,7 @@ from ..config import (
     Stages,
 )
 from ..errors import ScclipError
+from ..methods import METHOD_SPECS
 from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
 from .datasets import LAYOUTS
 
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", default=None, help="open_clip tag, local file or 'random' (default: the model's own tag)"
     )
-    parser.add_argument("--method", default="sc-clip", choices=METHODS)
+    parser.add_argument("--method", default="sc-clip", choices=list(METHOD_SPECS))
     parser.add_argument(
         "--protocol",
         default="scclip",

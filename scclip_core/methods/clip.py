@@ -1,0 +1,36 @@
+"""Vanilla CLIP: its own last block, the baseline every training-free method starts from. It has no repository
+of its own, so it runs under SCLIP's protocol, the framework that ClearCLIP and NACLIP are built on."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from . import sclip
+from .base import MethodSpec, Published
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..config import Stages
+    from ..encoder import SharedPass
+
+
+def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+    """CLIP's own last block: the baseline every training-free method starts from."""
+    from ..encoder import patches_only
+
+    return patches_only(*shared.vanilla())
+
+
+SPEC = MethodSpec(
+    name="clip",
+    label="CLIP (vanilla)",
+    repository=None,
+    commit=None,
+    last_block=last_block,
+    published=(Published((16.2, 7.7, 5.5, 41.8, 9.2, 4.4, 5.5, 2.1), 11.6),),
+    protocol=dataclasses.replace(
+        sclip.PROTOCOL, source="SCLIP's settings (CLIP has no repository of its own), " + sclip.PROTOCOL.source
+    ),
+)

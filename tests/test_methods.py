@@ -1,0 +1,108 @@
+"""The registry of methods is the one list of methods: the `Method` type, both command lines, the eval's own
+protocols, the demo's dropdown, ablation checkboxes and labels, `model_info`, the `/segment` description and the
+documentation's published table all name exactly the registered methods, with what their modules declare."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from scclip_core import METHODS, CalibrationParams
+from scclip_core.cli import main
+from scclip_core.eval import BENCHMARKS, OWN_PROTOCOLS, get_benchmark
+from scclip_core.methods import METHOD_SPECS, PUBLISHED_DATASETS
+from tests.serving import FAST_CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+_PUBLISHED_ROW = re.compile(r"^\|[^|]*`(--method [^`]*)`[^|]*\| published \|(.*)\|$", re.MULTILINE)
+
+
+def test_the_method_type_names_exactly_the_registered_methods() -> None:
+    assert tuple(METHOD_SPECS) == METHODS
+    assert all(name == spec.name for name, spec in METHOD_SPECS.items())
+
+
+def test_each_module_declares_a_full_valid_method() -> None:
+    known = {field for field in CalibrationParams.__dataclass_fields__}
+    for spec in METHOD_SPECS.values():
+        assert spec.label and spec.published and set(spec.settings) <= known, spec.name
+        assert all(len(row.scores) == len(PUBLISHED_DATASETS) for row in spec.published), spec.name
+        assert spec.text_dependent is False, "none of the six reads the class text on the image side"
+
+
+@pytest.mark.parametrize("command", [["segment", "--help"], ["eval", "--help"]])
+def test_both_command_lines_offer_every_method(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(command)
+    assert "--method {" + ",".join(METHOD_SPECS) + "}" in capsys.readouterr().out
+
+
+def test_the_own_protocol_of_each_method_is_its_modules() -> None:
+    assert OWN_PROTOCOLS == {name: spec.protocol for name, spec in METHOD_SPECS.items() if spec.protocol}
+    assert METHOD_SPECS["sc-clip"].protocol is None, "SC-CLIP's own protocol is the default one"
+    for name, spec in METHOD_SPECS.items():
+        if spec.protocol is not None:
+            for dataset, benchmark in BENCHMARKS.items():
+                own = benchmark.with_overrides(**spec.protocol.changes(dataset))
+                assert get_benchmark(dataset, method=name, protocol="own") == own, (name, dataset)
+
+
+def test_the_documented_published_rows_are_the_modules() -> None:
+    text = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    documented = {
+        command: tuple(float(cell.strip("* ")) for cell in cells.split("|"))
+        for command, cells in _PUBLISHED_ROW.findall(text)
+    }
+    expected = {}
+    for name, spec in METHOD_SPECS.items():
+        for row in spec.published:
+            command = " ".join(
+                part for part in (f"--method {name}", "--protocol own" if spec.protocol else "", row.flags) if part
+            )
+            expected[command] = (*row.scores, row.average)
+    assert documented == expected
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/demo.md", "docs/library.md"])
+def test_the_examples_name_every_other_method(page: str) -> None:
+    others = ", ".join(name for name in METHOD_SPECS if name != "sc-clip")
+    assert others in (ROOT / page).read_text(encoding="utf-8")
+
+
+def test_the_documented_own_protocols_and_sources_are_the_modules() -> None:
+    text = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    protocol_rows = set(re.findall(r"^\| `([\w-]+)` \|", text, re.MULTILINE))
+    assert protocol_rows == {name for name, spec in METHOD_SPECS.items() if spec.protocol}
+    for spec in METHOD_SPECS.values():
+        if spec.repository is not None:
+            assert f"[{spec.repository}](https://github.com/{spec.repository})" in text, spec.name
+        if spec.commit is not None:
+            assert spec.commit in text, spec.name
+
+
+def test_the_demo_offers_and_describes_every_method(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    from app import build_demo
+    from demo.events import Events
+    from demo.events.segmenting import SegmentEvents
+    from demo.host import ModelHost
+    from demo.labels import COMPARISON_METHODS, METHOD_LABELS, SCCLIP, VANILLA
+
+    assert METHOD_LABELS == {name: spec.label for name, spec in METHOD_SPECS.items()}
+    assert set(COMPARISON_METHODS) | {SCCLIP, VANILLA} == set(METHOD_SPECS)
+    *first, last = METHOD_SPECS
+    listed = f"{first[0]} (default), {', '.join(first[1:])} or {last}."
+    assert f"method: {listed}" in SegmentEvents.segment.__doc__
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    demo = build_demo("ViT-B/16", "openai", config=FAST_CONFIG)
+    blocks = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
+    assert [value for _, value in blocks["method"].choices] == list(METHOD_SPECS)
+    assert [value for _, value in blocks["comparisons"].choices] == list(COMPARISON_METHODS)
+    assert Events(ModelHost("tiny-test", "random", config=FAST_CONFIG)).segmenting.model_info()["methods"] == list(
+        METHOD_SPECS
+    )
