@@ -28,8 +28,9 @@ from scclip_core import (
     probe_size,
     to_rgb_array,
 )
-from scclip_core.config import TemplateSet, detector_named, method_named
+from scclip_core.config import TemplateSet, detector_named
 from scclip_core.images import cap_size
+from scclip_core.methods import method_named
 
 DEFAULT_METHOD = Variant.method
 DEFAULT_DETECTOR = CalibrationParams.detector

@@ -20,7 +20,7 @@ _EXPORTS = {
     "encoder": ("CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
     "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
-    "methods": ("METHOD_SPECS", "MethodSpec"),
+    "methods": ("METHODS", "METHOD_SPECS", "MethodSpec", "method_named"),
     "pamr": ("pamr_refine",),
     "patch_names": (
         "NameMatch",
@@ -29,10 +29,10 @@ _EXPORTS = {
         "top_names",
     ),
     "config": (
+        "DEFAULT_METHOD",
         "DEFAULT_MODEL",
         "DETECTORS",
         "LAYER_CONFIGS",
-        "METHODS",
         "PAMR_DILATIONS",
         "PAMR_STEPS",
         "PRECISIONS",
@@ -46,7 +46,6 @@ _EXPORTS = {
         "Variant",
         "ablation_variants",
         "detector_named",
-        "method_named",
     ),
     "scores": ("CompactScores", "PixelScores", "assign_labels", "label_dtype"),
     "segmenter": ("ImageEmbedding", "ImageSideKey", "PatchLocation", "Segmentation", "Segmenter"),
@@ -77,10 +76,10 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         resolve_weights,
     )
     from .config import (  # noqa: F401 (exported through __getattr__)
+        DEFAULT_METHOD,
         DEFAULT_MODEL,
         DETECTORS,
         LAYER_CONFIGS,
-        METHODS,
         PAMR_DILATIONS,
         PAMR_STEPS,
         PRECISIONS,
@@ -94,7 +93,6 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         Variant,
         ablation_variants,
         detector_named,
-        method_named,
     )
     from .encoder import (  # noqa: F401 (exported through __getattr__)
         CropTrace,
@@ -114,7 +112,12 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         probe_size,
         to_rgb_array,
     )
-    from .methods import METHOD_SPECS, MethodSpec  # noqa: F401 (exported through __getattr__)
+    from .methods import (  # noqa: F401 (exported through __getattr__)
+        METHOD_SPECS,
+        METHODS,
+        MethodSpec,
+        method_named,
+    )
     from .pamr import (  # noqa: F401 (exported through __getattr__)
         pamr_refine,
     )

@@ -5,7 +5,7 @@ template sets). Free of torch, so the command line can build them before loading
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
@@ -13,24 +13,18 @@ from .errors import InputError
 
 Detector = Literal["lof", "l2norm"]
 DETECTORS: tuple[Detector, ...] = get_args(Detector)
-Method = Literal["sc-clip", "clip", "maskclip", "sclip", "clearclip", "naclip"]
-METHODS: tuple[Method, ...] = get_args(Method)
+Method = str
+"""A method's name, one of the registry's (`scclip_core.methods.METHODS`)."""
+DEFAULT_METHOD: Method = "sc-clip"
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 TemplateSet = Literal["openai", "simple"]
 TEMPLATE_SET_NAMES: tuple[TemplateSet, ...] = get_args(TemplateSet)
 DEFAULT_MODEL = "ViT-B/16"
 PAMR_DILATIONS: tuple[int, ...] = (8, 16)
+PAMR = "pamr"  # the refinement whose steps `pamr_steps` sets
 PAMR_STEPS = 10  # NACLIP's, the number of steps "refine edges" runs (PAMR is off by default, as in SC-CLIP)
 DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
-
-
-def method_named(name: object) -> Method:
-    """`name` as a `Method`; raises InputError listing the methods (the one check of a method name)."""
-    for method in METHODS:
-        if name == method:
-            return method
-    raise InputError(f"unknown method {name!r}; choose one of {list(METHODS)}")
 
 
 def detector_named(name: object) -> Detector:
@@ -39,6 +33,17 @@ def detector_named(name: object) -> Detector:
         if name == detector:
             return detector
     raise InputError(f"detector must be one of {list(DETECTORS)}, not {name!r}")
+
+
+def _check_range(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise InputError unless `value` is a finite real number in the interval (open ends as flagged)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or math.isinf(high) else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number in {interval}, not {value!r}")
+    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        raise InputError(f"{name} must be in {interval}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -158,32 +163,46 @@ class Stages:
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to run the last block: a method and, for SC-CLIP, which calibration stages are on.
+    """One way to run the last block: a method, SC-CLIP's calibration stages and the method's own settings.
 
-    Every variant reads the same frozen blocks 1..L-1, so several of them can share one pass over those blocks.
+    `stages` apply to methods whose spec says so (SC-CLIP) and `params` to methods with a settings dataclass of
+    their own (ResCLIP, PEARL); each is set to its default where it does not apply, so that equal runs compare
+    equal. `params=None` takes the method's defaults. Every variant reads the same frozen blocks 1..L-1, so several
+    of them can share one pass over those blocks.
     """
 
-    method: Method = "sc-clip"
+    method: Method = DEFAULT_METHOD
     stages: Stages = Stages()
+    params: Hashable = None
 
     def __post_init__(self) -> None:
-        method_named(self.method)
-        if self.method != "sc-clip":
+        from .methods import method_spec  # the registry imports this module
+
+        spec = method_spec(self.method)
+        if not spec.stages:
             object.__setattr__(self, "stages", Stages())
+        object.__setattr__(self, "params", spec.checked_params(self.params))
 
     def stage_on(self, name: str) -> bool:
-        """Whether SC-CLIP's calibration stage `name` runs: never for the comparison methods, whose `stages` are
-        set to the default and ignored, so that equal runs compare equal."""
-        return self.method == "sc-clip" and getattr(self.stages, name)
+        """Whether SC-CLIP's calibration stage `name` runs: never for methods without those stages, whose `stages`
+        are set to the default and ignored."""
+        from .methods import method_spec
+
+        return method_spec(self.method).stages and getattr(self.stages, name)
 
 
 def ablation_variants() -> tuple[Variant, ...]:
-    """Full SC-CLIP, SC-CLIP with each stage off in turn, then every comparison method (11 variants)."""
-    return (
-        Variant(),
-        *(Variant(stages=Stages.without(name)) for name in Stages.names()),
-        *(Variant(method) for method in METHODS if method != "sc-clip"),
-    )
+    """Every registered method as published, each followed by its own ablation: SC-CLIP with each calibration stage
+    off in turn, and the settings a method's spec lists (ResCLIP's RCS off, SFR off)."""
+    from .methods import METHOD_SPECS
+
+    variants: list[Variant] = []
+    for spec in METHOD_SPECS.values():
+        variants.append(Variant(spec.name))
+        if spec.stages:
+            variants.extend(Variant(spec.name, Stages.without(name)) for name in Stages.names())
+        variants.extend(Variant(spec.name, params=params) for _, params in spec.ablations)
+    return tuple(variants)
 
 
 @dataclass(frozen=True)
@@ -235,6 +254,34 @@ class LabelRules:
         return self.prob_threshold > 0 or bool(self.area_threshold)
 
 
+@dataclass(frozen=True)
+class TlpSettings:
+    """Text-aware Laplacian propagation (PEARL's TLP); the defaults are PEARL's official ones (pearl/prop.py)."""
+
+    grid: int = 80
+    """Cells per side of the grid the logits are average-pooled to before solving (Cityscapes: 224)."""
+    text_temperature: float = 0.5
+    """Temperature of the softmax over query-query cosine similarities (the text matrix)."""
+    self_weight: float = 10.0
+    """What the text matrix adds on its diagonal before its rows are normalised."""
+    edge_sharpness: float = 5.0
+    """k in exp(-k · image gradient / its mean), the image side of the edge weights."""
+    iterations: int = 25
+    """Conjugate-gradient iterations (a fixed number, no tolerance)."""
+    min_confidence: float = 0.05
+    """Floor of each cell's confidence in the data term's weight."""
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "grid" else 0):
+                raise InputError(f"TLP {name} must be a whole number >= {1 if name == 'grid' else 0}, not {value!r}")
+        _check_range("text_temperature", self.text_temperature, 0.0, math.inf, low_open=True)
+        _check_range("self_weight", self.self_weight, 0.0, math.inf)
+        _check_range("edge_sharpness", self.edge_sharpness, 0.0, math.inf)
+        _check_range("min_confidence", self.min_confidence, 0.0, 1.0, low_open=True)
+
+
 def check_pamr_settings(steps: int, dilations: tuple[int, ...]) -> None:
     """Raise InputError unless `steps` is a non-negative int and `dilations` are positive ints."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
@@ -251,8 +298,10 @@ class SegmenterConfig:
     `max_input_side` downscales larger inputs for the image side first (None: never); labels are always at the
     input size. `templates` names the prompt template set of the text side. `probs_budget_bytes` bounds
     `Segmentation.probs` (float32 C x H x W): above it they are kept at the working size instead of the input
-    size. `pamr_steps` > 0 refines the logits with PAMR at those `pamr_dilations` (off by default, as in the
-    paper; NACLIP uses 10 steps at 8 and 16).
+    size. `refine` names the refinements of the logits, run in that order (`scclip_core.refinements`); None
+    runs the method's own (PEARL: TLP; none for the others) after PAMR when `pamr_steps` > 0. PAMR runs
+    `pamr_steps` steps at `pamr_dilations` (NACLIP uses 10 steps at 8 and 16; off by default, as in the paper);
+    `tlp` holds TLP's settings.
     """
 
     short_side: int | None = 336
@@ -265,6 +314,8 @@ class SegmenterConfig:
     pamr_steps: int = 0
     pamr_dilations: tuple[int, ...] = PAMR_DILATIONS
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
+    refine: tuple[str, ...] | None = None
+    tlp: TlpSettings = TlpSettings()
 
     def __post_init__(self) -> None:
         if self.short_side is not None and self.short_side < 1:
@@ -274,14 +325,25 @@ class SegmenterConfig:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be positive, not {self.batch_size}")
         check_pamr_settings(self.pamr_steps, self.pamr_dilations)
+        if self.refine is not None:
+            self.refinements(DEFAULT_METHOD)
 
+    def refinements(
+        self, method: Method, refine: tuple[str, ...] | None = None, pamr_steps: int | None = None
+    ) -> tuple[str, ...]:
+        """The refinements that run for `method`, in order; `refine` and `pamr_steps` override the config's for one
+        call (None: the config's). Raises InputError for an unknown name, or PAMR named with 0 steps."""
+        from .methods import method_spec  # the registry imports this module
+        from .refinements import refinement_named
 
-def _check_range(
-    name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
-) -> None:
-    """Raise InputError unless `value` is a finite real number in the interval (open ends as flagged)."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or math.isinf(high) else ']'}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number in {interval}, not {value!r}")
-    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
-        raise InputError(f"{name} must be in {interval}, not {value!r}")
+        refine = self.refine if refine is None else refine
+        steps = self.pamr_steps if pamr_steps is None else pamr_steps
+        if refine is None:
+            own = method_spec(method).refinements
+            return own if steps == 0 or PAMR in own else (PAMR, *own)
+        if isinstance(refine, str):
+            raise InputError(f"refine must be a sequence of refinement names, not the string {refine!r}")
+        chosen = tuple(refinement_named(name) for name in refine)
+        if PAMR in chosen and steps == 0:
+            raise InputError(f"PAMR is asked for with pamr_steps=0; give pamr_steps > 0 (NACLIP's is {PAMR_STEPS})")
+        return chosen

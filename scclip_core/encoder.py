@@ -20,9 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import calibration as cal
-from .config import DEFAULT_MODEL, CalibrationParams, LayerConfig, Method, Stages, Variant, resolve_layers
+from .config import (
+    DEFAULT_METHOD,
+    DEFAULT_MODEL,
+    CalibrationParams,
+    LayerConfig,
+    Method,
+    Stages,
+    Variant,
+    resolve_layers,
+)
 from .errors import InputError
-from .methods import METHOD_SPECS
+from .methods import METHOD_SPECS, LastBlockOutput
 
 
 class _Block(Protocol):
@@ -89,6 +98,8 @@ class DenseOutput:
     patch_embeddings: Tensor
     trace: list[CropTrace] | None = None
     seconds: float = 0.0
+    state: object = None
+    """For a method whose image side depends on the class text, what its `text_pass` continues from."""
 
 
 @dataclass
@@ -112,6 +123,7 @@ class _BlockFeatures:
     shallow: Tensor
     multi_level_sum: Tensor | None
     token_norms: Tensor | None
+    attention_means: dict[tuple[int, ...], Tensor]
 
     def multi_level(self) -> Tensor:
         """The multi-level sum, which `_run_frozen_blocks` keeps whenever a variant runs the multi-level pass."""
@@ -122,6 +134,11 @@ class _BlockFeatures:
         """The patch-token norms after every frozen block, which `_run_frozen_blocks` keeps when tracing."""
         assert self.token_norms is not None, "the token norms are kept only when tracing"
         return self.token_norms
+
+    def attention_mean(self, blocks: tuple[int, ...]) -> Tensor:
+        """The mean softmax attention (B, heads, 1+N, 1+N) float32 of frozen `blocks`, kept when a variant asked."""
+        assert blocks in self.attention_means, f"the attention of blocks {blocks} was not kept"
+        return self.attention_means[blocks]
 
 
 def _stem(visual: _VisionTower, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -169,17 +186,43 @@ def _check_supported(visual: nn.Module) -> _VisionTower:
     return visual
 
 
+def _block_with_attention(block: _Block, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A standard residual block (batch first) with its softmax attention computed explicitly: its output and the
+    attention map (B, heads, T, T)."""
+    normed = block.ln_1(x)
+    query, key, value = (_in_projection(block, normed, part) for part in "qkv")
+    weights = _softmax_attention(query, key)
+    return residual_block(block, x, weights @ value), weights
+
+
 def _run_frozen_blocks(
-    visual: _VisionTower, tokens: Tensor, layers: LayerConfig, keep_multi_level: bool, trace: bool
+    visual: _VisionTower,
+    tokens: Tensor,
+    layers: LayerConfig,
+    keep_multi_level: bool,
+    trace: bool,
+    attention_blocks: Sequence[tuple[int, ...]] = (),
 ) -> _BlockFeatures:
+    """Blocks 1..L-1, keeping what the variants read; `attention_blocks` are the sets of blocks (0-based) whose mean
+    softmax attention some variant reads (those blocks run with their attention computed explicitly)."""
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
     kept: dict[int, Tensor] = {}
     multi_level_sum: Tensor | None = None
+    attention_sums: dict[tuple[int, ...], Tensor] = {}
+    explicit = {index for wanted in attention_blocks for index in wanted}
     norms = []
     x = tokens if batch_first else tokens.transpose(0, 1)
     for index, block in enumerate(blocks[:-1]):
-        x = block(x)
+        if index in explicit:
+            x, weights = _block_with_attention(block, x if batch_first else x.transpose(0, 1))
+            x = x if batch_first else x.transpose(0, 1)
+            for wanted in attention_blocks:
+                if index in wanted:
+                    part = weights.float() / len(wanted)
+                    attention_sums[wanted] = attention_sums[wanted] + part if wanted in attention_sums else part
+        else:
+            x = block(x)
         out = x if batch_first else x.transpose(0, 1)
         if index in (layers.pre_adjust_idx, layers.post_adjust_idx):
             kept[index] = out
@@ -197,6 +240,7 @@ def _run_frozen_blocks(
         shallow=kept[layers.post_adjust_idx],
         multi_level_sum=multi_level_sum,
         token_norms=torch.stack(norms, dim=1) if trace else None,
+        attention_means=attention_sums,
     )
 
 
@@ -249,12 +293,13 @@ def residual_block(block: _Block, x: Tensor, heads: Tensor) -> Tensor:
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def patches_only(tokens: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def patches_only(tokens: Tensor, weights: Tensor | None) -> LastBlockOutput:
     """Drop the CLS token from a block's output (B, 1+N, D) and its attention map (B, heads, 1+N, 1+N)."""
-    return tokens[:, 1:], None if weights is None else weights.float().mean(dim=1)[:, 1:, 1:]
+    return LastBlockOutput(tokens[:, 1:], None if weights is None else weights.float().mean(dim=1)[:, 1:, 1:])
 
 
-def _project(visual: _VisionTower, tokens: Tensor) -> Tensor:
+def project(visual: _VisionTower, tokens: Tensor) -> Tensor:
+    """`ln_post` then `proj`: the tower's output embeddings of tokens (..., D) -> (..., E)."""
     return visual.ln_post(tokens) @ visual.proj
 
 
@@ -360,6 +405,7 @@ class SharedPass:
     def __init__(
         self,
         visual: _VisionTower,
+        images: Tensor,
         features: _BlockFeatures,
         grid: tuple[int, int],
         layers: LayerConfig,
@@ -367,6 +413,7 @@ class SharedPass:
         trace: bool,
     ) -> None:
         self.visual = visual
+        self.images = images
         self.block = visual.transformer.resblocks[-1]
         self.features = features
         self.grid = grid
@@ -490,6 +537,12 @@ class SharedPass:
         return self.values.get("vanilla_views", compute)
 
 
+def _kept_attention(variant: Variant) -> tuple[int, ...]:
+    """The frozen blocks whose mean attention `variant`'s last block reads (none for most methods)."""
+    spec = METHOD_SPECS[variant.method]
+    return () if spec.kept_attention is None else spec.kept_attention(variant.params)
+
+
 def _stack(tensors: list[Tensor]) -> Tensor:
     """`tensors` concatenated along the batch (no copy for one)."""
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
@@ -497,13 +550,13 @@ def _stack(tensors: list[Tensor]) -> Tensor:
 
 def _encode_variant(shared: SharedPass, variant: Variant) -> DenseOutput:
     """One variant's last block, projection and (when tracing) per-crop traces."""
-    patches, attention = METHOD_SPECS[variant.method].last_block(shared, variant.stages)
-    embeddings = _project(shared.visual, patches)
+    patches, attention, state = METHOD_SPECS[variant.method].last_block(shared, variant)
+    embeddings = project(shared.visual, patches)
     dense = embeddings.reshape(patches.shape[0], *shared.grid, -1)
     if not shared.trace:
-        return DenseOutput(patch_embeddings=dense)
+        return DenseOutput(patch_embeddings=dense, state=state)
     assert attention is not None, "every last block returns its attention when tracing"
-    return DenseOutput(patch_embeddings=dense, trace=_crop_traces(shared, variant, attention, embeddings))
+    return DenseOutput(patch_embeddings=dense, trace=_crop_traces(shared, variant, attention, embeddings), state=state)
 
 
 def encode_dense_variants(
@@ -530,13 +583,18 @@ def encode_dense_variants(
     params = params or CalibrationParams()
     chosen = resolve_layers(layers, len(tower.transformer.resblocks))
     keep_multi_level = any(variant.stage_on("multi_level") for variant in variants)
+    attention_blocks = [blocks for blocks in dict.fromkeys(map(_kept_attention, variants)) if blocks]
+    depth = len(tower.transformer.resblocks)
+    for blocks in attention_blocks:
+        if not all(0 <= index < depth - 1 for index in blocks):
+            raise InputError(f"attention of blocks {list(blocks)} asked for; the frozen blocks are 0..{depth - 2}")
     outputs, seconds = [], []
     with torch.inference_mode():
         start = time.perf_counter()
         tokens, grid = _stem(tower, images)
-        features = _run_frozen_blocks(tower, tokens, chosen, keep_multi_level, trace)
+        features = _run_frozen_blocks(tower, tokens, chosen, keep_multi_level, trace, attention_blocks)
         frozen_seconds = time.perf_counter() - start
-        shared = SharedPass(tower, features, grid, chosen, params, trace)
+        shared = SharedPass(tower, images, features, grid, chosen, params, trace)
         for index, variant in enumerate(variants):
             shared.values.variant = index
             start = time.perf_counter()
@@ -553,16 +611,17 @@ def encode_dense(
     *,
     layers: str | LayerConfig = DEFAULT_MODEL,
     stages: Stages | None = None,
-    method: Method = "sc-clip",
+    method: Method = DEFAULT_METHOD,
     params: CalibrationParams | None = None,
+    method_params: Hashable = None,
     trace: bool = False,
 ) -> DenseOutput:
     """Dense patch embeddings of a normalised batch `images` (B, 3, H, W) under `method`.
 
-    `stages` switches SC-CLIP's calibration steps (all on by default); the rest is as in `encode_dense_variants`,
-    of which this is the one-variant case.
+    `stages` switches SC-CLIP's calibration steps (all on by default), `method_params` are the method's own
+    settings (None: its defaults); the rest is as in `encode_dense_variants`, of which this is the one-variant case.
     """
-    variant = Variant(method, stages or Stages())
+    variant = Variant(method, stages or Stages(), method_params)
     return encode_dense_variants(visual, images, [variant], layers=layers, params=params, trace=trace).outputs[0]
 
 
@@ -576,7 +635,7 @@ def _crop_traces(
     shallow_similarity = shared.shallow_similarity()
     vanilla_attention, last_similarity, token_norms = shared.vanilla_views()
     calibrated_similarity = cal.cosine_affinity(embeddings.float())
-    vanilla_embeddings = F.normalize(_project(shared.visual, shared.vanilla()[0][:, 1:]).float(), dim=-1)
+    vanilla_embeddings = F.normalize(project(shared.visual, shared.vanilla()[0][:, 1:]).float(), dim=-1)
     return [
         CropTrace(
             grid=shared.grid,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +20,9 @@ from torch import Tensor
 
 from .backbones import LoadedModel
 from .config import (
+    DEFAULT_METHOD,
     DEFAULT_PROBS_BUDGET,
+    PAMR,
     CalibrationParams,
     LabelRules,
     Method,
@@ -31,7 +34,8 @@ from .config import (
 from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, fingerprint, to_rgb_array
-from .pamr import pamr_refine
+from .methods import METHOD_SPECS
+from .refinements import REFINEMENTS, RefineInput
 from .scores import CompactScores, PixelScores
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
 from .vocabularies import BACKGROUND_NAME
@@ -61,8 +65,11 @@ class ImageEmbedding:
     """The image side of a segmentation: everything `predict` needs that does not depend on the classes.
 
     `image` is the input as given (labels come out at its size); the windows ran on it resized to `resized_size`.
-    `embeddings` are (windows, grid rows, grid columns, E). `shared_timings` names the `timings` entries spent
-    once for a group of embeddings (`set_image_variants`): whoever adds up the group counts them once.
+    `embeddings` are (windows, grid rows, grid columns, E). For a method whose image side depends on the class
+    text (ResCLIP), `embeddings` are its first pass, `text_states` what its text pass continues from, and
+    `text_side` the last vocabulary's final embeddings with their key (`Segmenter.text_side_embeddings`).
+    `shared_timings` names the `timings` entries spent once for a group of embeddings (`set_image_variants`):
+    whoever adds up the group counts them once.
     """
 
     image: np.ndarray
@@ -74,6 +81,8 @@ class ImageEmbedding:
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     shared_timings: tuple[str, ...] = ()
+    text_states: list[TextState] = field(default_factory=list)
+    text_side: tuple[Hashable, Tensor] | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -87,6 +96,13 @@ class ImageEmbedding:
     def serves(self, key: ImageSideKey, trace: bool = False) -> bool:
         """Whether this embedding is the image side `key` asks for (with a trace, when one is asked for)."""
         return self.key == key and (self.trace is not None or not trace)
+
+
+class TextState(NamedTuple):
+    """What a method's text pass continues from for the windows `windows` (a slice of the embedding's windows)."""
+
+    windows: slice
+    state: object
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,7 @@ class Segmentation:
     pixel_scores: PixelScores | CompactScores
     trace: list[CropTrace] | None = None
     pamr_steps: int = 0
+    refinements: tuple[str, ...] = ()
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
 
     @property
@@ -245,6 +262,7 @@ class Segmentation:
             "method": self.method,
             "stages": {name: getattr(self.stages, name) for name in Stages.names()},
             "pamr_steps": self.pamr_steps,
+            "refine": list(self.refinements),
             "classes": self.class_names,
             "background_index": self.background_index,
             "prob_threshold": self.rules.prob_threshold,
@@ -266,14 +284,18 @@ def resized_shape(height: int, width: int, short_side: int | None, max_long_side
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[Window]:
-    """Windows of `crop` over an image at least `crop` on each side; the last ones are shifted back inside."""
+def sliding_windows(height: int, width: int, crop: int | tuple[int, int], stride: int) -> list[Window]:
+    """Windows of `crop` (a side, or (rows, columns)) over an image at least `crop` on each side; the last ones are
+    shifted back inside."""
+    crop_rows, crop_columns = (crop, crop) if isinstance(crop, int) else crop
 
-    def starts(size: int) -> list[int]:
-        count = max(math.ceil((size - crop) / stride), 0) + 1
-        return [min(index * stride, size - crop) for index in range(count)]
+    def starts(size: int, side: int) -> list[int]:
+        count = max(math.ceil((size - side) / stride), 0) + 1
+        return [min(index * stride, size - side) for index in range(count)]
 
-    return [(y, x, y + crop, x + crop) for y in starts(height) for x in starts(width)]
+    return [
+        (y, x, y + crop_rows, x + crop_columns) for y in starts(height, crop_rows) for x in starts(width, crop_columns)
+    ]
 
 
 class Segmenter:
@@ -299,7 +321,9 @@ class Segmenter:
         return (image - mean) / std
 
     def _layout(self, height: int, width: int) -> tuple[tuple[int, int], list[Window]]:
-        """The padded canvas and its windows: padding (at the mean colour) keeps every window a full crop."""
+        """The canvas and its windows. As in the official slide inference, a side shorter than the crop gets a
+        window that short (every window keeps one size, so they batch); padding (at the mean colour) only brings a
+        side up to one patch, or in whole-image mode up to a whole number of patches."""
         crop, patch = self.config.crop, self.model.patch_size
         if self.config.stride is None:
             padded = (math.ceil(height / patch) * patch, math.ceil(width / patch) * patch)
@@ -311,8 +335,9 @@ class Segmenter:
                     "tokens. Use sliding windows or a smaller short side."
                 )
             return padded, [(0, 0, *padded)]
-        padded = (max(height, crop), max(width, crop))
-        return padded, sliding_windows(*padded, crop, self.config.stride)
+        padded = (max(height, patch), max(width, patch))
+        window = (min(crop, padded[0]), min(crop, padded[1]))
+        return padded, sliding_windows(*padded, window, self.config.stride)
 
     def _windows(self, rgb: np.ndarray) -> tuple[tuple[int, int], list[Window], Tensor]:
         """The resized size, the windows over the padded canvas and the normalised crops (one batch)."""
@@ -345,11 +370,12 @@ class Segmenter:
         params: CalibrationParams,
         trace: bool,
         progress: Progress | None,
-    ) -> tuple[list[Tensor], list[list[CropTrace]], float, list[float]]:
+    ) -> tuple[list[Tensor], list[list[CropTrace]], float, list[float], list[list[TextState]]]:
         """Every variant's normalised window embeddings and traces, from one frozen pass per batch of windows;
-        then the seconds of the shared passes and each variant's own seconds."""
+        then the seconds of the shared passes, each variant's own seconds and each variant's text-pass states."""
         embeddings: list[list[Tensor]] = [[] for _ in variants]
         traces: list[list[CropTrace]] = [[] for _ in variants]
+        states: list[list[TextState]] = [[] for _ in variants]
         shared_seconds, own_seconds = 0.0, [0.0] * len(variants)
         for first in range(0, len(windows), self.config.batch_size):
             if progress:
@@ -371,30 +397,40 @@ class Segmenter:
                 embeddings[index].append(F.normalize(output.patch_embeddings.float(), dim=-1))
                 traces[index].extend(output.trace or [])
                 own_seconds[index] += output.seconds
+                if output.state is not None:
+                    batch = slice(first, first + output.patch_embeddings.shape[0])
+                    states[index].append(TextState(batch, output.state))
         for variant_traces in traces:
             for crop_trace, window in zip(variant_traces, windows):
                 crop_trace.window = window
         if progress:
             progress(1.0, "windows encoded")
-        return [torch.cat(parts) for parts in embeddings], traces, shared_seconds, own_seconds
+        return [torch.cat(parts) for parts in embeddings], traces, shared_seconds, own_seconds, states
 
     def image_key(
         self,
         image: object,
         *,
-        method: Method = "sc-clip",
+        method: Method = DEFAULT_METHOD,
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
+        method_params: Hashable = None,
     ) -> ImageSideKey:
         """The key of the image side that `embed_image` would compute for these arguments (cheap for arrays)."""
-        return self._decode(image, method, stages, params)[1]
+        return self._decode(image, method, stages, params, method_params)[1]
 
     def _decode(
-        self, image: object, method: Method, stages: Stages | None, params: CalibrationParams | None
+        self,
+        image: object,
+        method: Method,
+        stages: Stages | None,
+        params: CalibrationParams | None,
+        method_params: Hashable,
     ) -> tuple[np.ndarray, ImageSideKey]:
         """The input as RGB and the key of its image side under these arguments (defaults filled in)."""
+        variant = Variant(method, stages or Stages(), method_params)
         rgb, digest = self._read(image)
-        return rgb, self._key(digest, Variant(method, stages or Stages()), params or CalibrationParams())
+        return rgb, self._key(digest, variant, params or CalibrationParams())
 
     @staticmethod
     def _read(image: object) -> tuple[np.ndarray, str]:
@@ -426,12 +462,14 @@ class Segmenter:
         rgb, _ = cap_size(original, self.config.max_input_side)
         resized, windows, crops = self._windows(rgb)
         preprocessed = time.perf_counter()
-        embeddings, traces, shared_seconds, own_seconds = self._encode_windows(
+        embeddings, traces, shared_seconds, own_seconds, states = self._encode_windows(
             crops, windows, variants, params, trace, progress
         )
         encoded = time.perf_counter()
         results = []
-        for variant, variant_embeddings, variant_traces, seconds in zip(variants, embeddings, traces, own_seconds):
+        for variant, variant_embeddings, variant_traces, seconds, variant_states in zip(
+            variants, embeddings, traces, own_seconds, states
+        ):
             timings = {"preprocess": preprocessed - started}
             if shared:
                 timings.update(backbone_shared=shared_seconds, last_block=seconds)
@@ -448,6 +486,7 @@ class Segmenter:
                     notices=self._notices(original, rgb),
                     timings=timings,
                     shared_timings=SHARED_VARIANT_TIMINGS if shared else (),
+                    text_states=variant_states,
                 )
             )
         return results
@@ -471,32 +510,34 @@ class Segmenter:
         self,
         image: object,
         *,
-        method: Method = "sc-clip",
+        method: Method = DEFAULT_METHOD,
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
+        method_params: Hashable = None,
         trace: bool = False,
         progress: Progress | None = None,
     ) -> ImageEmbedding:
         """Run the backbone over the image's windows, for `predict(..., embedding=...)`; nothing is remembered,
         so callers serving several users never share an image side by accident."""
         started = time.perf_counter()
-        original, key = self._decode(image, method, stages, params)
+        original, key = self._decode(image, method, stages, params, method_params)
         return self._embed_one(original, key, trace, progress, started)
 
     def set_image(
         self,
         image: object,
         *,
-        method: Method = "sc-clip",
+        method: Method = DEFAULT_METHOD,
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
+        method_params: Hashable = None,
         trace: bool = False,
         progress: Progress | None = None,
     ) -> ImageEmbedding:
         """`embed_image`, remembered for `predict` without an embedding; the remembered one is returned again
         when it serves the same key."""
         started = time.perf_counter()
-        original, key = self._decode(image, method, stages, params)
+        original, key = self._decode(image, method, stages, params, method_params)
         if self._last is None or not self._last.serves(key, trace):
             self._last = self._embed_one(original, key, trace, progress, started)
         return self._last
@@ -531,8 +572,9 @@ class Segmenter:
             shared=True,
         )
 
-    def _stitch(self, embedding: ImageEmbedding, text: Tensor) -> Tensor:
-        """Window logits upsampled to their window, averaged where windows overlap, cropped to the image.
+    def _stitch(self, embedding: ImageEmbedding, windows: Tensor, text: Tensor) -> Tensor:
+        """Window logits of the normalised window embeddings `windows` upsampled to their window, averaged where
+        windows overlap, cropped to the image.
 
         Queries go through in chunks, so the upsampled windows never hold every query at once.
         """
@@ -546,7 +588,7 @@ class Segmenter:
         logits = torch.empty(text.shape[0], height, width, device=text.device)
         chunk = max(1, _STITCH_ELEMENTS // (len(embedding.windows) * crop[0] * crop[1]))
         for start in range(0, text.shape[0], chunk):
-            window_logits = torch.einsum("nhwe,qe->nqhw", embedding.embeddings, text[start : start + chunk])
+            window_logits = torch.einsum("nhwe,qe->nqhw", windows, text[start : start + chunk])
             window_logits = F.interpolate(window_logits, size=crop, mode="bilinear", align_corners=False)
             canvas = torch.zeros(window_logits.shape[1], *padded, device=text.device)
             for window, (y0, x0, y1, x1) in zip(window_logits, embedding.windows):
@@ -554,14 +596,41 @@ class Segmenter:
             logits[start : start + chunk] = (canvas / counts)[:, :height, :width]
         return logits
 
-    def _refine(self, logits: Tensor, embedding: ImageEmbedding, steps: int) -> Tensor:
-        """PAMR on the stitched cosine logits resized to the output size, guided by the normalised network input
-        (the resized image) bilinearly resized to that size too; holds Q x H x W at the output size."""
-        out_size = tuple(embedding.image.shape[:2])
-        resized = F.interpolate(logits[None], size=out_size, mode="bilinear", align_corners=False)[0]
-        network_input = self._normalised(embedding.image, embedding.resized_size)
-        guide = F.interpolate(network_input, size=out_size, mode="bilinear", align_corners=False)[0]
-        return pamr_refine(resized, guide, steps, self.config.pamr_dilations)
+    def text_side_embeddings(self, embedding: ImageEmbedding, queries: Sequence[str], text: Tensor) -> Tensor:
+        """The normalised window embeddings `predict` scores for these queries: the image side's own, or, for a
+        method whose image side depends on the class text, its text pass from the kept states (the last
+        vocabulary's result is kept on the embedding; another vocabulary recomputes it, never reuses it)."""
+        spec = METHOD_SPECS[embedding.key.variant.method]
+        if spec.text_pass is None:
+            return embedding.embeddings
+        key = (tuple(queries), self.config.templates)
+        kept = embedding.text_side
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        final = torch.empty_like(embedding.embeddings)
+        for windows, state in embedding.text_states:
+            patches = spec.text_pass(state, embedding.embeddings[windows], text)
+            final[windows] = F.normalize(patches.float(), dim=-1)
+        embedding.text_side = (key, final)
+        return final
+
+    def _refined(
+        self,
+        logits: Tensor,
+        embedding: ImageEmbedding,
+        text: Tensor,
+        refinements: Sequence[str],
+        config: SegmenterConfig,
+    ) -> Tensor:
+        """The stitched logits through `refinements` in order with `config`'s settings, each guided by the
+        normalised network input."""
+        if not refinements:
+            return logits
+        guide = self._normalised(embedding.image, embedding.resized_size)[0]
+        out_size = (int(embedding.image.shape[0]), int(embedding.image.shape[1]))
+        for name in refinements:
+            logits = REFINEMENTS[name].apply(RefineInput(logits, guide, text, out_size), config)
+        return logits
 
     def predict(
         self,
@@ -571,11 +640,14 @@ class Segmenter:
         background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
         rules: LabelRules | None = None,
         pamr_steps: int | None = None,
+        refine: Sequence[str] | None = None,
     ) -> Segmentation:
-        """Segment the last image set (or `embedding`) into `classes`; only the text side runs.
+        """Segment the last image set (or `embedding`) into `classes`; only the text side runs (and, for a method
+        whose image side depends on the class text, its text pass).
 
         `background` words join classes given as text. `rules` turn probabilities into labels (None: the
-        defaults); `pamr_steps` overrides the config's for this call (None: the config's).
+        defaults); `pamr_steps` and `refine` override the config's for this call (None: the config's; see
+        `SegmenterConfig.refinements`).
         """
         embedding = embedding or self._last
         if embedding is None:
@@ -587,22 +659,25 @@ class Segmenter:
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
         if vocabulary.background_index is None and rules.needs_background:
             vocabulary = vocabulary.with_background()
-        pamr_steps = self.config.pamr_steps if pamr_steps is None else pamr_steps
-        check_pamr_settings(pamr_steps, self.config.pamr_dilations)
+        config = self.config if pamr_steps is None else replace(self.config, pamr_steps=pamr_steps)
+        refinements = config.refinements(embedding.key.variant.method, None if refine is None else tuple(refine))
         notices = list(embedding.notices)
         text = self.text.embed(vocabulary.queries, notices).to(embedding.embeddings.device)
         text_done = time.perf_counter()
         with torch.inference_mode():
-            logits = self._stitch(embedding, text)
-            if pamr_steps:
-                logits = self._refine(logits, embedding, pamr_steps)
+            windows = self.text_side_embeddings(embedding, vocabulary.queries, text)
+            text_pass_done = time.perf_counter()
+            logits = self._refined(self._stitch(embedding, windows, text), embedding, text, refinements, config)
             query_classes = torch.tensor(vocabulary.query_classes, device=logits.device)
             scores = PixelScores(logits, query_classes, len(vocabulary.classes))
             logits_done = time.perf_counter()
             labels = scores.labels(embedding.image.shape[:2], vocabulary.background_index, rules)
         end = time.perf_counter()
         timings = dict(embedding.timings)
-        timings.update(text=text_done - start, logits=logits_done - text_done, postprocess=end - logits_done)
+        timings.update(text=text_done - start)
+        if windows is not embedding.embeddings:
+            timings.update(text_pass=text_pass_done - text_done)
+        timings.update(logits=logits_done - text_pass_done, postprocess=end - logits_done)
         timings["total"] = sum(timings.values())
         return Segmentation(
             image=embedding.image,
@@ -622,7 +697,8 @@ class Segmenter:
             grid=embedding.grid,
             pixel_scores=scores,
             trace=embedding.trace,
-            pamr_steps=pamr_steps,
+            pamr_steps=config.pamr_steps if PAMR in refinements else 0,
+            refinements=refinements,
             probs_budget_bytes=self.config.probs_budget_bytes,
         )
 
@@ -631,18 +707,30 @@ class Segmenter:
         image: object,
         classes: str | Vocabulary,
         *,
-        method: Method = "sc-clip",
+        method: Method = DEFAULT_METHOD,
         stages: Stages | None = None,
         params: CalibrationParams | None = None,
+        method_params: Hashable = None,
         trace: bool = False,
         progress: Progress | None = None,
         background: Sequence[str] | None = DEFAULT_BACKGROUND_WORDS,
         rules: LabelRules | None = None,
         pamr_steps: int | None = None,
+        refine: Sequence[str] | None = None,
     ) -> Segmentation:
-        """`set_image` then `predict`; classes are checked first, and an unchanged image with unchanged
-        settings reuses the cached image side. `pamr_steps` overrides the config's (None: the config's)."""
+        """`set_image` then `predict`; classes and refinements are checked first, and an unchanged image with
+        unchanged settings reuses the cached image side. `pamr_steps` and `refine` override the config's (None:
+        the config's)."""
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
         check_pamr_settings(self.config.pamr_steps if pamr_steps is None else pamr_steps, self.config.pamr_dilations)
-        embedding = self.set_image(image, method=method, stages=stages, params=params, trace=trace, progress=progress)
-        return self.predict(vocabulary, embedding=embedding, rules=rules, pamr_steps=pamr_steps)
+        self.config.refinements(method, None if refine is None else tuple(refine), pamr_steps)
+        embedding = self.set_image(
+            image,
+            method=method,
+            stages=stages,
+            params=params,
+            method_params=method_params,
+            trace=trace,
+            progress=progress,
+        )
+        return self.predict(vocabulary, embedding=embedding, rules=rules, pamr_steps=pamr_steps, refine=refine)

@@ -1,16 +1,54 @@
-"""The registry of methods: one module per method, each declaring its `SPEC` (`MethodSpec`). Everything that
-lists methods (the command lines, the eval's `--protocol own`, the demo, `model_info`) reads `METHOD_SPECS`.
-Free of torch."""
+"""The registry of methods: one module per method in this package, each declaring its `SPEC` (`MethodSpec`).
+Adding a method is adding a module. Everything that lists methods (the command lines, the eval's `--protocol own`,
+the demo, `model_info`) reads `METHOD_SPECS`. Free of torch."""
 
 from __future__ import annotations
 
-from ..config import Method
-from . import clearclip, clip, maskclip, naclip, sc_clip, sclip
-from .base import PUBLISHED_DATASETS, MethodProtocol, MethodSpec, Published
+import importlib
+import pkgutil
 
-METHOD_SPECS: dict[Method, MethodSpec] = {
-    module.SPEC.name: module.SPEC for module in (sc_clip, clip, maskclip, sclip, clearclip, naclip)
-}
-"""Each method's declaration by name, in the order the methods are listed everywhere."""
+from ..config import DEFAULT_METHOD, Method
+from ..errors import InputError
+from .base import PUBLISHED_DATASETS, LastBlockOutput, MethodProtocol, MethodSpec, Published
 
-__all__ = ["METHOD_SPECS", "PUBLISHED_DATASETS", "MethodProtocol", "MethodSpec", "Published"]
+
+def _discover() -> dict[Method, MethodSpec]:
+    specs = [
+        module.SPEC
+        for info in pkgutil.iter_modules(__path__)
+        if isinstance(getattr(module := importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None), MethodSpec)
+    ]
+    specs.sort(key=lambda spec: (spec.name != DEFAULT_METHOD, spec.year, spec.name))
+    return {spec.name: spec for spec in specs}
+
+
+METHOD_SPECS: dict[Method, MethodSpec] = _discover()
+"""Each method's declaration by name: the default method first, then the others by year of publication."""
+
+METHODS: tuple[Method, ...] = tuple(METHOD_SPECS)
+"""The method names, in the order they are listed everywhere."""
+
+
+def method_spec(name: object) -> MethodSpec:
+    """The spec of method `name`; raises InputError listing the methods (the one check of a method name)."""
+    if isinstance(name, str) and name in METHOD_SPECS:
+        return METHOD_SPECS[name]
+    raise InputError(f"unknown method {name!r}; choose one of {list(METHODS)}")
+
+
+def method_named(name: object) -> Method:
+    """`name` as a registered `Method`; raises InputError listing the methods."""
+    return method_spec(name).name
+
+
+__all__ = [
+    "METHODS",
+    "METHOD_SPECS",
+    "PUBLISHED_DATASETS",
+    "LastBlockOutput",
+    "MethodProtocol",
+    "MethodSpec",
+    "Published",
+    "method_named",
+    "method_spec",
+]

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import MethodProtocol, MethodSpec, Published
+from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
@@ -36,7 +34,7 @@ PROTOCOL = MethodProtocol(
 )
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """ClearCLIP: query-query attention, no residual, no feed-forward network."""
     from ..encoder import PENULTIMATE, attend, out_proj, patches_only
 
@@ -50,6 +48,8 @@ SPEC = MethodSpec(
     label="ClearCLIP",
     repository="mc-lan/ClearCLIP",
     commit=None,
+    venue="ECCV'24",
+    year=2024,
     last_block=last_block,
     published=(Published((51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7), 38.1),),
     protocol=PROTOCOL,

@@ -7,16 +7,14 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from . import sclip
-from .base import MethodSpec, Published
+from .base import LastBlockOutput, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """CLIP's own last block: the baseline every training-free method starts from."""
     from ..encoder import patches_only
 
@@ -28,6 +26,8 @@ SPEC = MethodSpec(
     label="CLIP (vanilla)",
     repository=None,
     commit=None,
+    venue="ICML'21",
+    year=2021,
     last_block=last_block,
     published=(Published((16.2, 7.7, 5.5, 41.8, 9.2, 4.4, 5.5, 2.1), 11.6),),
     protocol=dataclasses.replace(

@@ -8,16 +8,14 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from . import clearclip
-from .base import MethodSpec, Published
+from .base import LastBlockOutput, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """MaskCLIP: the value embeddings through the output projection (attention replaced by the identity)."""
     import torch
 
@@ -33,6 +31,8 @@ SPEC = MethodSpec(
     label="MaskCLIP",
     repository="mc-lan/ClearCLIP",
     commit=None,
+    venue="ECCV'22",
+    year=2022,
     last_block=last_block,
     published=(Published((38.8, 23.6, 20.6, 74.9, 26.4, 16.4, 12.6, 9.8), 27.9),),
     protocol=dataclasses.replace(

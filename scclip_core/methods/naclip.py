@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import PAMR_STEPS
-from .base import MethodProtocol, MethodSpec, Published
+from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
@@ -39,7 +37,7 @@ PROTOCOL = MethodProtocol(
 )
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """NACLIP: key-key attention biased by a Gaussian neighbourhood, no residual, no feed-forward network."""
     import torch
 
@@ -60,6 +58,8 @@ SPEC = MethodSpec(
     label="NACLIP",
     repository="sinahmr/NACLIP",
     commit="defb7c9",
+    venue="WACV'25",
+    year=2025,
     last_block=last_block,
     published=(
         Published((58.9, 32.2, 33.2, 79.7, 35.2, 23.3, 35.5, 17.4), 39.4, flags="--pamr-steps 0", note="no PAMR"),

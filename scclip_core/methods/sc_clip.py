@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import MethodSpec, Published
+from .base import LastBlockOutput, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """SC-CLIP's steps 3-9 up to (not including) `ln_post`: (B, N, D) in the backbone dtype, and the calibrated
     attention (heads averaged) when tracing.
 
@@ -26,6 +24,7 @@ def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | Non
     from ..calibration import aggregate
     from ..encoder import MULTI_LEVEL, calibrated_source
 
+    stages = variant.stages
     first = calibrated_source(stages.anomaly, stages.pre_aggregation)
     prior_from = stages.anomaly if stages.attention_prior else None
     cls_tokens = {first: shared.features.penultimate[:, 0]}
@@ -43,12 +42,12 @@ def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | Non
     result = result.to(shared.dtype)
     first_map = passes[0][1]
     if first_map is None:
-        return result, None
+        return LastBlockOutput(result, None)
     key_mean = first_map.float().mean(dim=1)
     if prior_from is None:
-        return result, key_mean
+        return LastBlockOutput(result, key_mean)
     mix = shared.params.prior_mix
-    return result, mix * shared.prior(prior_from) + (1 - mix) * key_mean
+    return LastBlockOutput(result, mix * shared.prior(prior_from) + (1 - mix) * key_mean)
 
 
 SPEC = MethodSpec(
@@ -56,7 +55,10 @@ SPEC = MethodSpec(
     label="SC-CLIP",
     repository="SuleBai/SC-CLIP",
     commit=None,
+    venue="arXiv'24",
+    year=2024,
     last_block=last_block,
     published=(Published((64.6, 36.8, 37.7, 84.3, 40.1, 26.6, 41.0, 20.1), 43.9),),
     settings=("beta", "prior_temperature", "prior_mix", "lof_k", "contamination", "detector"),
+    stages=True,
 )

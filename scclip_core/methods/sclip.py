@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import MethodProtocol, MethodSpec, Published
+from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from ..config import Stages
+    from ..config import Variant
     from ..encoder import SharedPass
 
 
@@ -35,7 +33,7 @@ PROTOCOL = MethodProtocol(
 )
 
 
-def last_block(shared: SharedPass, stages: Stages) -> tuple[Tensor, Tensor | None]:
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
     """SCLIP: query-query plus key-key attention inside the full residual block."""
     from ..encoder import PENULTIMATE, attend, patches_only, residual_block
 
@@ -51,6 +49,8 @@ SPEC = MethodSpec(
     label="SCLIP",
     repository="wangf3014/SCLIP",
     commit=None,
+    venue="ECCV'24",
+    year=2024,
     last_block=last_block,
     published=(Published((59.1, 30.4, 30.5, 80.4, 34.2, 22.4, 32.2, 16.1), 38.2),),
     protocol=PROTOCOL,
