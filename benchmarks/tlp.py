@@ -4,9 +4,9 @@ guide and query embeddings).
     python -m benchmarks.tlp                              # 2048x2048 output, 171 queries, logits at 336x336
     python -m benchmarks.tlp --size 1024 --queries 21 --working-size 224 --device cuda
 
-Prints one JSON line: seconds, peak resident memory of the process (and before the call), the grid TLP solves on, the inputs' own size,
-and the size of the output-size logits (Q x H x W float32) that the official code pools from and this one never
-builds. Compare with `python -m benchmarks.pamr --size 2048 --queries 171`.
+Prints one JSON line: seconds, peak resident memory of the process (and before the call), the grid TLP solves
+on, the inputs' own size, and the size of the output-size logits (Q x H x W float32) that the official code pools
+from and this one never builds. Compare with `python -m benchmarks.pamr --size 2048 --queries 171`.
 """
 
 from __future__ import annotations
