@@ -31,8 +31,8 @@ _CG_EPSILON = 1e-12
 
 @dataclass(frozen=True)
 class TlpSettings:
-    """TLP's settings; the defaults are PEARL's official values (pearl/prop.py), used in all its main results except
-    Cityscapes (grid 224)."""
+    """TLP's settings; the defaults are PEARL's official values (pearl/prop.py, the grid from pearl_ovss.py), those
+    of all its main results except Cityscapes (grid 224)."""
 
     grid: int = 80
     """Target number of grid cells per side: the pooling factor per axis is round(side / grid), at least 1."""
