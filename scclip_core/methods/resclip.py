@@ -20,7 +20,7 @@ from ..calibration import gaussian_neighbourhood
 from ..errors import InputError
 from ..pamr import pamr_refine
 
-_CHUNK_ELEMENTS = 1 << 24
+_CHUNK_ELEMENTS = 1 << 22
 """How many (window, patch, patch) entries the path check of `feedback_matrix` handles at once."""
 _ROW_EPSILON = 1e-8
 
@@ -35,9 +35,9 @@ def patch_categories(probs: Tensor, threshold: float, patch: int) -> Tensor:
     if probs.ndim != 4:
         raise InputError(f"probs must be (B, Q, H, W), got {tuple(probs.shape)}")
     batch, queries, height, width = probs.shape
-    rows, cols = height // patch, width // patch
-    if patch < 1 or rows == 0 or cols == 0:
+    if patch < 1 or min(height, width) < patch:
         raise InputError(f"a {height}x{width} window holds no {patch}x{patch} patch")
+    rows, cols = height // patch, width // patch
     best, pixel_categories = probs.float().max(dim=1)
     pixel_categories = pixel_categories.masked_fill(best < threshold, 0)[:, : rows * patch, : cols * patch]
     blocks = pixel_categories.reshape(batch, rows, patch, cols, patch).permute(0, 1, 3, 2, 4)
@@ -71,11 +71,11 @@ def _same_entity_decay(categories: Tensor, grid: tuple[int, int], same: Tensor) 
     distance = (positions[:, None] - positions[None]).abs().amax(dim=2)
     decay = torch.exp(-distance / longest)
     chunk = max(1, _CHUNK_ELEMENTS // (batch * num_patches))
+    ends = positions[None].float()
     out = same.clone()
     for top in range(0, num_patches, chunk):
         bottom = min(num_patches, top + chunk)
         starts = positions[top:bottom, None].float()
-        ends = positions[None].float()
         own = categories[:, top:bottom, None]
         valid = torch.ones(batch, bottom - top, num_patches, dtype=torch.bool, device=categories.device)
         for step in range(1, longest + 1):
@@ -177,7 +177,8 @@ def resclip_attention(
     logits = (keys @ keys.transpose(-2, -1)) * width**-0.5
     if feedback is not None:
         tau_sfr, lam_sfr = sfr_weights
-        scaled = feedback.float() / feedback.float().amax(dim=(1, 2), keepdim=True)
+        feedback = feedback.float()
+        scaled = feedback / feedback.amax(dim=(1, 2), keepdim=True)
         weighted = scaled.to(torch.float16) * lam_sfr
         logits = tau_sfr * ((1 - lam_sfr) * logits + weighted.unsqueeze(1))
     prior = torch.zeros(num_tokens, num_tokens, device=key.device)
