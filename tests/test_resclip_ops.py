@@ -14,6 +14,7 @@ from torch import Tensor
 
 from scclip_core import load_model
 from scclip_core.calibration import gaussian_neighbourhood
+from scclip_core.config import PAMR_DILATIONS, PAMR_STEPS
 from scclip_core.encoder import _in_projection, out_proj
 from scclip_core.errors import InputError
 from scclip_core.methods import resclip
@@ -78,6 +79,7 @@ def by_hand(fixture) -> dict:
             block=last,
             image=image,
             grid=grid,
+            patch=model.patch_size,
             rcs=torch.stack(maps).mean(dim=0),
             key=_in_projection(last, normed, "k"),
             value=_in_projection(last, normed, "v"),
@@ -119,13 +121,13 @@ def test_first_pass_patch_embeddings(by_hand, expected, settings):
 def test_first_pass_probs(by_hand, expected, settings):
     patches = F.normalize(expected["first_pass_patch_embeddings"][1:], dim=-1)
     logits = (patches @ expected["query_features"].T).T.reshape(1, -1, *by_hand["grid"])
-    probs = first_pass_probs(logits, by_hand["image"], settings["logit_scale"], 10, (8, 16))
+    probs = first_pass_probs(logits, by_hand["image"], settings["logit_scale"], PAMR_STEPS, PAMR_DILATIONS)
     assert probs.shape == (1, *expected["first_pass_probs"].shape)
     assert relative_difference(probs[0], expected["first_pass_probs"]) <= TOLERANCE
 
 
-def test_patch_categories_exactly(expected, settings):
-    categories = patch_categories(expected["first_pass_probs"][None], settings["temp_thd"], 16)
+def test_patch_categories_exactly(by_hand, expected, settings):
+    categories = patch_categories(expected["first_pass_probs"][None], settings["temp_thd"], by_hand["patch"])
     assert categories.dtype == torch.int64
     assert torch.equal(categories[0], expected["patch_categories"])
 
