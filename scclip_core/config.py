@@ -256,30 +256,31 @@ class LabelRules:
 
 @dataclass(frozen=True)
 class TlpSettings:
-    """Text-aware Laplacian propagation (PEARL's TLP); the defaults are PEARL's official ones (pearl/prop.py)."""
+    """TLP's settings; the defaults are PEARL's official values (pearl/prop.py, the grid from pearl_ovss.py), those
+    of all its main results except Cityscapes (grid 224)."""
 
     grid: int = 80
-    """Cells per side of the grid the logits are average-pooled to before solving (Cityscapes: 224)."""
+    """Target number of grid cells per side: the pooling factor per axis is round(side / grid), at least 1."""
     text_temperature: float = 0.5
-    """Temperature of the softmax over query-query cosine similarities (the text matrix)."""
+    """Temperature of the softmax over the queries' cosine similarities in the text matrix."""
     self_weight: float = 10.0
-    """What the text matrix adds on its diagonal before its rows are normalised."""
+    """Added to the text matrix's diagonal before its rows are normalised (the diagonal boost)."""
     edge_sharpness: float = 5.0
-    """k in exp(-k · image gradient / its mean), the image side of the edge weights."""
+    """k in exp(-k · gradient / mean gradient): how fast an edge weight falls across a grey-level step."""
     iterations: int = 25
-    """Conjugate-gradient iterations (a fixed number, no tolerance)."""
+    """Conjugate-gradient iterations (fixed, no early stop)."""
     min_confidence: float = 0.05
-    """Floor of each cell's confidence in the data term's weight."""
+    """Floor of a cell's confidence (its largest query probability) in the data term's weight."""
 
     def __post_init__(self) -> None:
         for name in ("grid", "iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "grid" else 0):
                 raise InputError(f"TLP {name} must be a whole number >= {1 if name == 'grid' else 0}, not {value!r}")
-        _check_range("text_temperature", self.text_temperature, 0.0, math.inf, low_open=True)
-        _check_range("self_weight", self.self_weight, 0.0, math.inf)
-        _check_range("edge_sharpness", self.edge_sharpness, 0.0, math.inf)
-        _check_range("min_confidence", self.min_confidence, 0.0, 1.0, low_open=True)
+        _check_range("TLP text_temperature", self.text_temperature, 0.0, math.inf, low_open=True)
+        _check_range("TLP self_weight", self.self_weight, 0.0, math.inf)
+        _check_range("TLP edge_sharpness", self.edge_sharpness, 0.0, math.inf)
+        _check_range("TLP min_confidence", self.min_confidence, 0.0, 1.0)
 
 
 def check_pamr_settings(steps: int, dilations: tuple[int, ...]) -> None:

@@ -13,12 +13,11 @@ output-size logits (Q x H x W) are never built, and memory beyond the inputs and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import TlpSettings
 from .errors import InputError
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -27,38 +26,6 @@ _EPSILON = 1e-6
 """Keeps the text matrix's row sums and the mean gradient away from zero."""
 _CG_EPSILON = 1e-12
 """Keeps the conjugate-gradient step sizes finite once the residual vanishes."""
-
-
-@dataclass(frozen=True)
-class TlpSettings:
-    """TLP's settings; the defaults are PEARL's official values (pearl/prop.py, the grid from pearl_ovss.py), those
-    of all its main results except Cityscapes (grid 224)."""
-
-    grid: int = 80
-    """Target number of grid cells per side: the pooling factor per axis is round(side / grid), at least 1."""
-    text_temperature: float = 0.5
-    """Temperature of the softmax over the queries' cosine similarities in the text matrix."""
-    self_weight: float = 10.0
-    """Added to the text matrix's diagonal before its rows are normalised (the diagonal boost)."""
-    edge_sharpness: float = 5.0
-    """k in exp(-k · gradient / mean gradient): how fast an edge weight falls across a grey-level step."""
-    iterations: int = 25
-    """Conjugate-gradient iterations (fixed, no early stop)."""
-    min_confidence: float = 0.05
-    """Floor of a cell's confidence (its largest query probability) in the data term's weight."""
-
-    def __post_init__(self) -> None:
-        for name in ("grid", "iterations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "grid" else 0):
-                raise InputError(f"TLP {name} must be a whole number >= {1 if name == 'grid' else 0}, not {value!r}")
-        if not self.text_temperature > 0:
-            raise InputError(f"TLP text_temperature must be > 0, not {self.text_temperature!r}")
-        for name in ("self_weight", "edge_sharpness"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"TLP {name} must be >= 0, not {getattr(self, name)!r}")
-        if not 0 <= self.min_confidence <= 1:
-            raise InputError(f"TLP min_confidence must be between 0 and 1, not {self.min_confidence!r}")
 
 
 def text_matrix(text: Tensor, settings: TlpSettings) -> Tensor:
@@ -158,15 +125,16 @@ def conjugate_gradients(start: Tensor, confidence: Tensor, w_h: Tensor, w_v: Ten
 
 
 def propagate(
-    logits: Tensor, guide: Tensor, text: Tensor, out_size: tuple[int, int], settings: TlpSettings = TlpSettings()
+    logits: Tensor, guide: Tensor, text: Tensor, out_size: tuple[int, int], settings: TlpSettings | None = None
 ) -> Tensor:
     """TLP of one image's logits, float32.
 
     `logits` (Q, h, w) at any working size, `guide` (3, h', w') the normalised network input at any size, `text`
     (Q, D) the query embeddings, `out_size` (H, W) the size the official code propagates at. Returns the solution
     at the pooled grid size (Q, H // sh, W // sw), or at `out_size` when no pooling happens (sh = sw = 1); the
-    caller resizes it bilinearly (align_corners=False) to `out_size`.
+    caller resizes it bilinearly (align_corners=False) to `out_size`. `settings` None: PEARL's.
     """
+    settings = settings or TlpSettings()
     if logits.ndim != 3 or guide.ndim != 3 or guide.shape[0] != len(GREY_WEIGHTS) or text.ndim != 2:
         raise InputError(
             f"TLP needs (Q, h, w) logits, a (3, h, w) guide and (Q, D) text, got {tuple(logits.shape)}, "

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from scclip_core import InputError, load_model
-from scclip_core.encoder import _in_projection, _project, _stem, out_proj
+from scclip_core.encoder import _in_projection, _stem, out_proj, project
 from scclip_core.methods.pearl import aligned_attention, procrustes_alignment
 from scclip_core.tlp import (
     TlpSettings,
@@ -110,7 +110,7 @@ def test_last_block_from_the_fixture_weights_matches_q_k_v_and_patch_embeddings(
         for part, tensor in zip("qkv", (query, key, value)):
             assert_relative(tensor[0], pearl[f"last_block_{part}"])
         heads = aligned_attention(query, key, value, ALPHA_KK, POLAR_ITERATIONS)
-        assert_relative(_project(visual, out_proj(last, heads))[0], pearl["patch_embeddings"])
+        assert_relative(project(visual, out_proj(last, heads))[0], pearl["patch_embeddings"])
 
 
 def test_text_matrix_matches(pearl: dict) -> None:
