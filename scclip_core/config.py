@@ -23,6 +23,7 @@ TEMPLATE_SET_NAMES: tuple[TemplateSet, ...] = get_args(TemplateSet)
 DEFAULT_MODEL = "ViT-B/16"
 PAMR_DILATIONS: tuple[int, ...] = (8, 16)
 PAMR = "pamr"  # the refinement whose steps `pamr_steps` sets
+TLP = "tlp"  # PEARL's text-aware Laplacian propagation, whose settings `SegmenterConfig.tlp` holds
 PAMR_STEPS = 10  # NACLIP's, the number of steps "refine edges" runs (PAMR is off by default, as in SC-CLIP)
 DEFAULT_PROBS_BUDGET = 1 << 30  # bytes: the largest probability array kept at the input size
 
@@ -35,7 +36,7 @@ def detector_named(name: object) -> Detector:
     raise InputError(f"detector must be one of {list(DETECTORS)}, not {name!r}")
 
 
-def _check_range(
+def check_range(
     name: str, value: object, low: float, high: float, *, low_open: bool = False, high_open: bool = False
 ) -> None:
     """Raise InputError unless `value` is a finite real number in the interval (open ends as flagged)."""
@@ -219,11 +220,11 @@ class CalibrationParams:
 
     def __post_init__(self) -> None:
         detector_named(self.detector)
-        _check_range("beta", self.beta, -1.0, 1.0)
-        _check_range("prior_temperature", self.prior_temperature, 0.0, math.inf, low_open=True)
-        _check_range("prior_mix", self.prior_mix, 0.0, 1.0)
-        _check_range("contamination", self.contamination, 0.0, 1.0, high_open=True)
-        _check_range("naclip_sigma", self.naclip_sigma, 0.0, math.inf, low_open=True)
+        check_range("beta", self.beta, -1.0, 1.0)
+        check_range("prior_temperature", self.prior_temperature, 0.0, math.inf, low_open=True)
+        check_range("prior_mix", self.prior_mix, 0.0, 1.0)
+        check_range("contamination", self.contamination, 0.0, 1.0, high_open=True)
+        check_range("naclip_sigma", self.naclip_sigma, 0.0, math.inf, low_open=True)
         if isinstance(self.lof_k, bool) or not isinstance(self.lof_k, int) or self.lof_k < 1:
             raise InputError(f"lof_k must be a whole number of at least 1, not {self.lof_k!r}")
 
@@ -243,10 +244,10 @@ class LabelRules:
     logit_scale: float = 40.0
 
     def __post_init__(self) -> None:
-        _check_range("prob_threshold", self.prob_threshold, 0.0, 1.0)
+        check_range("prob_threshold", self.prob_threshold, 0.0, 1.0)
         if self.area_threshold is not None:
-            _check_range("area_threshold", self.area_threshold, 0.0, 1.0)
-        _check_range("logit_scale", self.logit_scale, 0.0, math.inf, low_open=True)
+            check_range("area_threshold", self.area_threshold, 0.0, 1.0)
+        check_range("logit_scale", self.logit_scale, 0.0, math.inf, low_open=True)
 
     @property
     def needs_background(self) -> bool:
@@ -277,10 +278,10 @@ class TlpSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "grid" else 0):
                 raise InputError(f"TLP {name} must be a whole number >= {1 if name == 'grid' else 0}, not {value!r}")
-        _check_range("TLP text_temperature", self.text_temperature, 0.0, math.inf, low_open=True)
-        _check_range("TLP self_weight", self.self_weight, 0.0, math.inf)
-        _check_range("TLP edge_sharpness", self.edge_sharpness, 0.0, math.inf)
-        _check_range("TLP min_confidence", self.min_confidence, 0.0, 1.0)
+        check_range("TLP text_temperature", self.text_temperature, 0.0, math.inf, low_open=True)
+        check_range("TLP self_weight", self.self_weight, 0.0, math.inf)
+        check_range("TLP edge_sharpness", self.edge_sharpness, 0.0, math.inf)
+        check_range("TLP min_confidence", self.min_confidence, 0.0, 1.0)
 
 
 def check_pamr_settings(steps: int, dilations: tuple[int, ...]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .config import PAMR, SegmenterConfig
+from .config import PAMR, TLP, SegmenterConfig
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ REFINEMENTS: dict[str, Refinement] = {
     refinement.name: refinement
     for refinement in (
         Refinement(PAMR, "PAMR", "NACLIP (Hajimiri et al., WACV'25), after Araslanov and Roth (CVPR'20)", _pamr),
-        Refinement("tlp", "TLP", "PEARL's text-aware Laplacian propagation (CVPR'26)", _tlp),
+        Refinement(TLP, "TLP", "PEARL's text-aware Laplacian propagation (CVPR'26)", _tlp),
     )
 }
 """Each refinement by name, in the order they are listed everywhere."""

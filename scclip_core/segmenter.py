@@ -601,7 +601,7 @@ class Segmenter:
         method whose image side depends on the class text, its text pass from the kept states (the last
         vocabulary's result is kept on the embedding; another vocabulary recomputes it, never reuses it)."""
         spec = METHOD_SPECS[embedding.key.variant.method]
-        if spec.text_pass is None:
+        if spec.text_pass is None or not embedding.text_states:
             return embedding.embeddings
         key = (tuple(queries), self.config.templates)
         kept = embedding.text_side

@@ -8,10 +8,19 @@ float16 inputs, as the official code computes them. Torch is imported when they 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..config import TLP, TlpSettings, check_range
+from ..errors import InputError
+from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+    from ..config import Variant
+    from ..encoder import SharedPass
 
 _WEIGHT_EPSILON = 1e-6
 """Added to the sum of the q-norm weights before normalising them."""
@@ -62,12 +71,88 @@ def procrustes_alignment(query: Tensor, key: Tensor, iterations: int) -> tuple[T
     return cross, rotation
 
 
-def aligned_attention(query: Tensor, key: Tensor, value: Tensor, alpha_kk: float, iterations: int) -> Tensor:
-    """PEARL's attended heads (B, heads, T, d) in value's dtype: softmax(s q (k R)^T + alpha_kk s k_c k_c^T) v with
-    s = d^-1/2, q and k uncentred in the first term, the centred keys in the second, all in float32."""
+def aligned_weights(query: Tensor, key: Tensor, alpha_kk: float, iterations: int) -> Tensor:
+    """PEARL's attention weights (B, heads, T, T) float32: softmax(s q (k R)^T + alpha_kk s k_c k_c^T) with
+    s = d^-1/2, q and k uncentred in the first term, the centred keys in the second."""
     _, rotation, key_centred = _alignment(query, key, iterations)
     scale = query.shape[-1] ** -0.5
     query32, key32 = query.float(), key.float()
     logits = scale * (query32 @ (key32 @ rotation).transpose(-2, -1))
     logits = logits + alpha_kk * scale * (key_centred @ key_centred.transpose(-2, -1))
-    return (logits.softmax(dim=-1) @ value.float()).to(value.dtype)
+    return logits.softmax(dim=-1)
+
+
+def aligned_attention(query: Tensor, key: Tensor, value: Tensor, alpha_kk: float, iterations: int) -> Tensor:
+    """PEARL's attended heads (B, heads, T, d) in value's dtype: `aligned_weights` applied to v in float32."""
+    return (aligned_weights(query, key, alpha_kk, iterations) @ value.float()).to(value.dtype)
+
+
+@dataclass(frozen=True)
+class PearlParams:
+    """PEARL's attention settings; the defaults are those of its main results (pearl_ovss.py; ADE20K and Cityscapes
+    use alpha_kk 0.3). TLP's settings (the grid) are the refinement's: `SegmenterConfig.tlp`."""
+
+    alpha_kk: float = 0.08
+    """Weight of the centred key-key term added to the aligned query-key logits."""
+    polar_iterations: int = 5
+    """Newton-Schulz iterations of the polar factor (fixed, no tolerance)."""
+
+    def __post_init__(self) -> None:
+        check_range("alpha_kk", self.alpha_kk, 0.0, math.inf)
+        if isinstance(self.polar_iterations, bool) or not isinstance(self.polar_iterations, int):
+            raise InputError(f"polar_iterations must be a whole number, not {self.polar_iterations!r}")
+        if self.polar_iterations < 0:
+            raise InputError(f"polar_iterations must be >= 0, not {self.polar_iterations}")
+
+
+PROTOCOL = MethodProtocol(
+    source="PGSmall/PEARL (commit c26062b): pearl_ovss.py defaults, run.sh (TLP on) and configs/cfg_*.py",
+    common=dict(
+        short_side=336,
+        crop=224,
+        stride=112,
+        logit_scale=40.0,
+        prob_threshold=0.0,
+        area_threshold=None,
+        pamr_steps=0,
+        precision="fp16",
+        method_params=PearlParams(),
+        tlp=TlpSettings(),
+    ),
+    per_dataset={
+        "voc21": dict(stride=None, prob_threshold=0.1),
+        "voc20": dict(stride=None),
+        "context60": dict(prob_threshold=0.1),
+        "coco_object": dict(prob_threshold=0.1),
+        "cityscapes": dict(short_side=560, method_params=PearlParams(alpha_kk=0.3), tlp=TlpSettings(grid=224)),
+        "ade20k": dict(method_params=PearlParams(alpha_kk=0.3)),
+    },
+)
+
+
+def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
+    """PEARL: the keys aligned to the queries by a Procrustes step, attended with a small key-key term, no
+    residual, no feed-forward network."""
+    from ..encoder import PENULTIMATE, out_proj, patches_only
+
+    params = variant.params
+    assert isinstance(params, PearlParams)
+    query, key, value = (shared.projection(PENULTIMATE, part) for part in "qkv")
+    weights = aligned_weights(query, key, params.alpha_kk, params.polar_iterations)
+    heads = (weights @ value.float()).to(value.dtype)
+    return patches_only(out_proj(shared.block, heads), weights if shared.trace else None)
+
+
+SPEC = MethodSpec(
+    name="pearl",
+    label="PEARL",
+    repository="PGSmall/PEARL",
+    commit="c26062b",
+    venue="CVPR'26",
+    year=2026,
+    last_block=last_block,
+    published=(Published((64.1, 35.1, 37.3, 86.9, 38.6, 26.3, 37.6, 19.4), 43.2),),
+    params=PearlParams(),
+    refinements=(TLP,),
+    protocol=PROTOCOL,
+)
