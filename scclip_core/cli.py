@@ -11,7 +11,8 @@ import argparse
 import glob
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,12 @@ import numpy as np
 
 from .cache import atomic_write
 from .config import (
+    DEFAULT_METHOD,
     DEFAULT_MODEL,
     DETECTORS,
     LAYER_CONFIGS,
     PAMR_DILATIONS,
+    PAMR_STEPS,
     PRECISIONS,
     TEMPLATE_SET_NAMES,
     CalibrationParams,
@@ -32,8 +35,9 @@ from .config import (
 )
 from .errors import InputError, ScclipError
 from .eval import cli as eval_cli
-from .methods import METHOD_SPECS
+from .methods import METHOD_SPECS, method_spec
 from .records import append_record, open_records, read_records
+from .refinements import NO_REFINEMENT, REFINE_CHOICES, REFINEMENTS, pamr_steps_for, refine_from_choices
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
@@ -82,7 +86,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     model.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     model.add_argument("--precision", choices=PRECISIONS, default=None)
     method = segment.add_argument_group("method")
-    method.add_argument("--method", choices=list(METHOD_SPECS), default="sc-clip")
+    method.add_argument("--method", choices=list(METHOD_SPECS), default=DEFAULT_METHOD)
+    method.add_argument(
+        "--method-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one of the method's own settings (repeatable), e.g. threshold=0.3 or rcs_weights=2,0.3 for resclip, "
+        "alpha_kk=0.3 for pearl",
+    )
     method.add_argument(
         "--disable",
         action="append",
@@ -103,7 +115,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     protocol.add_argument("--logit-scale", type=float, default=rules.logit_scale)
     protocol.add_argument(
-        "--pamr-steps", type=int, default=config.pamr_steps, metavar="N", help="PAMR refinement steps (0: off)"
+        "--refine",
+        action="append",
+        choices=REFINE_CHOICES,
+        default=None,
+        help="refine the logits (repeatable, in order): "
+        + ", ".join(f"{name} ({refinement.label})" for name, refinement in REFINEMENTS.items())
+        + f", or {NO_REFINEMENT}; default: the method's own (pearl: tlp), plus pamr with --pamr-steps > 0",
+    )
+    protocol.add_argument(
+        "--pamr-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"PAMR refinement steps (0: off; default {PAMR_STEPS} when --refine names pamr, else off)",
     )
     protocol.add_argument(
         "--pamr-dilations",
@@ -111,6 +136,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=config.pamr_dilations,
         metavar="D,D",
         help=f"PAMR neighbour distances in pixels (default {','.join(map(str, config.pamr_dilations))})",
+    )
+    protocol.add_argument(
+        "--tlp-grid", type=int, default=config.tlp.grid, metavar="N", help="TLP grid cells per side (PEARL: 80)"
     )
     protocol.add_argument("--templates", choices=TEMPLATE_SET_NAMES, default=config.templates)
     protocol.add_argument(
@@ -246,16 +274,20 @@ def _segment(args: argparse.Namespace) -> int:
         raise InputError(f"--probs-budget must be positive, not {args.probs_budget}")
     stages = Stages.without(*args.disable)
     params = CalibrationParams(detector=args.detector, beta=args.beta)
+    refine = refine_from_choices(args.refine)
     config = SegmenterConfig(
         short_side=args.short_side or None,
         crop=args.crop,
         stride=args.stride or None,
         max_input_side=args.max_side or None,
         templates=args.templates,
-        pamr_steps=args.pamr_steps,
+        pamr_steps=pamr_steps_for(refine, args.pamr_steps),
         pamr_dilations=args.pamr_dilations,
         probs_budget_bytes=int(args.probs_budget * 2**30),
+        refine=refine,
+        tlp=replace(SegmenterConfig.tlp, grid=args.tlp_grid),
     )
+    method_params = method_spec(args.method).params_with(args.method_param)
     paths = expand_images(args.images)
     several = len(paths) > 1 or any(Path(item).is_dir() or glob.has_magic(item) for item in args.images)
     _check_distinct_outputs(paths, args.out, ".png", several)
@@ -289,7 +321,7 @@ def _segment(args: argparse.Namespace) -> int:
         try:
             show = several and process.is_main
             for path in tqdm(mine, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
-                record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, several)
+                record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, method_params, several)
                 failures += record["status"] == "error"
                 if records is not None:
                     append_record(records, {**record, "rank": process.rank})
@@ -322,6 +354,7 @@ def _segment_one(
     args: argparse.Namespace,
     stages: Stages,
     params: CalibrationParams,
+    method_params: Hashable,
     several: bool,
 ) -> dict:
     """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
@@ -335,6 +368,7 @@ def _segment_one(
             method=args.method,
             stages=stages,
             params=params,
+            method_params=method_params,
             rules=rules,
         )
         written: dict[str, object] = {}

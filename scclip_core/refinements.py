@@ -8,11 +8,11 @@ output size). Free of torch until one runs, so the command line can list them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .config import PAMR, TLP, SegmenterConfig
+from .config import PAMR, PAMR_STEPS, TLP, SegmenterConfig
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -69,6 +69,29 @@ REFINEMENTS: dict[str, Refinement] = {
 
 NO_REFINEMENT = "none"
 """How the command line and the demo say that no refinement runs (not even the method's own)."""
+
+
+REFINE_CHOICES: tuple[str, ...] = (*REFINEMENTS, NO_REFINEMENT)
+"""What `--refine` accepts."""
+
+
+def refine_from_choices(choices: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Refinements from the command line's repeated `--refine` (None: not given, the method's own); `none` must
+    stand alone and means no refinement at all."""
+    if choices is None:
+        return None
+    if NO_REFINEMENT in choices:
+        if len(choices) > 1:
+            raise InputError(f"--refine {NO_REFINEMENT} cannot be combined with other refinements ({list(choices)})")
+        return ()
+    return tuple(refinement_named(choice) for choice in choices)
+
+
+def pamr_steps_for(refine: tuple[str, ...] | None, steps: int | None) -> int:
+    """The PAMR steps a front end asks for: those given, else NACLIP's when PAMR is named, else none."""
+    if steps is not None:
+        return steps
+    return PAMR_STEPS if refine is not None and PAMR in refine else 0
 
 
 def refinement_named(name: object) -> str:

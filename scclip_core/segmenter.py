@@ -35,6 +35,7 @@ from .encoder import CropTrace, encode_dense_variants
 from .errors import InputError
 from .images import cap_size, fingerprint, to_rgb_array
 from .methods import METHOD_SPECS
+from .methods.base import settings_json
 from .refinements import REFINEMENTS, RefineInput
 from .scores import CompactScores, PixelScores
 from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, TextEncoder, Vocabulary, parse_classes
@@ -192,6 +193,7 @@ class Segmentation:
     trace: list[CropTrace] | None = None
     pamr_steps: int = 0
     refinements: tuple[str, ...] = ()
+    method_params: Hashable = None
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
 
     @property
@@ -263,6 +265,7 @@ class Segmentation:
             "stages": {name: getattr(self.stages, name) for name in Stages.names()},
             "pamr_steps": self.pamr_steps,
             "refine": list(self.refinements),
+            "method_params": settings_json(self.method_params),
             "classes": self.class_names,
             "background_index": self.background_index,
             "prob_threshold": self.rules.prob_threshold,
@@ -699,6 +702,7 @@ class Segmenter:
             trace=embedding.trace,
             pamr_steps=config.pamr_steps if PAMR in refinements else 0,
             refinements=refinements,
+            method_params=embedding.key.variant.params,
             probs_budget_bytes=self.config.probs_budget_bytes,
         )
 

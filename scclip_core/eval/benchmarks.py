@@ -15,12 +15,14 @@ windows, logit scale 40, no background rules).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import PRECISIONS, LabelRules, Precision, SegmenterConfig
 from ..errors import InputError
 from ..methods import METHOD_SPECS, MethodProtocol
+from ..methods.base import settings_json
 from ..vocabularies import CLASSES_DIR, display_names, read_class_file
 
 IGNORE_INDEX = 255
@@ -38,7 +40,9 @@ class Benchmark:
     `background_index` is the class that pixels rejected by the rules' thresholds fall back to;
     `reduce_zero_label` maps ground-truth 0 to the ignore index and shifts the other labels down by one,
     as MMSegmentation does for VOC20, Context59 and ADE20K. `precision` is the model's on CUDA (every
-    official implementation runs fp16 there; on the CPU the engine always uses fp32).
+    official implementation runs fp16 there; on the CPU the engine always uses fp32). `method_params` are the
+    evaluated method's own settings under this protocol (None: the method's defaults; `--protocol own` sets
+    ResCLIP's and PEARL's per dataset).
     """
 
     name: str
@@ -51,6 +55,7 @@ class Benchmark:
     rules: LabelRules = LabelRules()
     precision: Precision = "fp16"
     ignore_index: int = IGNORE_INDEX
+    method_params: Hashable = None
 
     def __post_init__(self) -> None:
         config, rules = self.config, self.rules
@@ -106,11 +111,13 @@ class Benchmark:
         """The protocol as flat JSON-ready data. These keys name run folders (`EvalSettings.run_name`), so they
         stay as they were; image-side config fields beyond them appear only when changed from EVAL_CONFIG."""
         config, rules = self.config, self.rules
-        changed = {
-            name: getattr(config, name)
-            for name in ("max_input_side", "pamr_dilations")
+        changed: dict[str, object] = {
+            name: settings_json(getattr(config, name))
+            for name in ("max_input_side", "pamr_dilations", "refine", "tlp")
             if getattr(config, name) != getattr(EVAL_CONFIG, name)
         }
+        if self.method_params is not None:
+            changed["method_params"] = settings_json(self.method_params)
         return {
             "name": self.name,
             "title": self.title,

@@ -9,16 +9,21 @@ import sys
 from collections.abc import Sequence
 
 from ..config import (
+    DEFAULT_METHOD,
     DEFAULT_MODEL,
     DETECTORS,
+    PAMR,
     PAMR_DILATIONS,
     PRECISIONS,
     TEMPLATE_SET_NAMES,
+    TLP,
     CalibrationParams,
     Stages,
+    TlpSettings,
 )
 from ..errors import ScclipError
-from ..methods import METHOD_SPECS
+from ..methods import METHOD_SPECS, method_spec
+from ..refinements import NO_REFINEMENT, REFINE_CHOICES, pamr_steps_for, refine_from_choices
 from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
 from .datasets import LAYOUTS
 
@@ -81,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", default=None, help="open_clip tag, local file or 'random' (default: the model's own tag)"
     )
-    parser.add_argument("--method", default="sc-clip", choices=list(METHOD_SPECS))
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHOD_SPECS))
     parser.add_argument(
         "--protocol",
         default="scclip",
@@ -108,6 +113,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overrides = parser.add_argument_group("overrides of the benchmark's settings (default: the dataset's, see --list)")
     for flag, kind, text in OVERRIDES:
         overrides.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
+    overrides.add_argument(
+        "--refine",
+        action="append",
+        choices=REFINE_CHOICES,
+        default=argparse.SUPPRESS,
+        help=f"refinements of the logits (repeatable, in order), or {NO_REFINEMENT}; default: the method's own "
+        f"(pearl: tlp), plus pamr when the benchmark's PAMR steps are > 0",
+    )
+    overrides.add_argument(
+        "--tlp-grid", type=int, default=argparse.SUPPRESS, metavar="N", help="TLP grid cells per side"
+    )
+    overrides.add_argument(
+        "--method-param",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="NAME=VALUE",
+        help="one of the method's own settings (repeatable), on top of the protocol's (e.g. threshold=0.3 for resclip)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--out", default="results", help="parent folder of the run folder (default results/)")
     parser.add_argument(
@@ -124,13 +147,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _protocol_settings(benchmark: Benchmark) -> str:
+def _protocol_settings(benchmark: Benchmark, method: str = DEFAULT_METHOD) -> str:
     config, rules = benchmark.config, benchmark.rules
     window = "whole image" if config.stride is None else f"crop {config.crop} stride {config.stride}"
     area = "-" if rules.area_threshold is None else f"{rules.area_threshold:g}"
+    refinements = config.refinements(method)
+    extra = f"  refine {'+'.join(refinements)}" if refinements and refinements != (PAMR,) else ""
+    if TLP in refinements and config.tlp != TlpSettings():
+        extra += f" (grid {config.tlp.grid})"
+    params = benchmark.method_params
+    if params is not None and params != method_spec(method).params:
+        changed = {
+            name: value for name, value in vars(params).items() if value != getattr(method_spec(method).params, name)
+        }
+        extra += "  " + " ".join(f"{name} {value}" for name, value in changed.items())
     return (
         f"short side {config.short_side:<4} {window:<20} logit scale {rules.logit_scale:<4g} "
-        f"prob {rules.prob_threshold:<4g} area {area:<4} PAMR {config.pamr_steps:<2} {benchmark.precision}"
+        f"prob {rules.prob_threshold:<4g} area {area:<4} PAMR {config.pamr_steps:<2} {benchmark.precision}{extra}"
     )
 
 
@@ -151,7 +184,7 @@ def benchmark_listing() -> str:
         lines.append(f"  {method}, from {protocol.source}")
         for dataset in BENCHMARKS:
             lines.append(
-                f"    {dataset:<15} {_protocol_settings(get_benchmark(dataset, method=method, protocol='own'))}"
+                f"    {dataset:<15} {_protocol_settings(get_benchmark(dataset, method=method, protocol='own'), method)}"
             )
     return "\n".join(lines)
 
@@ -177,6 +210,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }
     params = CalibrationParams(detector=args.detector) if args.detector else None
     try:
+        if hasattr(args, "refine"):
+            overrides["refine"] = refine_from_choices(args.refine)
+            if "pamr_steps" not in overrides and PAMR in overrides["refine"]:
+                overrides["pamr_steps"] = pamr_steps_for(overrides["refine"], None)
+        if hasattr(args, "tlp_grid"):
+            overrides["tlp"] = TlpSettings(grid=args.tlp_grid)
+        if hasattr(args, "method_param"):
+            protocol = get_benchmark(args.dataset, args.model, method=args.method, protocol=args.protocol)
+            overrides["method_params"] = method_spec(args.method).params_with(args.method_param, protocol.method_params)
         result = run_benchmark(
             args.dataset,
             args.root,

@@ -221,7 +221,13 @@ def predict_labels(
     segmenter: Segmenter, vocabulary: Vocabulary, image: np.ndarray, settings: EvalSettings
 ) -> np.ndarray:
     """Predicted class indices (H, W) at the image's own resolution, under the benchmark's rules."""
-    embedding = segmenter.embed_image(image, method=settings.method, stages=settings.stages, params=settings.params)
+    embedding = segmenter.embed_image(
+        image,
+        method=settings.method,
+        stages=settings.stages,
+        params=settings.params,
+        method_params=settings.benchmark.method_params,
+    )
     return segmenter.predict(vocabulary, embedding=embedding, rules=settings.benchmark.rules).labels
 
 

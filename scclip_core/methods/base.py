@@ -4,7 +4,8 @@ methods before loading a model."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import dataclasses
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -126,3 +127,52 @@ class MethodSpec:
         if type(params) is not type(self.params):
             raise InputError(f"{self.label} takes {type(self.params).__name__} params, not {type(params).__name__}")
         return params
+
+    def params_with(self, assignments: Sequence[str], base: Hashable = None) -> Hashable:
+        """`base` (None: the defaults) with `NAME=VALUE` assignments applied, each value read as its field's
+        default is typed (a number, on/off, or comma-separated numbers for a tuple); raises InputError naming
+        the fields for an unknown one or a bad value."""
+        params = self.checked_params(base)
+        if not assignments:
+            return params
+        if params is None or not dataclasses.is_dataclass(params):
+            raise InputError(f"{self.label} has no settings of its own to set")
+        current = {field.name: getattr(params, field.name) for field in dataclasses.fields(params)}
+        changes = {}
+        for assignment in assignments:
+            name, equals, text = assignment.partition("=")
+            name = name.strip().replace("-", "_")
+            if not equals or name not in current:
+                raise InputError(
+                    f"method settings are NAME=VALUE with NAME one of {', '.join(current)} for {self.label}, "
+                    f"not {assignment!r}"
+                )
+            changes[name] = _setting_value(name, text.strip(), current[name])
+        return dataclasses.replace(params, **changes)  # type: ignore[type-var]
+
+
+def settings_json(settings: object) -> object:
+    """Settings as JSON-ready data: a settings dataclass as its type's name and fields, anything else as it is."""
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {"type": type(settings).__name__, **dataclasses.asdict(settings)}
+    return settings
+
+
+def _setting_value(name: str, text: str, like: object) -> object:
+    """`text` read as a value of the type of `like`, a setting's current value."""
+    try:
+        if isinstance(like, bool):
+            return _BOOLEAN_WORDS[text.lower()]
+        if isinstance(like, tuple):
+            kind: type = type(like[0]) if like else float
+            return tuple(kind(part) for part in text.split(","))
+        if isinstance(like, (int, float)):
+            return type(like)(text)
+    except (KeyError, ValueError):
+        pass
+    raise InputError(f"setting {name} takes a value like {like!r}, not {text!r}")
+
+
+_BOOLEAN_WORDS = {word: True for word in ("on", "true", "yes", "1")} | {
+    word: False for word in ("off", "false", "no", "0")
+}
