@@ -2,10 +2,12 @@
 
     python -m benchmarks.ablation                  # from the repository root
     python -m benchmarks.ablation --repeats 5 --threads 2 --separate
+    python -m benchmarks.ablation --methods sc-clip clip maskclip clearclip sclip naclip resclip pearl
 
 A 1024x768 synthetic photo (resized to 336x448: 6 windows) and 5 classes whose text embeddings are already cached.
-"One segmentation" is `set_image` + `predict` on a new image; "the ablation" is `set_image_variants` with the 11
-ablation variants (full SC-CLIP, each stage off, vanilla CLIP and four comparison methods) + 11 `predict` calls.
+"One segmentation" is `set_image` + `predict` on a new image; "the ablation" is `set_image_variants` with the
+ablation's variants for `--methods` (default: the demo's default set; full SC-CLIP, each stage off, then each
+method with its own ablation) + one `predict` per variant.
 The two alternate on fresh images, and medians over the repeats are printed as a Markdown table. As in the app,
 the ablation's labels are predicted at preview size (`--preview-side`, default 480 px as the app's gallery; 0: at
 the input size like the single segmentation); the image side is the same either way.
@@ -22,8 +24,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from scclip_core import DEFAULT_MODEL, Segmenter, ablation_variants, load_model
+from scclip_core import DEFAULT_MODEL, METHOD_SPECS, METHODS, Segmenter, Variant, ablation_variants, load_model
 from scclip_core.images import cap_size
+from scclip_core.methods import DEFAULT_ABLATION_METHODS
 
 CLASSES = "person; dog; grass; sky, cloud; car"
 
@@ -49,10 +52,12 @@ def one_segmentation(segmenter: Segmenter, image: np.ndarray) -> dict[str, float
     return {"total": time.perf_counter() - start, "image_side": image_side}
 
 
-def ablation(segmenter: Segmenter, image: np.ndarray, preview_side: int) -> dict[str, object]:
+def ablation(
+    segmenter: Segmenter, image: np.ndarray, preview_side: int, variants: tuple[Variant, ...]
+) -> dict[str, object]:
     """Seconds of the whole ablation and its split: shared pass once, then each variant's last block and predict."""
     start = time.perf_counter()
-    embeddings = segmenter.set_image_variants(image, ablation_variants())
+    embeddings = segmenter.set_image_variants(image, variants)
     if preview_side:
         preview, _ = cap_size(image, preview_side)
         embeddings = [replace(embedding, image=preview) for embedding in embeddings]
@@ -74,20 +79,23 @@ def ablation(segmenter: Segmenter, image: np.ndarray, preview_side: int) -> dict
     }
 
 
-def separate_ablation(segmenter: Segmenter, image: np.ndarray) -> float:
+def separate_ablation(segmenter: Segmenter, image: np.ndarray, variants: tuple[Variant, ...]) -> float:
     """The ablation as it was: one full segmentation per variant."""
     start = time.perf_counter()
-    for variant in ablation_variants():
-        segmenter.segment(image, CLASSES, method=variant.method, stages=variant.stages)
+    for variant in variants:
+        segmenter.segment(image, CLASSES, method=variant.method, stages=variant.stages, method_params=variant.params)
     return time.perf_counter() - start
 
 
-def _variant_name(index: int) -> str:
-    variant = ablation_variants()[index]
-    if variant.method != "sc-clip":
-        return variant.method
+def _variant_name(variant: Variant) -> str:
+    spec = METHOD_SPECS[variant.method]
+    own = [label for label, params in spec.ablations if params == variant.params]
+    if own:
+        return f"{variant.method} ({own[0]})"
     off = [name for name in variant.stages.names() if not getattr(variant.stages, name)]
-    return f"sc-clip without {off[0]}" if off else "sc-clip (full)"
+    if spec.stages:
+        return f"{variant.method} without {off[0]}" if off else f"{variant.method} (full)"
+    return variant.method
 
 
 def main() -> None:
@@ -95,7 +103,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--separate", action="store_true", help="also time the 11 configurations run separately")
+    parser.add_argument("--separate", action="store_true", help="also time the configurations run separately")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=DEFAULT_ABLATION_METHODS,
+        help="the methods ticked, each with its own ablation (default: the ablation's default set, "
+        + ", ".join(DEFAULT_ABLATION_METHODS)
+        + ")",
+    )
     parser.add_argument(
         "--preview-side",
         type=int,
@@ -111,18 +128,20 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, device {model.device.type}\n"
     )
+    variants = ablation_variants(args.methods)
+    print(f"methods: {', '.join(args.methods)}\n")
     segmenter.segment(synthetic_photo(0), CLASSES)
     singles, runs, separate = [], [], []
     for repeat in range(args.repeats):
         singles.append(one_segmentation(segmenter, synthetic_photo(2 * repeat + 1)))
-        runs.append(ablation(segmenter, synthetic_photo(2 * repeat + 2), args.preview_side))
+        runs.append(ablation(segmenter, synthetic_photo(2 * repeat + 2), args.preview_side, variants))
         if args.separate:
-            separate.append(separate_ablation(segmenter, synthetic_photo(1000 + repeat)))
+            separate.append(separate_ablation(segmenter, synthetic_photo(1000 + repeat), variants))
     single = statistics.median(one["total"] for one in singles)
     single_image_side = statistics.median(one["image_side"] for one in singles)
     total = statistics.median(run["total"] for run in runs)
     image_side = statistics.median(run["image_side"] for run in runs)
-    count = len(ablation_variants())
+    count = len(variants)
     per_repeat = statistics.median(run["total"] / one["total"] for run, one in zip(runs, singles))
     rows = [
         ("one segmentation (set_image + predict, new image, text cached)", f"{single:.2f} s"),
@@ -152,10 +171,10 @@ def main() -> None:
     for label, value in rows:
         print(f"| {label} | {value} |")
     print("\n| variant | own last block | predict |\n|---|---|---|")
-    for index in range(count):
+    for index, variant in enumerate(variants):
         last_block = statistics.median(run["last_blocks"][index] for run in runs)
         predict = statistics.median(run["predicts"][index] for run in runs)
-        print(f"| {_variant_name(index)} | {last_block * 1000:.0f} ms | {predict * 1000:.0f} ms |")
+        print(f"| {_variant_name(variant)} | {last_block * 1000:.0f} ms | {predict * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -192,13 +192,15 @@ class Variant:
         return method_spec(self.method).stages and getattr(self.stages, name)
 
 
-def ablation_variants() -> tuple[Variant, ...]:
-    """Every registered method as published, each followed by its own ablation: SC-CLIP with each calibration stage
-    off in turn, and the settings a method's spec lists (ResCLIP's RCS off, SFR off)."""
-    from .methods import METHOD_SPECS
+def ablation_variants(methods: Iterable[str] | None = None) -> tuple[Variant, ...]:
+    """Each of `methods` (None: every registered method) as published, each followed by its own ablation: SC-CLIP
+    with each calibration stage off in turn, and the settings a method's spec lists (ResCLIP's RCS off, SFR off);
+    in the registry's order."""
+    from .methods import METHOD_SPECS, method_named
 
+    chosen = set(METHOD_SPECS) if methods is None else {method_named(name) for name in methods}
     variants: list[Variant] = []
-    for spec in METHOD_SPECS.values():
+    for spec in (spec for spec in METHOD_SPECS.values() if spec.name in chosen):
         variants.append(Variant(spec.name))
         if spec.stages:
             variants.extend(Variant(spec.name, Stages.without(name)) for name in Stages.names())

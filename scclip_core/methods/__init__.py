@@ -29,6 +29,12 @@ METHODS: tuple[Method, ...] = tuple(METHOD_SPECS)
 """The method names, in the order they are listed everywhere."""
 
 
+DEFAULT_ABLATION_METHODS: tuple[Method, ...] = tuple(
+    name for name, spec in METHOD_SPECS.items() if spec.in_default_ablation
+)
+"""The methods the ablation runs unless asked otherwise."""
+
+
 def method_spec(name: object) -> MethodSpec:
     """The spec of method `name`; raises InputError listing the methods (the one check of a method name)."""
     if isinstance(name, str) and name in METHOD_SPECS:
@@ -42,6 +48,7 @@ def method_named(name: object) -> Method:
 
 
 __all__ = [
+    "DEFAULT_ABLATION_METHODS",
     "METHODS",
     "METHOD_SPECS",
     "PUBLISHED_DATASETS",

@@ -92,7 +92,9 @@ class MethodSpec:
     method whose image side depends on the class text, continues from its last block's state, the first pass's
     normalised patch embeddings (B, rows, cols, E) and the query embeddings (Q, E) to the final patch embeddings
     (B, rows, cols, E) before normalisation; `refinements` name the refinements its official code runs on the
-    logits by default; `protocol` is its own evaluation protocol (None: SC-CLIP's, the default one).
+    logits by default; `protocol` is its own evaluation protocol (None: SC-CLIP's, the default one);
+    `in_default_ablation` says whether the ablation runs it unless asked otherwise (False for a method whose
+    cost would take the ablation past twice one segmentation).
     """
 
     name: Method
@@ -111,6 +113,7 @@ class MethodSpec:
     text_pass: TextPass | None = None
     refinements: tuple[str, ...] = ()
     protocol: MethodProtocol | None = None
+    in_default_ablation: bool = True
 
     @property
     def text_dependent(self) -> bool:

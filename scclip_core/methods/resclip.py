@@ -408,4 +408,5 @@ SPEC = MethodSpec(
     kept_attention=_rcs_blocks,
     text_pass=text_pass,
     protocol=PROTOCOL,
+    in_default_ablation=False,
 )
