@@ -29,7 +29,9 @@ def test_each_module_declares_a_full_valid_method() -> None:
     for spec in METHOD_SPECS.values():
         assert spec.label and spec.published and set(spec.settings) <= known, spec.name
         assert all(len(row.scores) == len(PUBLISHED_DATASETS) for row in spec.published), spec.name
-        assert spec.text_dependent is False, "none of the six reads the class text on the image side"
+        assert spec.text_dependent == (spec.name == "resclip"), "only ResCLIP's image side reads the class text"
+        assert (spec.params is None) == (spec.name not in ("resclip", "pearl")), spec.name
+        assert all(spec.checked_params(params) == params for _, params in spec.ablations), spec.name
 
 
 @pytest.mark.parametrize("command", [["segment", "--help"], ["eval", "--help"]])

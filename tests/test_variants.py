@@ -73,7 +73,9 @@ def _assert_each_equals_its_own_call(visual, images, variants, outputs, **option
     """Every output of a shared pass equals `encode_dense` run for its variant alone with the same options."""
     assert len(outputs) == len(variants)
     for variant, output in zip(variants, outputs):
-        alone = encode_dense(visual, images, method=variant.method, stages=variant.stages, **options)
+        alone = encode_dense(
+            visual, images, method=variant.method, stages=variant.stages, method_params=variant.params, **options
+        )
         _assert_same_output(output, alone)
 
 
@@ -224,7 +226,14 @@ def test_segmenter_variants_give_the_labels_and_probs_of_separate_segmentations(
         assert embedding.timings["last_block"] > 0
         rules = LabelRules(prob_threshold=0.3)
         from_variants = segmenter.predict("cat; dog; sky", embedding=embedding, rules=rules)
-        alone = segmenter.segment(image, "cat; dog; sky", method=variant.method, stages=variant.stages, rules=rules)
+        alone = segmenter.segment(
+            image,
+            "cat; dog; sky",
+            method=variant.method,
+            stages=variant.stages,
+            method_params=variant.params,
+            rules=rules,
+        )
         assert np.abs(from_variants.probs - alone.probs).max() <= 1e-5
         assert np.array_equal(from_variants.labels, alone.labels)
         assert from_variants.class_names == alone.class_names
