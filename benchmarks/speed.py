@@ -3,6 +3,7 @@
     python -m benchmarks.speed                 # ViT-B/16 timings, peak memory of ViT-B/16 and ViT-L/14
     python -m benchmarks.speed --repeats 20 --device cuda
     python -m benchmarks.speed --only dense --repeats 5   # the dense forward against a plain forward only
+    python -m benchmarks.speed --only methods --repeats 5 # every method's forward against a plain forward
 
 Prints a Markdown table that docs/benchmarks.md quotes.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from scclip_core import (
     DEFAULT_MODEL,
@@ -31,7 +33,8 @@ from scclip_core import (
     encode_dense,
     load_model,
 )
-from scclip_core.text import encode_prompts
+from scclip_core.methods import METHOD_SPECS
+from scclip_core.text import encode_prompts, parse_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "person; dog; grass; sky, cloud; car"
@@ -69,6 +72,49 @@ def dense_overhead(model, repeats: int) -> dict:
 
     plain_s, scclip_s = _median_seconds(plain, scclip, repeats=repeats, device=model.device)
     return {"plain_forward_s": plain_s, "scclip_dense_s": scclip_s, "ratio": scclip_s / plain_s}
+
+
+def method_costs(model, repeats: int) -> dict[str, dict[str, float]]:
+    """Each registered method's dense forward over the same 6 crops against the plain forward; for a method whose
+    image side depends on the class text, its text pass for the 5 classes; for a method with refinements of its
+    own, those refinements of one 336x448 image's logits."""
+    crops = torch.randn(6, 3, 224, 224, device=model.device, dtype=model.dtype)
+    visual = model.visual
+    segmenter = Segmenter(model, SegmenterConfig(), text_cache=TextEmbeddingCache())
+    vocabulary = parse_classes(CLASSES)
+    text = segmenter.text.embed(vocabulary.queries).to(model.device)
+
+    def plain():
+        with torch.inference_mode():
+            visual(crops)
+
+    def dense(method: str):
+        return lambda: encode_dense(visual, crops, layers=model.layers, method=method)
+
+    costs = {}
+    for name, spec in METHOD_SPECS.items():
+        plain_s, method_s = _median_seconds(plain, dense(name), repeats=repeats, device=model.device)
+        cost = {"plain_forward_s": plain_s, "dense_s": method_s, "ratio": method_s / plain_s}
+        if spec.text_pass is not None:
+            output = encode_dense(visual, crops, layers=model.layers, method=name)
+            first = F.normalize(output.patch_embeddings.float(), dim=-1)
+
+            def text_pass(state=output.state, first=first, run=spec.text_pass):
+                with torch.inference_mode():
+                    run(state, first, text)
+
+            (cost["text_pass_s"],) = _median_seconds(text_pass, repeats=repeats, device=model.device)
+        if spec.refinements:
+            image = np.random.default_rng(0).integers(0, 256, (336, 448, 3), dtype=np.uint8)
+            embedding = segmenter.set_image(image, method=name)
+
+            def predict(refine=None, embedding=embedding):
+                return lambda: segmenter.predict(vocabulary, embedding=embedding, refine=refine)
+
+            refined, unrefined = _median_seconds(predict(), predict(()), repeats=repeats, device=model.device)
+            cost["refinements_s"] = refined - unrefined
+        costs[name] = cost
+    return costs
 
 
 def end_to_end(model, repeats: int) -> dict:
@@ -133,6 +179,22 @@ def _dense_rows(model, repeats: int) -> list[tuple[str, str]]:
     ]
 
 
+def _method_rows(model, repeats: int) -> list[tuple[str, str]]:
+    rows = []
+    for name, cost in method_costs(model, repeats).items():
+        rows.append(
+            (
+                f"{name} dense forward, 6 crops 224x224 (plain forward {cost['plain_forward_s'] * 1000:.0f} ms)",
+                f"{cost['dense_s'] * 1000:.0f} ms, ratio {cost['ratio']:.3f}",
+            )
+        )
+        if "text_pass_s" in cost:
+            rows.append((f"{name} text pass, same crops, 5 classes", f"{cost['text_pass_s'] * 1000:.0f} ms"))
+        if "refinements_s" in cost:
+            rows.append((f"{name} own refinements, 336x448 image, 5 classes", f"{cost['refinements_s'] * 1000:.0f} ms"))
+    return rows
+
+
 def _end_to_end_rows(model, repeats: int) -> list[tuple[str, str]]:
     e2e = end_to_end(model, max(3, repeats // 2))
     return [
@@ -160,7 +222,13 @@ def _memory_rows(model, repeats: int) -> list[tuple[str, str]]:
     return rows
 
 
-SECTIONS = {"dense": _dense_rows, "end-to-end": _end_to_end_rows, "text": _text_rows, "memory": _memory_rows}
+SECTIONS = {
+    "dense": _dense_rows,
+    "methods": _method_rows,
+    "end-to-end": _end_to_end_rows,
+    "text": _text_rows,
+    "memory": _memory_rows,
+}
 """Each measured section and the table rows it prints, in the table's order."""
 
 
