@@ -266,3 +266,34 @@ def test_the_command_line_refuses_a_bad_method_setting(tmp_path: Path, capsys) -
         ["segment", "x.png", "--classes", "a; b", "--method", "resclip", "--method-param", "nope=1"], capsys
     )
     assert code == 2 and "NAME one of threshold" in str(message)
+
+
+_DATASET_ROW = {
+    "VOC21": "voc21",
+    "Context60": "context60",
+    "COCO-Object": "coco_object",
+    "VOC20": "voc20",
+    "Context59": "context59",
+    "COCO-Stuff": "coco_stuff164k",
+    "Cityscapes": "cityscapes",
+    "ADE20K": "ade20k",
+}
+
+
+def test_the_documented_per_dataset_settings_are_the_modules() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] in _DATASET_ROW and len(cells) == 6:
+            rows[_DATASET_ROW[cells[0]]] = cells[1:]
+    assert set(rows) == set(_DATASET_ROW.values())
+    for dataset, (threshold, rcs, sfr, alpha_kk, grid) in rows.items():
+        resclip = get_benchmark(dataset, method="resclip", protocol="own").method_params
+        pearl = get_benchmark(dataset, method="pearl", protocol="own")
+        assert (float(threshold), *map(float, rcs.split(", ")), *map(float, sfr.split(", "))) == (
+            resclip.threshold,
+            *resclip.rcs_weights,
+            *resclip.sfr_weights,
+        ), dataset
+        assert (float(alpha_kk), int(grid)) == (pearl.method_params.alpha_kk, pearl.config.tlp.grid), dataset
