@@ -81,7 +81,8 @@ class MethodProtocol:
 class MethodSpec:
     """Everything about one method, declared by its module in `scclip_core.methods`.
 
-    `repository` (GitHub owner/name) and `commit` say where its official code lives (None: no repository of
+    `summary` says in one line what its last block does (the documentation's method table); `repository` (GitHub
+    owner/name) and `commit` say where its official code lives (None: no repository of
     its own, or no pinned commit), `venue` and `year` where it was published (the registry lists methods by year);
     `last_block` replaces the backbone's last block: from the shared frozen pass and the variant, a
     `LastBlockOutput` (it imports torch when it runs, so that listing methods does not); `settings` names the
@@ -99,6 +100,7 @@ class MethodSpec:
 
     name: Method
     label: str
+    summary: str
     repository: str | None
     commit: str | None
     venue: str

@@ -46,6 +46,7 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="clearclip",
     label="ClearCLIP",
+    summary="ClearCLIP: query-query attention, no residual or FFN",
     repository="mc-lan/ClearCLIP",
     commit=None,
     venue="ECCV'24",

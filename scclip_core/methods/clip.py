@@ -24,6 +24,7 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="clip",
     label="CLIP (vanilla)",
+    summary="CLIP's own last block: the baseline every training-free method starts from",
     repository=None,
     commit=None,
     venue="ICML'21",

@@ -29,6 +29,7 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="maskclip",
     label="MaskCLIP",
+    summary="MaskCLIP: the value embeddings through the output projection",
     repository="mc-lan/ClearCLIP",
     commit=None,
     venue="ECCV'22",

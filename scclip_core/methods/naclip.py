@@ -56,6 +56,10 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="naclip",
     label="NACLIP",
+    summary=(
+        "NACLIP: key-key attention plus a Gaussian neighbourhood prior, no residual or FFN; PAMR on the "
+        "logits in its own protocol"
+    ),
     repository="sinahmr/NACLIP",
     commit="defb7c9",
     venue="WACV'25",

@@ -146,6 +146,10 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="pearl",
     label="PEARL",
+    summary=(
+        "PEARL: the keys rotated toward the queries by a Procrustes step plus a small key-key term, no "
+        "residual or FFN; then TLP on the logits"
+    ),
     repository="PGSmall/PEARL",
     commit="c26062b",
     venue="CVPR'26",

@@ -397,6 +397,11 @@ def text_pass(state: object, first: Tensor, text: Tensor) -> Tensor:
 SPEC = MethodSpec(
     name="resclip",
     label="ResCLIP",
+    summary=(
+        "ResCLIP: NACLIP's key-key attention and prior mixed with the mean attention of blocks 6–9 "
+        "(RCS); then a second pass steered by the first pass's own segmentation (SFR), so the image side "
+        "depends on the classes"
+    ),
     repository="yvhangyang/ResCLIP",
     commit="0e085f7",
     venue="CVPR'25",

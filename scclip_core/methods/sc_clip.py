@@ -53,6 +53,10 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="sc-clip",
     label="SC-CLIP",
+    summary=(
+        "SC-CLIP: the last block on anomaly-resolved, pre-aggregated penultimate tokens with a mid-layer "
+        "attention prior, a multi-level second pass and post-aggregation"
+    ),
     repository="SuleBai/SC-CLIP",
     commit=None,
     venue="arXiv'24",

@@ -47,6 +47,7 @@ def last_block(shared: SharedPass, variant: Variant) -> LastBlockOutput:
 SPEC = MethodSpec(
     name="sclip",
     label="SCLIP",
+    summary="SCLIP: query-query plus key-key attention, residual and FFN kept",
     repository="wangf3014/SCLIP",
     commit=None,
     venue="ECCV'24",
