@@ -274,11 +274,12 @@ def _softmax_attention(query: Tensor, key: Tensor, bias: Tensor | None = None) -
 def attend(
     query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, want_map: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(q k^T / sqrt(d) + bias) v, fused unless the attention map itself is wanted."""
-    if want_map:
-        weights = _softmax_attention(query, key, bias)
-        return weights @ value, weights
+    """softmax(q k^T / sqrt(d) + bias) v, fused unless the attention map itself is wanted; the bias is cast to the
+    query's dtype either way, so a float32 bias works in a half-precision model."""
     mask = None if bias is None else bias.to(query.dtype)
+    if want_map:
+        weights = _softmax_attention(query, key, mask)
+        return weights @ value, weights
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask), None
 
 

@@ -297,3 +297,15 @@ def test_the_documented_per_dataset_settings_are_the_modules() -> None:
             *resclip.sfr_weights,
         ), dataset
         assert (float(alpha_kk), int(grid)) == (pearl.method_params.alpha_kk, pearl.config.tlp.grid), dataset
+
+
+def test_every_method_runs_in_half_precision_with_a_trace() -> None:
+    """The dtype path a GPU takes (fp16 there; bfloat16 here, on the CPU): float32 biases, maps and refinements
+    meet half-precision activations in every last block, text pass and refinement."""
+    torch.manual_seed(0)
+    model = load_model("tiny-test", "random", device="cpu", precision="bf16")
+    segmenter = Segmenter(model, SegmenterConfig(templates="simple"))
+    image = np.random.default_rng(0).integers(0, 256, (120, 250, 3), dtype=np.uint8)
+    for method in METHOD_SPECS:
+        result = segmenter.segment(image, "sky; grass; car", method=method, trace=True, refine=("tlp",))
+        assert np.isfinite(result.probs).all() and result.trace is not None, method
