@@ -4,6 +4,7 @@ documentation's published table all name exactly the registered methods, with wh
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -127,3 +128,62 @@ def test_the_demo_offers_and_describes_every_method(monkeypatch: pytest.MonkeyPa
     assert Events(ModelHost("tiny-test", "random", config=FAST_CONFIG)).segmenting.model_info()["methods"] == list(
         METHOD_SPECS
     )
+
+
+NINTH_METHOD = '''"""A test method: MaskCLIP's last block under another name."""
+
+from __future__ import annotations
+
+from .base import MethodSpec, Published
+from .maskclip import last_block
+
+SPEC = MethodSpec(
+    name="ninth",
+    label="Ninth",
+    summary="a test method: MaskCLIP's last block under another name",
+    repository=None,
+    commit=None,
+    venue="test'99",
+    year=2099,
+    last_block=last_block,
+    published=(Published((1.0,) * 8, 1.0),),
+)
+'''
+
+NINTH_CHECKS = """
+import contextlib, io, json, numpy as np
+from scclip_core import METHODS, Segmenter, SegmenterConfig, ablation_variants, load_model
+from scclip_core.cli import main
+from tools.docs_hooks import methods_table, published_table
+from demo.labels import COMPARISON_METHODS, METHOD_LABELS
+usage = io.StringIO()
+with contextlib.redirect_stdout(usage), contextlib.suppress(SystemExit):
+    main(["segment", "--help"])
+result = Segmenter(load_model("tiny-test", "random"), SegmenterConfig(templates="simple")).segment(
+    np.zeros((64, 64, 3), np.uint8), "a; b", method="ninth")
+print(json.dumps({
+    "methods": list(METHODS),
+    "cli": "--method {" + ",".join(METHODS) + "}" in usage.getvalue(),
+    "ablation": [variant.method for variant in ablation_variants()],
+    "docs": ["`ninth`" in methods_table(), "--method ninth`" in published_table()],
+    "demo": ["ninth" in COMPARISON_METHODS, METHOD_LABELS.get("ninth")],
+    "ran": result.method,
+}))
+"""
+
+
+def test_a_ninth_method_is_one_module(tmp_path: Path) -> None:
+    """A copy of the code with one more module in scclip_core/methods/ offers it everywhere, with no other edit."""
+    import shutil
+    import subprocess
+    import sys
+
+    for folder in ("scclip_core", "demo", "tools"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "scclip_core" / "methods" / "ninth.py").write_text(NINTH_METHOD, encoding="utf-8")
+    output = subprocess.run(
+        [sys.executable, "-c", NINTH_CHECKS], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    found = json.loads(output.strip().splitlines()[-1])
+    assert found["methods"][-1] == found["ablation"][-1] == "ninth" and found["cli"]
+    assert found["docs"] == [True, True] and found["demo"] == [True, "Ninth"] and found["ran"] == "ninth"
