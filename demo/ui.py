@@ -27,12 +27,15 @@ from demo.labels import (
     COMPARISON_METHODS,
     DETECTOR_LABELS,
     METHOD_LABELS,
-    SCCLIP,
+    METHOD_REFINEMENTS,
     STAGE_LABELS,
     TEMPLATE_LABELS,
+    own_ablation_note,
+    refine_help,
+    refine_labels,
 )
 from demo.sessions import SESSION_TTL_S, SessionStore
-from scclip_core import PAMR_DILATIONS, PAMR_STEPS, VOCABULARY_PRESETS, Stages, render
+from scclip_core import VOCABULARY_PRESETS, Stages, render
 from scclip_core.methods import METHOD_SPECS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -197,13 +200,12 @@ def build_inputs(host: ModelHost) -> Page:
             page["beta"] = gr.Slider(
                 0.0, 1.0, value=DEFAULT_BETA, step=0.05, label="β (affinity threshold)", elem_id="beta"
             )
-        dilations = " and ".join(str(dilation) for dilation in PAMR_DILATIONS)
-        page["refine_edges"] = gr.Checkbox(
-            value=False,
-            label="Refine edges (PAMR)",
-            info=f"{PAMR_STEPS} steps of pixel-adaptive mask refinement at dilations {dilations}, as NACLIP reports; "
-            "sharper edges, a few seconds more. Also used by the ablation.",
-            elem_id="refine-edges",
+        page["refine"] = gr.Radio(
+            choices=[(label, name) for name, label in refine_labels().items()],
+            value=METHOD_REFINEMENTS,
+            label="Refine the logits",
+            info=f"{refine_help()} Also used by the ablation.",
+            elem_id="refine",
         )
         page["templates"] = gr.Radio(
             choices=[(label, name) for name, label in TEMPLATE_LABELS.items()],
@@ -319,9 +321,10 @@ def build_ablation_tab() -> Page:
     with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation") as page["tab_ablation"]:
         gr.Markdown(
             "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
-            "comparison methods on the image and classes on the left, and compares each with full "
-            "SC-CLIP pixel by pixel."
+            "comparison methods, each followed by its own ablation, on the image and classes on the left, and "
+            "compares each with full SC-CLIP pixel by pixel."
         )
+        gr.Markdown(f"**Note.** {own_ablation_note()}", elem_id="own-ablation-note")
         page["comparisons"] = gr.CheckboxGroup(
             choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
             value=list(COMPARISON_METHODS),
@@ -395,6 +398,7 @@ SEGMENT_INPUTS = (
     "beta",
     "area_threshold",
     "templates",
+    "refine",
     "refine_edges",
 )
 
@@ -498,6 +502,16 @@ def wire_inside(page: Page, events: Events) -> None:
     ).success(events.inside.patch_names, inputs=page["point"], outputs=components(page, PatchNames), **CHEAP)
 
 
+def method_controls(method: str) -> list[Any]:
+    """The stage checkboxes, the detector and β are live only for a method that reads them (SC-CLIP)."""
+    spec = METHOD_SPECS[method]
+    return [
+        gr.update(interactive=spec.stages),
+        gr.update(interactive="detector" in spec.settings),
+        gr.update(interactive="beta" in spec.settings),
+    ]
+
+
 def wire_inputs(demo: gr.Blocks, page: Page, events: Events) -> None:
     """Vocabulary presets fill the class box, the stage controls follow the method, a closed tab is forgotten."""
     page["vocabulary"].input(
@@ -511,7 +525,7 @@ def wire_inputs(demo: gr.Blocks, page: Page, events: Events) -> None:
         lambda: "", outputs=page["vocabulary"], api_visibility="private", queue=False, show_progress="hidden"
     )
     page["method"].change(
-        lambda chosen: [gr.update(interactive=chosen == SCCLIP)] * 3,
+        method_controls,
         inputs=page["method"],
         outputs=[page["stages"], page["detector"], page["beta"]],
         api_visibility="private",
@@ -535,6 +549,7 @@ def wire_comparing(page: Page, events: Events, not_a_tool: str) -> None:
                 "beta",
                 "templates",
                 "comparisons",
+                "refine",
                 "refine_edges",
             )
         ],
@@ -590,6 +605,8 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
             elem_classes="footnote",
             elem_id="limits",
         )
+        # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR.
+        page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
         build_examples(page, events, host)
         wire_segment(demo, page, events, segment_description(host, events.store))
         wire_sharing(page, events)

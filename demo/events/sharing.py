@@ -62,12 +62,14 @@ class ShareEvents:
         beta: float,
         area_threshold: float,
         templates: str,
-        refine_edges: bool,
+        refine: str | bool,
+        refine_edges: bool = False,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Downloads:
         """`segment` for a page opened from a share link: the same run, or a message saying the link is too old
-        when the shared image is no longer on the server."""
+        when the shared image is no longer on the server. A link made before the refine choice existed holds the
+        "Refine edges" checkbox's boolean in its place, which `refine_choice` maps onto the choice."""
         path = image_path(image)
         if path is not None and not os.path.exists(path):
             LOGGER.info("a share link outlived its image")
@@ -83,6 +85,7 @@ class ShareEvents:
             beta,
             area_threshold,
             templates,
+            refine,  # type: ignore[arg-type]  # a boolean from a share link made before the refine choice
             refine_edges,
             request=request,
             progress=progress,
