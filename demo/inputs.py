@@ -156,11 +156,12 @@ def refine_choice(refine: Any, refine_edges: Any = False) -> tuple[tuple[str, ..
         raise InputError(f"refine_edges must be true or false, not {refine_edges!r}")
     if isinstance(refine, bool):
         refine_edges, refine = refine_edges or refine, None
-    choice = refine or (PAMR if refine_edges else METHOD_REFINEMENTS)
+    choice = refine or METHOD_REFINEMENTS
     if not isinstance(choice, str) or choice not in REFINE_CHOICES:
         raise InputError(f"unknown refine choice {refine!r}; choose one of {', '.join(REFINE_CHOICES)}")
-    if refine_edges and choice != PAMR:
+    if refine_edges and choice not in (METHOD_REFINEMENTS, PAMR):
         raise InputError(f"refine_edges=true asks for PAMR, refine for {choice!r}: give only refine")
+    choice = PAMR if refine_edges else choice
     if choice == METHOD_REFINEMENTS:
         return None, 0
     if choice == NO_REFINEMENT:
