@@ -121,11 +121,12 @@ def limits_text(host: ModelHost, store: SessionStore) -> str:
 def segment_description(host: ModelHost, store: SessionStore) -> str:
     """What /segment does, takes and returns, for the API page and for agents (the MCP tool's description)."""
     return (
-        "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP): give an image and "
-        "any class names; every pixel gets one of them (or the background class). Returns two things: (1) the "
+        "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP) or one of the methods "
+        "it is compared with (`method`; `model_info` lists them): give an image and any class names; every pixel "
+        "gets one of them (or the background class). Returns two things: (1) the "
         "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
         "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
-        "share), what ran ('description', 'method', 'stages'), 'timings' in seconds and 'notices'. When "
+        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' in seconds and 'notices'. When "
         "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
         f"fix. {limits_text(host, store)}"
     )
@@ -324,7 +325,8 @@ def build_ablation_tab() -> Page:
             "comparison methods, each followed by its own ablation, on the image and classes on the left, and "
             "compares each with full SC-CLIP pixel by pixel."
         )
-        gr.Markdown(f"**Note.** {own_ablation_note()}", elem_id="own-ablation-note")
+        if own_ablation_note():
+            gr.Markdown(f"**Note.** {own_ablation_note()}", elem_id="own-ablation-note")
         page["comparisons"] = gr.CheckboxGroup(
             choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
             value=list(COMPARISON_METHODS),
