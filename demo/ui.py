@@ -34,6 +34,7 @@ from demo.labels import (
     refine_help,
     refine_labels,
 )
+from demo.outputs import complete_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S, SessionStore
 from scclip_core import VOCABULARY_PRESETS, Stages, render
 from scclip_core.methods import METHOD_SPECS
@@ -320,13 +321,13 @@ def build_ablation_tab() -> Page:
     """The ablation's comparison methods, gallery, before/after slider and table."""
     page: Page = {}
     with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation") as page["tab_ablation"]:
+        note = own_ablation_note()
         gr.Markdown(
             "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
             "comparison methods, each followed by its own ablation, on the image and classes on the left, and "
-            "compares each with full SC-CLIP pixel by pixel."
+            f"compares each with full SC-CLIP pixel by pixel.{f' **Note.** {note}' if note else ''}",
+            elem_id="ablation-about",
         )
-        if own_ablation_note():
-            gr.Markdown(f"**Note.** {own_ablation_note()}", elem_id="own-ablation-note")
         page["comparisons"] = gr.CheckboxGroup(
             choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
             value=list(COMPARISON_METHODS),
@@ -607,15 +608,17 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
             elem_classes="footnote",
             elem_id="limits",
         )
-        # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR.
-        page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
         build_examples(page, events, host)
+        wire_rendering(page, events, not_a_tool)
+        gr.api(events.segmenting.model_info, api_name="model_info", queue=False)
+        # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR. The
+        # page's last component, so every other one keeps its id in share links saved before the refine choice.
+        page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
         wire_segment(demo, page, events, segment_description(host, events.store))
         wire_sharing(page, events)
-        wire_rendering(page, events, not_a_tool)
         wire_inside(page, events)
         wire_inputs(demo, page, events)
         wire_comparing(page, events, not_a_tool)
-        gr.api(events.segmenting.model_info, api_name="model_info", queue=False)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
+    complete_share_links(share_links_folder(), demo.config["components"])
     return demo

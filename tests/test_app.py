@@ -344,6 +344,24 @@ def test_share_link_snapshots_are_deleted_once_their_images_are(tmp_path: Path) 
     assert prune_share_links(tmp_path / "missing") == 0
 
 
+def test_share_links_saved_by_an_older_page_get_the_components_they_lack(tmp_path: Path) -> None:
+    from demo.outputs import complete_share_links
+
+    page = [{"id": 1, "props": {"value": "new"}}, {"id": 2, "props": {"value": False}}]
+    for name, saved in [("older", [{"id": 1, "props": {"value": True}}]), ("current", page)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(json.dumps(saved))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{not json")
+    assert complete_share_links(tmp_path, page) == 1
+    assert json.loads((tmp_path / "older" / "state.json").read_text()) == [
+        {"id": 1, "props": {"value": True}},
+        {"id": 2, "props": {"value": False}},
+    ], "the saved values stay; only the missing component is added, with the page's default"
+    assert json.loads((tmp_path / "current" / "state.json").read_text()) == page
+    assert complete_share_links(tmp_path / "missing", page) == 0
+
+
 def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path], events: Events) -> None:
     events.segmenting.segment(str(images["rgb"]), "red; blue", "", 0.0, progress=None)
     shown = events.rendering.show_shared(0.5, ["blue", "gone"])
@@ -461,7 +479,7 @@ def test_the_page_lists_every_registered_method_and_refine_choice(demo_host: Mod
         "refine"
     ].value == "default"
     assert by_id["refine-edges"].visible is False, "the older switch stays in the API only"
-    assert "this project's own ablation" in by_id["own-ablation-note"].value
+    assert "this project's own ablation" in by_id["ablation-about"].value
 
 
 def test_the_refine_choice_round_trips_through_a_share_link(images: dict[str, Path], events: Events) -> None:

@@ -9,13 +9,16 @@ TLP) in a second browser, and saves screenshots to $SCCLIP_ARTIFACTS (default te
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from demo.outputs import complete_share_links, share_links_folder
 from tests.browser import (
     CHROMIUM,
     INSIDE_TABS,
@@ -45,11 +48,12 @@ CLASSES = ["person", "flag", "space shuttle", "helmet"]
 def page():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with (
-        serve("tiny-test", "random", FAST_CONFIG) as (_, url),
+        serve("tiny-test", "random", FAST_CONFIG) as (demo, url),
         sync_api.sync_playwright() as playwright,
         browser_page(playwright) as browser_tab,
     ):
         browser_tab.app_url = url
+        browser_tab.demo = demo
         browser_tab.playwright = playwright
         yield browser_tab
 
@@ -107,7 +111,7 @@ def test_ablation_tab_shows_every_configuration_readably(page) -> None:
         box.uncheck()
     for name in TICKED:
         comparisons.get_by_label(name, exact=True).check()
-    assert "this project's own ablation" in page.locator("#own-ablation-note").inner_text()
+    assert "this project's own ablation" in page.locator("#ablation-about").inner_text()
     page.locator("#run-ablation").click()
     page.wait_for_function(
         f"() => document.querySelectorAll('#ablation-gallery img').length === {ABLATION_CONFIGURATIONS}",
@@ -308,3 +312,32 @@ def test_a_share_link_gives_another_visitor_the_same_view_and_legend(page) -> No
         wait_for_image(visitor, "#overlay")
         summary = visitor.locator("#summary-file").inner_text()
         assert "scclip_summary" in summary, "the visitor has downloads of its own run"
+
+
+def test_a_share_link_saved_before_the_refine_choice_still_opens(page) -> None:
+    """A snapshot as the page before the refine choice saved it: the ticked "Refine edges" checkbox where the choice
+    is now (Gradio keys a snapshot's components by id), without the hidden refine_edges switch that came later,
+    completed as the app does when it starts (`complete_share_links`)."""
+    segment_in_page(page, page.app_url, ROOT / "assets" / "astronaut.jpg", "; ".join(CLASSES), background="")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.evaluate("navigator.clipboard.writeText('')")
+    page.locator("#share-row button").click()
+    link = _copied_link(page)
+    state = share_links_folder() / parse_qs(urlparse(link).query)["deep_link"][0] / "state.json"
+    components = json.loads(state.read_text())
+    choice = next(item for item in components if item["props"].get("elem_id") == "refine")
+    switch = next(item for item in components if item["props"].get("elem_id") == "refine-edges")
+    checkbox = {
+        **switch,
+        "id": choice["id"],
+        "props": {**switch["props"], "value": True, "visible": True, "label": "Refine edges (PAMR)"},
+    }
+    older = [checkbox if item is choice else item for item in components if item["id"] < switch["id"]]
+    state.write_text(json.dumps(older))
+    assert complete_share_links(share_links_folder(), page.demo.config["components"]) >= 1
+
+    with browser_page(page.playwright) as visitor:
+        visitor.goto(link)
+        visitor.locator("#run-status").get_by_text("Opened from a shared link").wait_for(timeout=RUN_TIMEOUT_MS)
+        assert "logits refined by PAMR (10 steps)" in visitor.locator("#run-status").inner_text()
+        assert _legend(visitor), "the shared run is drawn"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,7 +13,7 @@ import gradio as gr
 from demo.events.common import LOGGER
 from demo.events.segmenting import Downloads, SegmentEvents
 from demo.inputs import image_path
-from demo.outputs import prune_share_links
+from demo.outputs import prune_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S
 
 SHARED_IMAGE_GONE = (
@@ -93,4 +92,4 @@ class ShareEvents:
 
     def forget_old_share_links(self) -> None:
         """On each click on Share: delete the share-link snapshots that outlived their images."""
-        prune_share_links(Path(gr.utils.get_upload_folder()) / "deep_links")
+        prune_share_links(share_links_folder())
