@@ -559,8 +559,8 @@ def wire_comparing(page: Page, events: Events, not_a_tool: str) -> None:
         outputs=components(page, Ablation),
         api_name="ablation",
         api_description=(
-            "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side, from one "
-            "shared pass of the frozen blocks."
+            "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods (each with its own "
+            "ablation) side by side, from one shared pass of the frozen blocks."
         ),
         api_visibility=not_a_tool,
         **HEAVY,
