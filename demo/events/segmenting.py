@@ -3,7 +3,7 @@ examples' default run, vocabulary presets, and what the server runs (`/model_inf
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
@@ -42,13 +42,19 @@ EXAMPLE_STATUS = (
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
+def either(names: Iterable[str]) -> str:
+    """Names as a sentence lists alternatives: "a, b or c"."""
+    *first, last = names
+    return f"{', '.join(first)} or {last}" if first else last
+
+
 def documented(function: Function) -> Function:
     """Fill the registry's lists into a docstring (Gradio reads its `Args:` lines as the API's and the MCP tool's
     parameter descriptions), so that they name every registered method and refinement."""
     assert function.__doc__ is not None
     function.__doc__ = function.__doc__.format(
-        methods=", ".join(f"{name} (default)" if name == DEFAULT_METHOD else name for name in METHOD_SPECS),
-        refine_choices=", ".join(REFINE_CHOICES),
+        methods=either(f"{name} (default)" if name == DEFAULT_METHOD else name for name in METHOD_SPECS),
+        refine_choices=either(REFINE_CHOICES),
         refine_default=METHOD_REFINEMENTS,
         refine_help=refine_help(),
     )
@@ -165,7 +171,7 @@ class SegmentEvents:
             beta: SC-CLIP's affinity threshold, 0 to 1 (default 0.4).
             area_threshold: 0 to 1; classes covering at most this share of the foreground are dropped (default 0).
             templates: prompt templates: openai (80, as in the paper) or simple (7, faster for long class lists).
-            refine: refinement of the logits, one of {refine_choices} (default {refine_default}): {refine_help}
+            refine: refinement of the logits: {refine_choices} (default {refine_default}): {refine_help}
             refine_edges: the older switch: true is refine="pamr".
 
         Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
