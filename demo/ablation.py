@@ -36,6 +36,7 @@ def chosen_methods(comparisons: Sequence[str] | str | None) -> list[str]:
 
 
 def ablation_configurations(comparisons: Sequence[str] | str | None) -> list[Variant]:
-    """Full SC-CLIP, each stage off in turn, vanilla CLIP and the chosen comparison methods, in the engine's order."""
+    """Full SC-CLIP, each stage off in turn, vanilla CLIP and the chosen comparison methods, each followed by its own
+    ablation (ResCLIP: RCS off, SFR off), in the engine's order (`ablation_variants`)."""
     kept = {SCCLIP, VANILLA, *chosen_methods(comparisons)}
     return [variant for variant in ablation_variants() if variant.method in kept]

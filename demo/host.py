@@ -269,7 +269,11 @@ def run_segment(
     host.embed_text(segmenter, vocabulary.queries)
     with host.turns.turn():
         segmentation = segmenter.predict(
-            vocabulary, embedding=embedding, rules=settings.rules, pamr_steps=settings.pamr_steps
+            vocabulary,
+            embedding=embedding,
+            rules=settings.rules,
+            pamr_steps=settings.pamr_steps,
+            refine=settings.refine,
         )
     if notice:
         segmentation.notices.append(notice)
@@ -310,7 +314,11 @@ def run_ablation(
         with host.turns.turn():
             started = time.perf_counter()
             segmentation = segmenter.predict(
-                vocabulary, embedding=embedding, rules=settings.rules, pamr_steps=settings.pamr_steps
+                vocabulary,
+                embedding=embedding,
+                rules=settings.rules,
+                pamr_steps=settings.pamr_steps,
+                refine=settings.refine,
             )
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:

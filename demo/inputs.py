@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from demo.labels import METHOD_REFINEMENTS, REFINE_CHOICES
 from scclip_core import (
     PAMR_STEPS,
     TEMPLATE_SET_NAMES,
@@ -28,9 +29,10 @@ from scclip_core import (
     probe_size,
     to_rgb_array,
 )
-from scclip_core.config import TemplateSet, detector_named
+from scclip_core.config import PAMR, TemplateSet, detector_named
 from scclip_core.images import cap_size
 from scclip_core.methods import method_named
+from scclip_core.refinements import NO_REFINEMENT, refinement_named
 
 DEFAULT_METHOD = Variant.method
 DEFAULT_DETECTOR = CalibrationParams.detector
@@ -100,6 +102,7 @@ class RequestSettings:
     rules: LabelRules
     background: tuple[str, ...] | None
     templates: TemplateSet
+    refine: tuple[str, ...] | None = None
     pamr_steps: int = 0
 
 
@@ -142,6 +145,30 @@ def stage_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return Stages.check_names(items)
 
 
+def refine_choice(refine: Any, refine_edges: Any = False) -> tuple[tuple[str, ...] | None, int]:
+    """The refine choice (`REFINE_CHOICES`; None or '' means the method's own) as `Segmenter.predict`'s `refine` and
+    `pamr_steps`: None runs the method's own refinements, () none, (name,) that one.
+
+    Older share links and API calls send a boolean: `refine_edges` (or a boolean in place of the choice) true means
+    PAMR, false the method's own.
+    """
+    if refine_edges not in (None, True, False):
+        raise InputError(f"refine_edges must be true or false, not {refine_edges!r}")
+    if isinstance(refine, bool):
+        refine_edges, refine = refine_edges or refine, None
+    choice = refine or METHOD_REFINEMENTS
+    if not isinstance(choice, str) or choice not in REFINE_CHOICES:
+        raise InputError(f"unknown refine choice {refine!r}; choose one of {', '.join(REFINE_CHOICES)}")
+    if refine_edges and choice not in (METHOD_REFINEMENTS, PAMR):
+        raise InputError(f"refine_edges=true asks for PAMR, refine for {choice!r}: give only refine")
+    choice = PAMR if refine_edges else choice
+    if choice == METHOD_REFINEMENTS:
+        return None, 0
+    if choice == NO_REFINEMENT:
+        return (), 0
+    return (refinement_named(choice),), PAMR_STEPS if choice == PAMR else 0
+
+
 def parse_rules(prob_threshold: Any, area_threshold: Any, default_prob_threshold: float) -> LabelRules:
     """The background rules from the threshold sliders (an area threshold of 0 switches the area rule off)."""
     return LabelRules(
@@ -160,6 +187,7 @@ def parse_settings(
     area_threshold: Any,
     templates: str | None,
     refine_edges: Any = False,
+    refine: Any = None,
     *,
     default_prob_threshold: float = TRAINED_PROB_THRESHOLD,
 ) -> RequestSettings:
@@ -172,15 +200,15 @@ def parse_settings(
     rules = parse_rules(prob_threshold, area_threshold, default_prob_threshold)
     if background_words is not None and not isinstance(background_words, str):
         raise InputError(f"background words must be text, not {type(background_words).__name__}")
-    if refine_edges not in (None, True, False):
-        raise InputError(f"refine_edges must be true or false, not {refine_edges!r}")
+    refinements, pamr_steps = refine_choice(refine, refine_edges)
     return RequestSettings(
         variant=variant,
         params=params,
         rules=rules,
         background=parse_words(background_words) or None,
         templates=template_set(templates),
-        pamr_steps=PAMR_STEPS if refine_edges else 0,
+        refine=refinements,
+        pamr_steps=pamr_steps,
     )
 
 

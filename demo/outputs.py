@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+import orjson
 from PIL import Image
 
 from demo.sessions import SESSION_TTL_S
@@ -47,6 +49,11 @@ def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: 
     return str(label_path), str(json_path)
 
 
+def share_links_folder() -> Path:
+    """Where Gradio keeps the share-link snapshots (its `deep_links`, one folder per link)."""
+    return Path(gr.utils.get_upload_folder()) / "deep_links"
+
+
 def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
     """Delete the share-link snapshots in `folder` (Gradio's `deep_links`: one JSON of about 100 KB per click on
     Share, which Gradio never deletes) older than `max_age_s`, when the uploads they point to are gone too.
@@ -58,3 +65,27 @@ def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
     for link in old:
         shutil.rmtree(link, ignore_errors=True)
     return len(old)
+
+
+def complete_share_links(folder: Path, components: list[dict[str, Any]]) -> int:
+    """Give the share-link snapshots in `folder` the components of the page (`components`, as in its config) that
+    they lack, with the page's defaults, so that a link saved before a component was added still opens: Gradio keys
+    a snapshot's components by id and refuses a page whose layout names an id the snapshot lacks. Written as Gradio
+    writes snapshots (orjson, anything else as text); unreadable ones are left alone. Returns how many were
+    completed."""
+    if not folder.is_dir():
+        return 0
+    completed = 0
+    for state in folder.glob("*/state.json"):
+        try:
+            saved = orjson.loads(state.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if not isinstance(saved, list):
+            continue
+        present = {item.get("id") for item in saved if isinstance(item, dict)}
+        missing = [component for component in components if component["id"] not in present]
+        if missing:
+            state.write_bytes(orjson.dumps([*saved, *missing], option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+            completed += 1
+    return completed

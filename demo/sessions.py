@@ -82,6 +82,9 @@ class SessionResult:
 
 
 def _buffers(value: Any) -> Iterable[np.ndarray | torch.Tensor]:
+    """Every array and tensor inside `value`: through lists, tuples (`TextState`) and dataclasses (`ImageEmbedding`,
+    a method's text-pass state such as ResCLIP's keys, values, RCS attention and crops), not into modules (the model's
+    own weights, which a state may point to, are no session's)."""
     if isinstance(value, (np.ndarray, torch.Tensor)):
         yield value
     elif isinstance(value, (list, tuple)):
@@ -93,10 +96,16 @@ def _buffers(value: Any) -> Iterable[np.ndarray | torch.Tensor]:
 
 
 def _nbytes(*values: Any) -> int:
+    """Bytes held by the arrays and tensors inside `values`, each memory block counted once: a tensor counts its
+    whole storage (a slice keeps all of it alive), an array the buffer it views."""
     seen: dict[int, int] = {}
     for buffer in _buffers(values):
-        size = buffer.nbytes if isinstance(buffer, np.ndarray) else buffer.element_size() * buffer.nelement()
-        seen[id(buffer)] = size
+        if isinstance(buffer, torch.Tensor):
+            storage = buffer.untyped_storage()
+            seen[storage.data_ptr() or id(storage)] = storage.nbytes()
+        else:
+            base = buffer if buffer.base is None else buffer.base
+            seen[id(base)] = base.nbytes if isinstance(base, np.ndarray) else buffer.nbytes
     return sum(seen.values())
 
 

@@ -27,12 +27,16 @@ from demo.labels import (
     COMPARISON_METHODS,
     DETECTOR_LABELS,
     METHOD_LABELS,
-    SCCLIP,
+    METHOD_REFINEMENTS,
     STAGE_LABELS,
     TEMPLATE_LABELS,
+    own_ablation_note,
+    refine_help,
+    refine_labels,
 )
+from demo.outputs import complete_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S, SessionStore
-from scclip_core import PAMR_DILATIONS, PAMR_STEPS, VOCABULARY_PRESETS, Stages, render
+from scclip_core import VOCABULARY_PRESETS, Stages, render
 from scclip_core.methods import METHOD_SPECS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -118,11 +122,12 @@ def limits_text(host: ModelHost, store: SessionStore) -> str:
 def segment_description(host: ModelHost, store: SessionStore) -> str:
     """What /segment does, takes and returns, for the API page and for agents (the MCP tool's description)."""
     return (
-        "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP): give an image and "
-        "any class names; every pixel gets one of them (or the background class). Returns two things: (1) the "
+        "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP) or one of the methods "
+        "it is compared with (`method`; `model_info` lists them): give an image and any class names; every pixel "
+        "gets one of them (or the background class). Returns two things: (1) the "
         "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
         "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
-        "share), what ran ('description', 'method', 'stages'), 'timings' in seconds and 'notices'. When "
+        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' in seconds and 'notices'. When "
         "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
         f"fix. {limits_text(host, store)}"
     )
@@ -197,13 +202,12 @@ def build_inputs(host: ModelHost) -> Page:
             page["beta"] = gr.Slider(
                 0.0, 1.0, value=DEFAULT_BETA, step=0.05, label="β (affinity threshold)", elem_id="beta"
             )
-        dilations = " and ".join(str(dilation) for dilation in PAMR_DILATIONS)
-        page["refine_edges"] = gr.Checkbox(
-            value=False,
-            label="Refine edges (PAMR)",
-            info=f"{PAMR_STEPS} steps of pixel-adaptive mask refinement at dilations {dilations}, as NACLIP reports; "
-            "sharper edges, a few seconds more. Also used by the ablation.",
-            elem_id="refine-edges",
+        page["refine"] = gr.Radio(
+            choices=[(label, name) for name, label in refine_labels().items()],
+            value=METHOD_REFINEMENTS,
+            label="Refine the logits",
+            info=f"{refine_help()} Also used by the ablation.",
+            elem_id="refine",
         )
         page["templates"] = gr.Radio(
             choices=[(label, name) for name, label in TEMPLATE_LABELS.items()],
@@ -317,10 +321,12 @@ def build_ablation_tab() -> Page:
     """The ablation's comparison methods, gallery, before/after slider and table."""
     page: Page = {}
     with gr.Tab("Ablation", id="ablation", elem_id="tab-ablation") as page["tab_ablation"]:
+        note = own_ablation_note()
         gr.Markdown(
             "Runs full SC-CLIP, SC-CLIP with each stage removed in turn, vanilla CLIP and the chosen "
-            "comparison methods on the image and classes on the left, and compares each with full "
-            "SC-CLIP pixel by pixel."
+            "comparison methods, each followed by its own ablation, on the image and classes on the left, and "
+            f"compares each with full SC-CLIP pixel by pixel.{f' **Note.** {note}' if note else ''}",
+            elem_id="ablation-about",
         )
         page["comparisons"] = gr.CheckboxGroup(
             choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
@@ -395,6 +401,7 @@ SEGMENT_INPUTS = (
     "beta",
     "area_threshold",
     "templates",
+    "refine",
     "refine_edges",
 )
 
@@ -498,6 +505,16 @@ def wire_inside(page: Page, events: Events) -> None:
     ).success(events.inside.patch_names, inputs=page["point"], outputs=components(page, PatchNames), **CHEAP)
 
 
+def method_controls(method: str) -> list[Any]:
+    """The stage checkboxes, the detector and β are live only for a method that reads them (SC-CLIP)."""
+    spec = METHOD_SPECS[method]
+    return [
+        gr.update(interactive=spec.stages),
+        gr.update(interactive="detector" in spec.settings),
+        gr.update(interactive="beta" in spec.settings),
+    ]
+
+
 def wire_inputs(demo: gr.Blocks, page: Page, events: Events) -> None:
     """Vocabulary presets fill the class box, the stage controls follow the method, a closed tab is forgotten."""
     page["vocabulary"].input(
@@ -511,7 +528,7 @@ def wire_inputs(demo: gr.Blocks, page: Page, events: Events) -> None:
         lambda: "", outputs=page["vocabulary"], api_visibility="private", queue=False, show_progress="hidden"
     )
     page["method"].change(
-        lambda chosen: [gr.update(interactive=chosen == SCCLIP)] * 3,
+        method_controls,
         inputs=page["method"],
         outputs=[page["stages"], page["detector"], page["beta"]],
         api_visibility="private",
@@ -535,14 +552,15 @@ def wire_comparing(page: Page, events: Events, not_a_tool: str) -> None:
                 "beta",
                 "templates",
                 "comparisons",
+                "refine",
                 "refine_edges",
             )
         ],
         outputs=components(page, Ablation),
         api_name="ablation",
         api_description=(
-            "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods side by side, from one "
-            "shared pass of the frozen blocks."
+            "Run full SC-CLIP, each stage removed, vanilla CLIP and comparison methods (each with its own "
+            "ablation) side by side, from one shared pass of the frozen blocks."
         ),
         api_visibility=not_a_tool,
         **HEAVY,
@@ -591,12 +609,16 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
             elem_id="limits",
         )
         build_examples(page, events, host)
+        wire_rendering(page, events, not_a_tool)
+        gr.api(events.segmenting.model_info, api_name="model_info", queue=False)
+        # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR. The
+        # page's last component, so every other one keeps its id in share links saved before the refine choice.
+        page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
         wire_segment(demo, page, events, segment_description(host, events.store))
         wire_sharing(page, events)
-        wire_rendering(page, events, not_a_tool)
         wire_inside(page, events)
         wire_inputs(demo, page, events)
         wire_comparing(page, events, not_a_tool)
-        gr.api(events.segmenting.model_info, api_name="model_info", queue=False)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
+    complete_share_links(share_links_folder(), demo.config["components"])
     return demo

@@ -38,7 +38,7 @@ def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> d
         {"index": index, "name": name, "colour": colours[index], "share": shares.get(name, 0.0)}
         for index, name in enumerate(segmentation.class_names)
     ]
-    data["description"] = describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)
+    data["description"] = describe_run(segmentation)
     data["reused_image_side"] = reused_image_side
     data["untrained_weights"] = segmentation.is_random_weights
     if segmentation.is_random_weights:
@@ -148,7 +148,7 @@ def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
     notice_html = "".join(f"<li>{html.escape(notice)}</li>" for notice in notices)
     return (
         f"<div id='timings-table' style='font-size:0.9em'><b id='run-description'>"
-        f"{html.escape(describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps))}</b> on "
+        f"{html.escape(describe_run(segmentation))}</b> on "
         f"{html.escape(segmentation.model_name)}, {segmentation.image.shape[1]}x{segmentation.image.shape[0]} px, "
         f"{len(segmentation.windows)} window(s)<div style='margin-top:4px'>{steps}</div>"
         f"{'<ul style=margin-top:4px>' + notice_html + '</ul>' if notice_html else ''}</div>"

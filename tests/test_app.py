@@ -322,7 +322,7 @@ def test_the_run_a_share_link_starts_is_segment_with_its_limits(
     images: dict[str, Path], tmp_path: Path, events: Events
 ) -> None:
     handlers = events.sharing
-    settings = ("", 0.0, "sc-clip", None, "lof", 0.4, 0.0, "simple", False)
+    settings = ("", 0.0, "sc-clip", None, "lof", 0.4, 0.0, "simple", "default")
     _, summary = handlers.segment_shared(str(images["rgb"]), "red; blue", *settings, progress=None)
     assert summary["classes"] == ["red", "blue"] and events.store.get(LOCAL_SESSION) is not None
     too_many = ";".join(f"class {index}" for index in range(101))
@@ -342,6 +342,24 @@ def test_share_link_snapshots_are_deleted_once_their_images_are(tmp_path: Path) 
     assert prune_share_links(links) == 1
     assert [path.name for path in links.iterdir()] == ["fresh"]
     assert prune_share_links(tmp_path / "missing") == 0
+
+
+def test_share_links_saved_by_an_older_page_get_the_components_they_lack(tmp_path: Path) -> None:
+    from demo.outputs import complete_share_links
+
+    page = [{"id": 1, "props": {"value": "new"}}, {"id": 2, "props": {"value": False}}]
+    for name, saved in [("older", [{"id": 1, "props": {"value": True}}]), ("current", page)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(json.dumps(saved))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{not json")
+    assert complete_share_links(tmp_path, page) == 1
+    assert json.loads((tmp_path / "older" / "state.json").read_text()) == [
+        {"id": 1, "props": {"value": True}},
+        {"id": 2, "props": {"value": False}},
+    ], "the saved values stay; only the missing component is added, with the page's default"
+    assert json.loads((tmp_path / "current" / "state.json").read_text()) == page
+    assert complete_share_links(tmp_path / "missing", page) == 0
 
 
 def test_the_shared_view_keeps_its_hidden_classes(images: dict[str, Path], events: Events) -> None:
@@ -381,3 +399,94 @@ def test_the_slider_compares_two_ablation_configurations_from_the_gallery_files(
     assert handlers.compare(None, 0, 1).compare_message.startswith("Run the ablation first")
     empty_left, _, no_slider, _ = handlers.comparison_choices(None)
     assert empty_left["choices"] == [] and no_slider is None
+
+
+@pytest.mark.parametrize(
+    ("method", "keywords", "ran"),
+    [
+        ("resclip", {}, []),
+        ("pearl", {}, ["tlp"]),
+        ("pearl", {"refine": "none"}, []),
+        ("resclip", {"refine_edges": True}, ["pamr"]),
+    ],
+)
+def test_the_new_methods_and_refinements_through_gradio_client(
+    client: Client, images: dict[str, Path], method: str, keywords: dict[str, object], ran: list[str]
+) -> None:
+    label_png, summary = client.predict(
+        handle_file(str(images["rgb"])),
+        "red; blue",
+        background_words="",
+        prob_threshold=0.0,
+        method=method,
+        api_name="/segment",
+        **keywords,
+    )
+    assert summary["method"] == method and summary["refine"] == ran
+    assert Image.open(label_png).size == (96, 64) and summary["classes"] == ["red", "blue"]
+    info = client.predict(api_name="/model_info")
+    assert info["methods"][-2:] == ["resclip", "pearl"] and list(info["refine"]) == ["default", "none", "pamr", "tlp"]
+
+
+def test_the_ablation_shows_resclips_own_stages_when_both_new_methods_are_ticked(
+    client: Client, images: dict[str, Path]
+) -> None:
+    gallery, table = client.predict(
+        handle_file(str(images["rgb"])),
+        "red; blue",
+        background_words="",
+        prob_threshold=0.0,
+        templates="simple",
+        comparisons=["resclip", "pearl"],
+        api_name="/ablation",
+    )
+    names = [row[0] for row in table["data"][1:]]
+    assert names[-4:] == ["ResCLIP", "ResCLIP (RCS off)", "ResCLIP (SFR off)", "PEARL"] and len(names) == 6 + 1 + 4
+    assert all(item["caption"].startswith(name) for item, name in zip(gallery, names))
+
+
+def test_the_ablation_runs_each_method_with_the_refine_choice_from_one_shared_pass(
+    images: dict[str, Path], demo_host: ModelHost
+) -> None:
+    from demo.ablation import ablation_configurations
+    from demo.host import run_ablation
+    from demo.inputs import load_image, parse_settings, parse_vocabulary
+
+    rgb = load_image(str(images["rgb"]), None)
+    configurations = ablation_configurations(["resclip", "pearl"])
+    for refine, pearl in [("default", ("tlp",)), ("none", ()), ("pamr", ("pamr",))]:
+        settings = parse_settings(None, None, None, None, "", 0.0, None, "simple", False, refine)
+        shared, runs = run_ablation(
+            demo_host, rgb, parse_vocabulary("red; blue", settings), settings, configurations, progress=None
+        )
+        ran = {run.name: run.segmentation.refinements for run in runs}
+        assert ran["PEARL"] == pearl and ran["ResCLIP (SFR off)"] == ran["SC-CLIP (full)"]
+        assert ran["ResCLIP"] == (() if refine == "default" else pearl)
+        assert shared > 0 and len({run.segmentation.timings["backbone_shared"] for run in runs}) == 1
+
+
+def test_the_page_lists_every_registered_method_and_refine_choice(demo_host: ModelHost) -> None:
+    from demo.labels import COMPARISON_METHODS, REFINE_CHOICES
+    from demo.ui import build_interface
+    from scclip_core import METHODS
+
+    demo = build_interface(demo_host)
+    by_id = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
+    assert [value for _, value in by_id["method"].choices] == list(METHODS)
+    assert [value for _, value in by_id["comparisons"].choices] == list(COMPARISON_METHODS)
+    assert {"resclip", "pearl"} <= set(by_id["comparisons"].value)
+    assert [value for _, value in by_id["refine"].choices] == list(REFINE_CHOICES) and by_id[
+        "refine"
+    ].value == "default"
+    assert by_id["refine-edges"].visible is False, "the older switch stays in the API only"
+    assert "this project's own ablation" in by_id["ablation-about"].value
+
+
+def test_the_refine_choice_round_trips_through_a_share_link(images: dict[str, Path], events: Events) -> None:
+    handlers = events.sharing
+    settings = ["", 0.0, "pearl", None, "lof", 0.4, 0.0, "simple"]
+    for shared, ran in [("none", []), ("tlp", ["tlp"]), ("default", ["tlp"]), (True, ["pamr"]), (False, ["tlp"])]:
+        _, summary = handlers.segment_shared(str(images["rgb"]), "red; blue", *settings, shared, progress=None)
+        assert summary["refine"] == ran, f"a link holding {shared!r}"
+    shown = events.rendering.show_shared(0.5, [])
+    assert shown.status.startswith("**Opened from a shared link: PEARL, logits refined by TLP.**"), "False: its own"

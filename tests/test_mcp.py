@@ -19,6 +19,9 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app
+from demo.labels import METHOD_REFINEMENTS
+from scclip_core import METHODS
+from scclip_core.refinements import NO_REFINEMENT, REFINEMENTS
 from tests.serving import FAST_CONFIG, serve
 
 pytestmark = pytest.mark.timeout(180)
@@ -71,7 +74,9 @@ def test_only_segment_and_model_info_are_tools_and_say_how_to_use_them(mcp_app: 
     assert schema["required"] == ["image", "classes_text"]
     assert "data: URI" in schema["properties"]["image"]["description"]
     assert "between synonyms" in schema["properties"]["classes_text"]["description"]
-    assert schema["properties"]["method"]["enum"][0] == "sc-clip"
+    assert schema["properties"]["method"]["enum"] == list(METHODS), "every registered method, the default first"
+    assert schema["properties"]["refine"]["enum"] == [METHOD_REFINEMENTS, NO_REFINEMENT, *REFINEMENTS]
+    assert "PEARL: TLP" in schema["properties"]["refine"]["description"]
     assert "per-request limits" in tools["model_info"].description
 
 
@@ -86,10 +91,12 @@ def test_the_segment_tool_segments_an_image_sent_as_a_data_uri(mcp_app: str) -> 
         plain = await session.call_tool("segment", arguments)
         with_progress = await session.call_tool("segment", arguments, progress_callback=on_progress)
         refused = await session.call_tool("segment", {**arguments, "classes_text": ""})
+        pearl = await session.call_tool("segment", {**arguments, "method": "pearl", "refine": "none"})
+        resclip = await session.call_tool("segment", {**arguments, "method": "resclip", "refine": "tlp"})
         info = await session.call_tool("model_info", {})
-        return plain, with_progress, refused, info
+        return plain, with_progress, refused, info, pearl, resclip
 
-    plain, with_progress, refused, info = asyncio.run(mcp_session_run(mcp_app, steps))
+    plain, with_progress, refused, info, pearl, resclip = asyncio.run(mcp_session_run(mcp_app, steps))
 
     # Without a progress token Gradio returns both outputs in one text: the label PNG's file data and the summary.
     assert not plain.isError
@@ -110,6 +117,10 @@ def test_the_segment_tool_segments_an_image_sent_as_a_data_uri(mcp_app: str) -> 
 
     assert refused.isError and "no classes" in refused.content[0].text
     assert ast.literal_eval(info.content[0].text)["model"] == "tiny-test"
+    for result, method, ran in [(pearl, "pearl", []), (resclip, "resclip", ["tlp"])]:
+        assert not result.isError
+        _, summary = ast.literal_eval(result.content[0].text)
+        assert summary["method"] == method and summary["refine"] == ran
 
 
 def test_the_mcp_server_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ validation, header-only size checks, quiet logs for expected errors, and a fast 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from demo.labels import number_word
 from demo.sessions import KEPT_PROBS_BYTES, RUN_AGAIN, SessionStore
 from scclip_core import (
     DETECTORS,
+    PAMR_STEPS,
     VOCABULARY_PRESETS,
     InputError,
     LabelRules,
@@ -317,11 +319,65 @@ def test_refine_edges_runs_pamr_on_the_kept_image_side(photo: Path, events: Even
     handlers = events.segmenting
     _, plain = handlers.segment(str(photo), "red; blue", "", 0.0, progress=None)
     _, refined = handlers.segment(str(photo), "red; blue", "", 0.0, refine_edges=True, progress=None)
-    assert plain["pamr_steps"] == 0 and refined["pamr_steps"] == 10
-    assert refined["reused_image_side"] is True
-    assert refined["description"] == "SC-CLIP, all five stages, edges refined by PAMR (10 steps)"
+    assert plain["pamr_steps"] == 0 and plain["refine"] == [] and refined["pamr_steps"] == 10
+    assert refined["refine"] == ["pamr"] and refined["reused_image_side"] is True
+    assert refined["description"] == "SC-CLIP, all five stages, logits refined by PAMR (10 steps)"
     with pytest.raises(gr.Error, match="refine_edges must be true or false"):
         handlers.segment(str(photo), "red; blue", refine_edges="maybe", progress=None)
+    with pytest.raises(gr.Error, match="refine_edges=true asks for PAMR, refine for 'tlp'"):
+        handlers.segment(str(photo), "red; blue", refine="tlp", refine_edges=True, progress=None)
+    with pytest.raises(gr.Error, match="unknown refine choice 'crf'; choose one of default, none, pamr, tlp"):
+        handlers.segment(str(photo), "red; blue", refine="crf", progress=None)
+
+
+@pytest.mark.parametrize(
+    ("method", "refine", "ran", "description"),
+    [
+        ("pearl", "default", ["tlp"], "PEARL, logits refined by TLP"),
+        ("pearl", "none", [], "PEARL"),
+        ("pearl", "pamr", ["pamr"], "PEARL, logits refined by PAMR (10 steps)"),
+        ("resclip", "default", [], "ResCLIP"),
+        ("resclip", "tlp", ["tlp"], "ResCLIP, logits refined by TLP"),
+        ("sc-clip", "tlp", ["tlp"], "SC-CLIP, all five stages, logits refined by TLP"),
+    ],
+)
+def test_the_refine_choice_runs_the_methods_own_or_the_chosen_refinement(
+    photo: Path, events: Events, method: str, refine: str, ran: list[str], description: str
+) -> None:
+    _, summary = events.segmenting.segment(
+        str(photo), "red; blue", "", 0.0, method=method, refine=refine, progress=None
+    )
+    assert summary["method"] == method and summary["refine"] == ran and summary["description"] == description
+    assert abs(sum(summary["shares"].values()) - 1.0) < 1e-6
+
+
+def test_the_refine_choice_maps_onto_the_engines_refine_and_pamr_steps() -> None:
+    from demo.inputs import refine_choice
+
+    assert refine_choice(None) == refine_choice("") == refine_choice("default") == (None, 0)
+    assert refine_choice("none") == ((), 0) and refine_choice("tlp") == (("tlp",), 0)
+    assert refine_choice("pamr") == refine_choice(None, True) == (("pamr",), PAMR_STEPS)
+    assert refine_choice(True) == (("pamr",), PAMR_STEPS), "a share link made before the choice: its checkbox"
+    assert refine_choice(False) == (None, 0)
+
+
+def test_a_kept_resclip_result_counts_its_text_states_and_text_side(photo: Path, events: Events) -> None:
+    events.segmenting.segment(str(photo), "red; blue", "", 0.0, method="resclip", progress=None)
+    kept = events.store.get(LOCAL_SESSION)
+    embedding = kept.embedding
+    assert embedding.text_states and embedding.text_side is not None, "the second pass's states are kept for reuse"
+    tensors = [embedding.text_side[1]]
+    for text_state in embedding.text_states:
+        state = text_state.state
+        tensors += [state.key, state.value, state.rcs_attention, state.crops]
+    states = sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}.values())
+    without = dataclasses.replace(kept, embedding=dataclasses.replace(embedding, text_states=[], text_side=None))
+    assert states > 0 and kept.nbytes() == without.nbytes() + states
+    assert events.store.total_bytes == kept.nbytes()
+    rcs = embedding.text_states[0].state.rcs_attention
+    assert rcs[:1].element_size() * rcs[:1].nelement() < rcs.untyped_storage().nbytes()
+    sliced = dataclasses.replace(without, embedding=dataclasses.replace(without.embedding, embeddings=rcs[:1]))
+    assert sliced.nbytes() >= rcs.untyped_storage().nbytes(), "a slice keeps its whole storage alive"
 
 
 @pytest.fixture(scope="module")
@@ -413,20 +469,42 @@ def test_picking_a_vocabulary_preset_fills_the_class_box(events: Events) -> None
 
 
 def test_every_display_label_table_names_exactly_the_engine_choices() -> None:
-    from demo.labels import DETECTOR_LABELS, METHOD_LABELS, STAGE_LABELS, TEMPLATE_LABELS
+    from demo.labels import DETECTOR_LABELS, METHOD_LABELS, REFINE_CHOICES, STAGE_LABELS, TEMPLATE_LABELS, refine_labels
     from scclip_core import METHODS, TEMPLATE_SET_NAMES, Stages
+    from scclip_core.refinements import NO_REFINEMENT, REFINEMENTS
 
     assert list(METHOD_LABELS) == list(METHODS) and list(STAGE_LABELS) == list(Stages.names())
     assert list(DETECTOR_LABELS) == list(DETECTORS) and list(TEMPLATE_LABELS) == list(TEMPLATE_SET_NAMES)
+    assert list(refine_labels()) == list(REFINE_CHOICES) == ["default", NO_REFINEMENT, *REFINEMENTS]
+    assert refine_labels()["default"] == "method's own (PEARL: TLP)"
+
+
+def test_every_ablation_configuration_has_its_own_label() -> None:
+    from demo.labels import own_ablation_note, variant_label
+    from scclip_core import METHOD_SPECS, ablation_variants
+
+    labels = [variant_label(variant) for variant in ablation_variants()]
+    assert len(set(labels)) == len(labels)
+    assert labels[-4:] == ["ResCLIP", "ResCLIP (RCS off)", "ResCLIP (SFR off)", "PEARL"]
+    note = own_ablation_note()
+    for spec in METHOD_SPECS.values():
+        assert all(label in note for label, _ in spec.ablations)
+    assert "ResCLIP's RCS off and SFR off are this project's own ablation" in note
 
 
 def test_the_segment_parameter_descriptions_state_the_engine_defaults() -> None:
     from demo.events.segmenting import SegmentEvents
     from demo.inputs import DEFAULT_BETA, DEFAULT_DETECTOR, DEFAULT_METHOD, DEFAULT_TEMPLATES, TRAINED_PROB_THRESHOLD
-    from scclip_core import PAMR_DILATIONS, PAMR_STEPS
+    from demo.labels import REFINE_CHOICES
+    from scclip_core import METHODS, PAMR_DILATIONS
 
     described = SegmentEvents.segment.__doc__
     assert f"{DEFAULT_METHOD} (default)" in described and f"{DEFAULT_DETECTOR} (default)" in described
     assert f"(default {DEFAULT_BETA})" in described and f"(default {TRAINED_PROB_THRESHOLD})" in described
     assert f"templates: prompt templates: {DEFAULT_TEMPLATES} (" in described
-    assert f"PAMR ({PAMR_STEPS} steps, dilations {' and '.join(map(str, PAMR_DILATIONS))})" in described
+    assert f"PAMR, {PAMR_STEPS} steps at dilations {' and '.join(map(str, PAMR_DILATIONS))}" in described
+    method_line = next(line for line in described.splitlines() if line.strip().startswith("method:"))
+    assert all(name in method_line for name in METHODS), "every registered method, from the registry"
+    refine_line = next(line for line in described.splitlines() if line.strip().startswith("refine:"))
+    *first, last = REFINE_CHOICES
+    assert f"{', '.join(first)} or {last} (default default)" in refine_line and "PEARL: TLP" in refine_line

@@ -22,7 +22,7 @@ from demo.inputs import (
     parse_vocabulary,
     probe_image,
 )
-from demo.labels import VANILLA, method_label
+from demo.labels import METHOD_REFINEMENTS, VANILLA, method_label
 from demo.memory import release_freed_memory
 from demo.views import ablation_views, configuration_name
 
@@ -67,11 +67,13 @@ class CompareEvents:
         beta: float = DEFAULT_BETA,
         templates: str = DEFAULT_TEMPLATES,
         comparisons: Sequence[str] | str | None = None,
+        refine: str = METHOD_REFINEMENTS,
         refine_edges: bool = False,
         progress: gr.Progress = gr.Progress(),
     ) -> Ablation:
-        """Full SC-CLIP, each stage removed in turn, vanilla CLIP and the chosen comparison methods, side by side,
-        all from one pass of the frozen blocks.
+        """Full SC-CLIP, each stage removed in turn, vanilla CLIP and the chosen comparison methods (each with its own
+        ablation, if its module declares one), side by side, all from one pass of the frozen blocks; every
+        configuration takes the same refine choice (the default: each method's own refinements).
 
         Returns a gallery (overlays captioned with name and pixel agreement with full SC-CLIP) and a table: the
         shared pass's seconds once, then each configuration's own seconds and agreement.
@@ -79,7 +81,7 @@ class CompareEvents:
         host = self.segmenting.host
         try:
             base = self.segmenting.settings(
-                None, None, detector, beta, background_words, prob_threshold, None, templates, refine_edges
+                None, None, detector, beta, background_words, prob_threshold, None, templates, refine_edges, refine
             )
             configurations = ablation_configurations(comparisons)
             path = image_path(image)

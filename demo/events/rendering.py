@@ -106,7 +106,7 @@ class RenderEvents:
             timings=timings_html(segmentation, reused_image_side=kept.reused_image_side),
             summary_file=kept.summary_path,
             hidden=gr.update(choices=hideable, value=hidden),
-            status=f"**{headline}: {describe_run(segmentation.method, segmentation.stages, segmentation.pamr_steps)}.**"
+            status=f"**{headline}: {describe_run(segmentation)}.**"
             " Drag the opacity or threshold, hide classes, or click the overlay to pick a patch for the inside views.",
             point=None,
         )

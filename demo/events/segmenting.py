@@ -3,8 +3,8 @@ examples' default run, vocabulary presets, and what the server runs (`/model_inf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
 from PIL import Image
@@ -23,19 +23,42 @@ from demo.inputs import (
     parse_vocabulary,
     probe_image,
 )
-from demo.labels import TEMPLATE_LABELS
+from demo.labels import METHOD_REFINEMENTS, REFINE_CHOICES, TEMPLATE_LABELS, refine_help, refine_labels
 from demo.memory import release_freed_memory
 from demo.outputs import write_outputs
 from demo.sessions import SessionResult, SessionStore, compact, file_digest
 from demo.views import legend_html, overlay_picture, summary, timings_html
 from scclip_core import DEFAULT_BACKGROUND_WORDS, Stages, vocabulary_preset
 from scclip_core.methods import METHOD_SPECS
+from scclip_core.refinements import REFINEMENTS
 
 DEFAULT_BACKGROUND = ", ".join(DEFAULT_BACKGROUND_WORDS)
 EXAMPLE_STATUS = (
     "Showing a cached example. Press **Segment** to explore it: opacity, threshold, hiding classes and the "
     "inside views need a live run."
 )
+
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def either(names: Iterable[str]) -> str:
+    """Names as a sentence lists alternatives: "a, b or c"."""
+    *first, last = names
+    return f"{', '.join(first)} or {last}" if first else last
+
+
+def documented(function: Function) -> Function:
+    """Fill the registry's lists into a docstring (Gradio reads its `Args:` lines as the API's and the MCP tool's
+    parameter descriptions), so that they name every registered method and refinement."""
+    assert function.__doc__ is not None
+    function.__doc__ = function.__doc__.format(
+        methods=either(f"{name} (default)" if name == DEFAULT_METHOD else name for name in METHOD_SPECS),
+        refine_choices=either(REFINE_CHOICES),
+        refine_default=METHOD_REFINEMENTS,
+        refine_help=refine_help(),
+    )
+    return function
 
 
 class Downloads(NamedTuple):
@@ -114,6 +137,7 @@ class SegmentEvents:
         )
 
     @user_error
+    @documented
     def segment(
         self,
         image: Any,
@@ -126,6 +150,7 @@ class SegmentEvents:
         beta: float = DEFAULT_BETA,
         area_threshold: float = 0.0,
         templates: str = DEFAULT_TEMPLATES,
+        refine: str = METHOD_REFINEMENTS,
         refine_edges: bool = False,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -140,13 +165,14 @@ class SegmentEvents:
             classes_text: the classes, `;` or a new line between classes, `,` between synonyms: "cat; dog, puppy".
             background_words: comma-separated words of one added "background" class (default: sky, wall...); "": none.
             prob_threshold: 0 to 1; pixels whose best probability is lower go to the background (default 0.15).
-            method: sc-clip (default), clip, maskclip, sclip, clearclip or naclip.
+            method: {methods}.
             stage_names: SC-CLIP stages to keep on, a list or one comma-separated string; default all five.
             detector: anomaly detector of SC-CLIP: lof (default) or l2norm.
             beta: SC-CLIP's affinity threshold, 0 to 1 (default 0.4).
             area_threshold: 0 to 1; classes covering at most this share of the foreground are dropped (default 0).
             templates: prompt templates: openai (80, as in the paper) or simple (7, faster for long class lists).
-            refine_edges: true refines edges with PAMR (10 steps, dilations 8 and 16): sharper, a few seconds slower.
+            refine: refinement of the logits: {refine_choices} (default {refine_default}): {refine_help}
+            refine_edges: the older switch: true is refine="pamr".
 
         Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
         a JSON summary (classes, shares, timings, notices, legend colours, what ran).
@@ -162,6 +188,7 @@ class SegmentEvents:
                 area_threshold,
                 templates,
                 refine_edges,
+                refine,
             )
             previous = self.store.get(session_id(request))
             result = self.run(image, classes_text, settings, previous, trace=True, progress=progress)
@@ -194,11 +221,13 @@ class SegmentEvents:
 
     def model_info(self) -> dict[str, Any]:
         """What this server runs and accepts, to choose valid arguments for `segment`: the model and its weights
-        (untrained weights make every result meaningless, and `untrained_weights` says so), the methods, SC-CLIP's
-        stages, the prompt template sets, the default thresholds and background words, and the per-request limits.
+        (untrained weights make every result meaningless, and `untrained_weights` says so), the methods, the refine
+        choices and where each refinement comes from, SC-CLIP's stages, the prompt template sets, the default
+        thresholds and background words, and the per-request limits.
 
         Returns:
-            JSON: model, weights, untrained_weights, methods, stages, templates, default thresholds, limits.
+            JSON: model, weights, untrained_weights, methods, refine, refinements, stages, templates, default
+            thresholds, limits.
         """
         limits = self.host.limits
         return {
@@ -208,6 +237,8 @@ class SegmentEvents:
             "load_error": self.host.load_error,
             "untrained_weights": self.host.is_random,
             "methods": list(METHOD_SPECS),
+            "refine": refine_labels(),
+            "refinements": {name: refinement.source for name, refinement in REFINEMENTS.items()},
             "stages": list(Stages.names()),
             "templates": dict(TEMPLATE_LABELS),
             "default_prob_threshold": self.host.default_prob_threshold,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -14,7 +13,7 @@ import gradio as gr
 from demo.events.common import LOGGER
 from demo.events.segmenting import Downloads, SegmentEvents
 from demo.inputs import image_path
-from demo.outputs import prune_share_links
+from demo.outputs import prune_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S
 
 SHARED_IMAGE_GONE = (
@@ -62,12 +61,14 @@ class ShareEvents:
         beta: float,
         area_threshold: float,
         templates: str,
-        refine_edges: bool,
+        refine: str | bool,
+        refine_edges: bool = False,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Downloads:
         """`segment` for a page opened from a share link: the same run, or a message saying the link is too old
-        when the shared image is no longer on the server."""
+        when the shared image is no longer on the server. A link made before the refine choice existed holds the
+        "Refine edges" checkbox's boolean in its place, which `refine_choice` maps onto the choice."""
         path = image_path(image)
         if path is not None and not os.path.exists(path):
             LOGGER.info("a share link outlived its image")
@@ -83,6 +84,7 @@ class ShareEvents:
             beta,
             area_threshold,
             templates,
+            refine,  # type: ignore[arg-type]  # a boolean from a share link made before the refine choice
             refine_edges,
             request=request,
             progress=progress,
@@ -90,4 +92,4 @@ class ShareEvents:
 
     def forget_old_share_links(self) -> None:
         """On each click on Share: delete the share-link snapshots that outlived their images."""
-        prune_share_links(Path(gr.utils.get_upload_folder()) / "deep_links")
+        prune_share_links(share_links_folder())
