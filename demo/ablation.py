@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from demo.labels import COMPARISON_METHODS, SCCLIP, VANILLA, variant_label
+from demo.labels import COMPARISON_METHODS, DEFAULT_COMPARISONS, SCCLIP, VANILLA, variant_label
 from scclip_core import InputError, Segmentation, Variant, ablation_variants
 
 
@@ -23,10 +23,10 @@ class AblationRun:
 
 
 def chosen_methods(comparisons: Sequence[str] | str | None) -> list[str]:
-    """The comparison methods asked for (one name, a list, or None for all), refusing unknown ones."""
+    """The comparison methods asked for (one name, a list, or None for the default set), refusing unknown ones."""
     chosen: list[str]
     if comparisons is None:
-        chosen = list(COMPARISON_METHODS)
+        chosen = list(DEFAULT_COMPARISONS)
     else:
         chosen = [comparisons] if isinstance(comparisons, str) else list(comparisons)
     unknown = sorted(set(chosen) - set(COMPARISON_METHODS))

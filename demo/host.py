@@ -253,7 +253,9 @@ def run_segment(
     side in turns, then the prediction."""
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
     variant = settings.variant
-    key = segmenter.image_key(image, method=variant.method, stages=variant.stages, params=settings.params)
+    key = segmenter.image_key(
+        image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
+    )
     if previous is not None and previous.serves(key, trace):
         embedding = previous
     else:
@@ -263,6 +265,7 @@ def run_segment(
                 method=variant.method,
                 stages=variant.stages,
                 params=settings.params,
+                method_params=variant.params,
                 trace=trace,
                 progress=progress,
             )

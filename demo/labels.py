@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from scclip_core import PAMR_DILATIONS, PAMR_STEPS, Method, Segmentation, Stages, Variant
 from scclip_core.config import PAMR
-from scclip_core.methods import METHOD_SPECS
+from scclip_core.methods import DEFAULT_ABLATION_METHODS, METHOD_SPECS
 from scclip_core.refinements import NO_REFINEMENT, REFINEMENTS
 
 SCCLIP: Method = Variant.method
 VANILLA: Method = "clip"
 COMPARISON_METHODS: tuple[Method, ...] = tuple(method for method in METHOD_SPECS if method not in (SCCLIP, VANILLA))
+DEFAULT_COMPARISONS: tuple[Method, ...] = tuple(
+    method for method in COMPARISON_METHODS if method in DEFAULT_ABLATION_METHODS
+)
+"""The comparison methods the ablation runs unless asked otherwise (the engine's default set: ResCLIP's
+per-vocabulary second pass would take it past twice one segmentation)."""
 METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in METHOD_SPECS.items()}
 STAGE_LABELS: dict[str, str] = {
     "anomaly": "anomaly resolution",

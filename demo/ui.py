@@ -25,6 +25,7 @@ from demo.host import ModelHost
 from demo.inputs import DEFAULT_BETA, DEFAULT_DETECTOR, DEFAULT_METHOD
 from demo.labels import (
     COMPARISON_METHODS,
+    DEFAULT_COMPARISONS,
     DETECTOR_LABELS,
     METHOD_LABELS,
     METHOD_REFINEMENTS,
@@ -330,7 +331,7 @@ def build_ablation_tab() -> Page:
         )
         page["comparisons"] = gr.CheckboxGroup(
             choices=[(METHOD_LABELS[name], name) for name in COMPARISON_METHODS],
-            value=list(COMPARISON_METHODS),
+            value=list(DEFAULT_COMPARISONS),
             label="Comparison methods",
             elem_id="comparisons",
         )

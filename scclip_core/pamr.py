@@ -88,7 +88,8 @@ def pamr_refine(logits: Tensor, guide: Tensor, steps: int, dilations: tuple[int,
     """Refine (C, H, W) class maps with `steps` PAMR steps guided by a (K, H', W') image, -> (C, H', W') float32.
 
     The maps are first resized to the guide's size (bilinear, align_corners=True; nothing happens when the sizes
-    agree). With 0 steps `logits` is returned as it is. The input is never modified.
+    agree). With 0 steps `logits` is returned as it is. The input is never modified. The steps work on a contiguous
+    copy: on maps in another memory layout (a permuted einsum's output, say) each step is about ten times slower.
     """
     check_pamr_settings(steps, dilations)
     if logits.ndim != 3 or guide.ndim != 3:
@@ -98,7 +99,7 @@ def pamr_refine(logits: Tensor, guide: Tensor, steps: int, dilations: tuple[int,
     if steps == 0:
         return logits
     with torch.inference_mode():
-        maps = logits.float()
+        maps = logits.float().contiguous()
         if tuple(maps.shape[1:]) != tuple(guide.shape[1:]):
             maps = F.interpolate(maps[None], size=tuple(guide.shape[1:]), mode="bilinear", align_corners=True)[0]
         weights = pamr_weights(guide.to(maps.device), dilations)
