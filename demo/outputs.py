@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import orjson
 from PIL import Image
 
 from demo.sessions import SESSION_TTL_S
 from scclip_core import Segmentation, render
+from scclip_core.cache import atomic_write
 
 
 def output_dir() -> Path:
@@ -70,22 +70,22 @@ def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
 def complete_share_links(folder: Path, components: list[dict[str, Any]]) -> int:
     """Give the share-link snapshots in `folder` the components of the page (`components`, as in its config) that
     they lack, with the page's defaults, so that a link saved before a component was added still opens: Gradio keys
-    a snapshot's components by id and refuses a page whose layout names an id the snapshot lacks. Written as Gradio
-    writes snapshots (orjson, anything else as text); unreadable ones are left alone. Returns how many were
-    completed."""
+    a snapshot's components by id and refuses a page whose layout names an id the snapshot lacks. Each snapshot is
+    rewritten atomically (a crash leaves the old one or the new one, never a part); unreadable or foreign ones are
+    left alone. Returns how many were completed."""
     if not folder.is_dir():
         return 0
     completed = 0
     for state in folder.glob("*/state.json"):
         try:
-            saved = orjson.loads(state.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            saved = json.loads(state.read_bytes())
+        except (OSError, ValueError):
             continue
         if not isinstance(saved, list):
             continue
         present = {item.get("id") for item in saved if isinstance(item, dict)}
         missing = [component for component in components if component["id"] not in present]
         if missing:
-            state.write_bytes(orjson.dumps([*saved, *missing], option=orjson.OPT_SERIALIZE_NUMPY, default=str))
+            atomic_write(state, json.dumps([*saved, *missing], default=str).encode())
             completed += 1
     return completed

@@ -466,7 +466,7 @@ def test_the_ablation_runs_each_method_with_the_refine_choice_from_one_shared_pa
 
 
 def test_the_page_lists_every_registered_method_and_refine_choice(demo_host: ModelHost) -> None:
-    from demo.labels import COMPARISON_METHODS, REFINE_CHOICES
+    from demo.labels import COMPARISON_METHODS, DEFAULT_COMPARISONS, REFINE_CHOICES
     from demo.ui import build_interface
     from scclip_core import METHODS
 
@@ -474,7 +474,8 @@ def test_the_page_lists_every_registered_method_and_refine_choice(demo_host: Mod
     by_id = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
     assert [value for _, value in by_id["method"].choices] == list(METHODS)
     assert [value for _, value in by_id["comparisons"].choices] == list(COMPARISON_METHODS)
-    assert {"resclip", "pearl"} <= set(by_id["comparisons"].value)
+    assert by_id["comparisons"].value == list(DEFAULT_COMPARISONS)
+    assert "pearl" in DEFAULT_COMPARISONS and "resclip" not in DEFAULT_COMPARISONS
     assert [value for _, value in by_id["refine"].choices] == list(REFINE_CHOICES) and by_id[
         "refine"
     ].value == "default"
