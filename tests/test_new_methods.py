@@ -47,7 +47,8 @@ def fixture() -> dict:
 
 
 @pytest.fixture(scope="module")
-def fixture_model():
+def fixture_model(fixture: dict):
+    """The fixture's weights (skipped with the fixture when its file is absent)."""
     return load_model("tiny-test", str(METHODS_FIXTURE), device="cpu")
 
 
@@ -243,7 +244,7 @@ def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     ],
 )
 def test_the_command_line_runs_both_methods_and_the_refinements(
-    tmp_path: Path, capsys, extra, method, refine, params_key, params_value
+    fixture: dict, tmp_path: Path, capsys, extra, method, refine, params_key, params_value
 ) -> None:
     image = tmp_path / "photo.png"
     from PIL import Image
