@@ -76,6 +76,23 @@ class MethodProtocol:
     def changes(self, dataset: str) -> dict[str, object]:
         return {**self.common, **self.per_dataset.get(dataset, {})}
 
+    def extended(
+        self,
+        source: str,
+        common: Mapping[str, object],
+        per_dataset: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> MethodProtocol:
+        """This protocol with some values changed, for a method whose official code is built on this one's (ResCLIP
+        and PEARL on NACLIP's): `common` and each dataset's changes are merged over this protocol's."""
+        datasets = {**self.per_dataset, **(per_dataset or {})}
+        return MethodProtocol(
+            source=source,
+            common={**self.common, **common},
+            per_dataset={
+                name: {**self.per_dataset.get(name, {}), **(per_dataset or {}).get(name, {})} for name in datasets
+            },
+        )
+
 
 @dataclass(frozen=True)
 class MethodSpec:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..config import TLP, TlpSettings, check_range
 from ..errors import InputError
-from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
+from . import naclip
+from .base import LastBlockOutput, MethodSpec, Published
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -105,26 +106,13 @@ class PearlParams:
             raise InputError(f"polar_iterations must be >= 0, not {self.polar_iterations}")
 
 
-PROTOCOL = MethodProtocol(
-    source="PGSmall/PEARL (commit c26062b): pearl_ovss.py defaults, run.sh (TLP on) and configs/cfg_*.py",
-    common=dict(
-        short_side=336,
-        crop=224,
-        stride=112,
-        logit_scale=40.0,
-        prob_threshold=0.0,
-        area_threshold=None,
-        pamr_steps=0,
-        precision="fp16",
-        method_params=PearlParams(),
-        tlp=TlpSettings(),
-    ),
+PROTOCOL = naclip.PROTOCOL.extended(
+    source="PGSmall/PEARL (commit c26062b): pearl_ovss.py defaults, run.sh (TLP on) and configs/cfg_*.py, on "
+    "NACLIP's framework and settings except PAMR (off: TLP instead) and COCO-Stuff's short side (336)",
+    common=dict(pamr_steps=0, method_params=PearlParams(), tlp=TlpSettings()),
     per_dataset={
-        "voc21": dict(stride=None, prob_threshold=0.1),
-        "voc20": dict(stride=None),
-        "context60": dict(prob_threshold=0.1),
-        "coco_object": dict(prob_threshold=0.1),
-        "cityscapes": dict(short_side=560, method_params=PearlParams(alpha_kk=0.3), tlp=TlpSettings(grid=224)),
+        "coco_stuff164k": dict(short_side=336),
+        "cityscapes": dict(method_params=PearlParams(alpha_kk=0.3), tlp=TlpSettings(grid=224)),
         "ade20k": dict(method_params=PearlParams(alpha_kk=0.3)),
     },
 )

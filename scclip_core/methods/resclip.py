@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import PAMR_DILATIONS, PAMR_STEPS, check_pamr_settings, check_range
 from ..errors import InputError
-from .base import LastBlockOutput, MethodProtocol, MethodSpec, Published
+from . import naclip
+from .base import LastBlockOutput, MethodSpec, Published
 
 if TYPE_CHECKING:
     import torch
@@ -290,26 +291,17 @@ def _dataset(threshold: float, rcs: tuple[float, float], sfr: tuple[float, float
     return ResclipParams(threshold=threshold, rcs_weights=rcs, sfr_weights=sfr)
 
 
-PROTOCOL = MethodProtocol(
-    source="yvhangyang/ResCLIP (commit 0e085f7): resclip_segmentor.py defaults and configs/cfg_*.py",
-    common=dict(
-        short_side=336,
-        crop=224,
-        stride=112,
-        logit_scale=40.0,
-        prob_threshold=0.0,
-        area_threshold=None,
-        pamr_steps=0,
-        precision="fp16",
-        method_params=ResclipParams(),
-    ),
+PROTOCOL = naclip.PROTOCOL.extended(
+    source="yvhangyang/ResCLIP (commit 0e085f7): resclip_segmentor.py defaults and configs/cfg_*.py, on NACLIP's "
+    "framework and settings except PAMR (off) and COCO-Stuff's short side (336)",
+    common=dict(pamr_steps=0, method_params=ResclipParams()),
     per_dataset={
-        "voc21": dict(stride=None, prob_threshold=0.1, method_params=_dataset(0.5, (2.0, 0.3), (2.2, 0.7))),
-        "voc20": dict(stride=None, method_params=_dataset(0.1, (2.0, 0.6), (2.1, 0.6))),
-        "context60": dict(prob_threshold=0.1, method_params=_dataset(0.3, (2.0, 0.3), (1.8, 0.7))),
-        "coco_object": dict(prob_threshold=0.1, method_params=_dataset(0.11, (2.0, 0.4), (1.8, 0.7))),
-        "coco_stuff164k": dict(method_params=_dataset(0.11, (2.0, 0.4), (1.8, 0.7))),
-        "cityscapes": dict(short_side=560, method_params=_dataset(0.1, (2.0, 0.2), (2.1, 0.6))),
+        "voc21": dict(method_params=_dataset(0.5, (2.0, 0.3), (2.2, 0.7))),
+        "voc20": dict(method_params=_dataset(0.1, (2.0, 0.6), (2.1, 0.6))),
+        "context60": dict(method_params=_dataset(0.3, (2.0, 0.3), (1.8, 0.7))),
+        "coco_object": dict(method_params=_dataset(0.11, (2.0, 0.4), (1.8, 0.7))),
+        "coco_stuff164k": dict(short_side=336, method_params=_dataset(0.11, (2.0, 0.4), (1.8, 0.7))),
+        "cityscapes": dict(method_params=_dataset(0.1, (2.0, 0.2), (2.1, 0.6))),
         "ade20k": dict(method_params=_dataset(0.25, (2.0, 0.3), (2.1, 0.7))),
     },
 )
