@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -527,3 +528,31 @@ def test_coco_object_labels_are_made_from_coco_stuff_ones(tmp_path: Path) -> Non
     (sample,) = list_samples(LAYOUTS["coco_object"], tmp_path)
     np.testing.assert_array_equal(read_label(sample.label_path, reduce_zero_label=False), [[1, 80, 0], [0, 0, 6]])
     assert coco_object.main([str(tmp_path / "missing")]) == 2
+
+
+def test_own_protocol_runs_resclip_and_pearl_with_each_datasets_settings(
+    tmp_path: Path, tiny_model, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dataset's own method settings reach the image side (ResCLIP's VOC21 threshold) and the refinements
+    (PEARL's TLP); `--method-param` changes them on top of the protocol's, and the run folder's name with them."""
+    data = tmp_path / "data"
+    make_random_dataset(data, count=2)
+    common = {"templates": "simple", "show_progress": False, "out": tmp_path / "out"}
+    resclip = evaluate("voc21", data, tiny_model, method="resclip", protocol="own", **common)
+    assert resclip.settings.benchmark.method_params.threshold == 0.5
+    lower = resclip.settings.benchmark.with_overrides(
+        method_params=replace(resclip.settings.benchmark.method_params, threshold=0.0)
+    )
+    other = evaluate(lower, data, tiny_model, method="resclip", **common)
+    assert other.settings.run_name() != resclip.settings.run_name()
+    pearl = evaluate("voc21", data, tiny_model, method="pearl", protocol="own", **common)
+    assert pearl.settings.benchmark.config.refinements("pearl") == ("tlp",)
+    without = evaluate(pearl.settings.benchmark.with_overrides(refine=()), data, tiny_model, method="pearl", **common)
+    assert not np.array_equal(pearl.confusion, without.confusion), "TLP ran under the own protocol"
+    code = main(
+        ["--dataset", "voc21", "--root", str(data), "--model", "tiny-test", "--weights", "random", "--method",
+         "resclip", "--protocol", "own", "--method-param", "threshold=0.2", "--templates", "simple",
+         "--out", str(tmp_path / "cli"), "--json", "--no-progress"]
+    )  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["preset"]["method_params"]["threshold"] == 0.2
