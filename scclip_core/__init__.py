@@ -22,6 +22,7 @@ _EXPORTS = {
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
     "methods": ("METHODS", "METHOD_SPECS", "MethodSpec", "method_named"),
     "pamr": ("pamr_refine",),
+    "refinements": ("REFINEMENTS", "Refinement"),
     "patch_names": (
         "NameMatch",
         "PatchNamer",
@@ -43,6 +44,7 @@ _EXPORTS = {
         "Method",
         "SegmenterConfig",
         "Stages",
+        "TlpSettings",
         "Variant",
         "ablation_variants",
         "detector_named",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         Method,
         SegmenterConfig,
         Stages,
+        TlpSettings,
         Variant,
         ablation_variants,
         detector_named,
@@ -126,6 +129,10 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         PatchNamer,
         PointNames,
         top_names,
+    )
+    from .refinements import (  # noqa: F401 (exported through __getattr__)
+        REFINEMENTS,
+        Refinement,
     )
     from .scores import (  # noqa: F401 (exported through __getattr__)
         CompactScores,
