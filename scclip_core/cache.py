@@ -22,6 +22,10 @@ CACHE_ENV = "SCCLIP_CACHE"
 _HASH_CHUNK = 1 << 24
 
 
+class CacheWarning(UserWarning):
+    """A cache entry or folder could not be used; the run goes on without it (recomputing, or in memory only)."""
+
+
 def default_cache_dir() -> Path:
     """Where scclip keeps caches, read from the environment at call time."""
     if os.environ.get(CACHE_ENV):
@@ -62,10 +66,11 @@ def file_fingerprint(path: Path, memo_dir: Path | None = None) -> str:
     if memo is not None and memo.is_file():
         try:
             remembered = json.loads(memo.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            remembered = None  # unreadable or torn: hashed again below, and rewritten
+        if isinstance(remembered, dict) and isinstance(remembered.get("digest"), str):
             if {key: remembered.get(key) for key in stamp} == stamp:
-                return str(remembered["digest"])
-        except (OSError, ValueError, KeyError):
-            pass
+                return remembered["digest"]
     digest = hashlib.blake2b(digest_size=16)
     with real.open("rb") as stream:
         while chunk := stream.read(_HASH_CHUNK):

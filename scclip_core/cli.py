@@ -33,7 +33,7 @@ from .config import (
     SegmenterConfig,
     Stages,
 )
-from .errors import InputError, ScclipError
+from .errors import InputError, ScclipError, one_line_warnings, output_errors
 from .eval import cli as eval_cli
 from .methods import METHOD_SPECS, method_spec
 from .records import append_record, open_records, read_records
@@ -246,7 +246,8 @@ def merge_summaries(folder: Path, paths: list[Path], skipped: set[Path]) -> Path
             record = {"image": str(path), "status": "skipped", "reason": "outputs exist"}
         if record is not None:
             lines.append(json.dumps(record) + "\n")
-    atomic_write(summary, "".join(lines).encode())
+    with output_errors(summary):
+        atomic_write(summary, "".join(lines).encode())
     for rank_file in rank_files:
         rank_file.unlink(missing_ok=True)
     return summary
@@ -298,8 +299,8 @@ def _segment(args: argparse.Namespace) -> int:
         requested = [(option, suffix) for option, suffix in outputs if option is not None]
         done = {
             path
-            for path in paths
-            if several and requested and all(_output_file(o, path, s, several).is_file() for o, s in requested)
+            for path in (paths if several and requested and process.is_main else [])
+            if all(_complete(_output_file(o, path, s, several), path, len(vocabulary.classes)) for o, s in requested)
         }
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
@@ -315,7 +316,8 @@ def _segment(args: argparse.Namespace) -> int:
         segmenter = Segmenter(model, config, text_cache=text_cache)
         records = None
         if summary_folder is not None:
-            summary_folder.mkdir(parents=True, exist_ok=True)
+            with output_errors(summary_folder):
+                summary_folder.mkdir(parents=True, exist_ok=True)
             records = open_records(summary_folder / f"{SUMMARY_NAME}.rank{process.rank}")
         failures = 0
         try:
@@ -337,6 +339,27 @@ def _segment(args: argparse.Namespace) -> int:
         return 1 if failures else 0
     finally:
         distributed.stop(process)
+
+
+def _complete(output: Path, image: Path, classes: int) -> bool:
+    """Whether `output` is a whole output of this run for `image`, so that a resume may skip it.
+
+    A label PNG must decode and have the image's size; a probabilities `.npy` must hold all its float32 values
+    for `classes` classes. Anything else (missing, empty, torn, someone else's file) means: do the image again.
+    """
+    from PIL import Image
+
+    from .images import probe_size
+
+    try:
+        if output.suffix == ".npy":
+            probs = np.load(output, mmap_mode="r", allow_pickle=False)  # too short a file fails to map
+            return isinstance(probs, np.ndarray) and probs.dtype == np.float32 and probs.shape[:1] == (classes,)
+        with Image.open(output) as labels:
+            labels.load()
+            return labels.size == probe_size(image)
+    except (OSError, EOFError, ValueError, SyntaxError, ScclipError):
+        return False
 
 
 def _read_text(path: Path) -> str:
@@ -374,7 +397,7 @@ def _segment_one(
         written: dict[str, object] = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
         if probs_path:
-            with atomic_path(probs_path) as temporary:
+            with output_errors(probs_path), atomic_path(probs_path) as temporary:
                 with temporary.open("wb") as stream:
                     np.save(stream, result.probs)
             written["probs"] = str(probs_path)
@@ -383,7 +406,7 @@ def _segment_one(
                 print(f"note: {path}: {result.probs_note}", file=sys.stderr)
         label_path = _output_path(args.out, path, ".png", several)
         if label_path:
-            with atomic_path(label_path) as temporary:
+            with output_errors(label_path), atomic_path(label_path) as temporary:
                 label_map_image(result.labels, len(result.class_names), result.background_index).save(
                     temporary, format="PNG"
                 )
@@ -404,11 +427,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core")
     args = _parser(prog).parse_args(argv)
     if args.command == "eval":
         return eval_cli.run(args, args.command_parser)
-    try:
-        return _segment(args)
-    except ScclipError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with one_line_warnings():
+        try:
+            return _segment(args)
+        except ScclipError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
 
 def run() -> None:

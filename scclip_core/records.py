@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import InputError
+from .errors import InputError, output_errors
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ def read_records(path: Path, fields: FieldTypes, check: Callable[[Record], None]
     """
     if not path.is_file():
         return []
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        LOGGER.warning("%s cannot be read (%s); its items are done again", path, error)
+        return []
     lines = data.decode("utf-8", errors="replace").split("\n")
     torn = lines.pop()  # what follows the last newline: empty, or a line cut short by a killed writer
     records = []
@@ -76,16 +80,18 @@ def read_records(path: Path, fields: FieldTypes, check: Callable[[Record], None]
 
 
 def open_records(path: Path) -> TextIO:
-    """`path` for appending records, cut back to its last complete line first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return path.open("a", encoding="utf-8")
+    """`path` for appending records, cut back to its last complete line first (OutputError if it cannot be)."""
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                path.write_bytes(data[: data.rfind(b"\n") + 1])
+        return path.open("a", encoding="utf-8")
 
 
 def append_record(stream: TextIO, record: Mapping[str, object]) -> None:
     """Write one record as one line and flush it, so a killed process loses at most the line in flight."""
-    stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-    stream.flush()
+    with output_errors(stream.name):
+        stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        stream.flush()

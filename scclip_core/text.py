@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
 import re
 import warnings
@@ -21,7 +21,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGE
 from torch import Tensor
 
 from .backbones import LoadedModel
-from .cache import atomic_write, default_cache_dir
+from .cache import CacheWarning, atomic_write, default_cache_dir
 from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
 from .vocabularies import BACKGROUND_NAME, display_names
@@ -62,6 +62,10 @@ TEMPLATE_SETS: dict[TemplateSet, Sequence[Callable[[str], str]]] = {
 _CLASS_SEPARATOR = re.compile(r"[;\n\r]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRUNE_EVERY = 512
+_ENTRY_FORMAT = 1
+_ENTRY_DTYPE = "<f4"
+ENTRY_SUFFIX = ".emb"
+_ENTRY_SUFFIXES = (ENTRY_SUFFIX, ".npy")  # the second: entries of older versions, pruned but never read
 
 
 @dataclass(frozen=True)
@@ -156,9 +160,13 @@ class TextEmbeddingCache:
     """Normalised text embeddings per (model key, template set, name): in memory, and on disk given a folder.
 
     The model key fingerprints the weights' content, so entries are valid across runs and processes. Disk
-    entries are small `.npy` files named by a hash of the key and written atomically, so processes can share
-    the folder. The folder is kept under `max_bytes` by deleting the least recently used entries (a read
-    refreshes an entry). A folder that cannot be written turns the disk side off with one warning.
+    entries are small files named by a hash of the key and written atomically, so processes can share the
+    folder. Each holds a one-line JSON header (the key's full hash, dtype, shape and a blake2b checksum of the
+    values) and the float32 values; a read checks all of it, and the values are finite. An entry that fails is
+    damaged (a disk that filled up, bit rot, another key's file): it is reported once with a `CacheWarning`,
+    deleted, and computed again. The folder is kept under `max_bytes` by deleting the least recently used
+    entries (a read refreshes an entry). A folder that cannot be written turns the disk side off with one
+    warning, so the run goes on in memory.
     """
 
     def __init__(
@@ -168,6 +176,7 @@ class TextEmbeddingCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._memory: OrderedDict[tuple[str, str, str], Tensor] = OrderedDict()
+        self._rejected: set[Path] = set()  # damaged entries already reported, that could not be deleted
         self._writes_since_prune = _PRUNE_EVERY - 1  # the first write checks the folder's size
         if self.directory:
             try:
@@ -186,41 +195,68 @@ class TextEmbeddingCache:
     def _disable_disk(self, error: OSError) -> None:
         warnings.warn(
             f"text-embedding cache folder {self.directory} is not usable ({error}); caching in memory only",
-            stacklevel=2,
+            CacheWarning,
+            stacklevel=3,
         )
         self.directory = None
 
     @staticmethod
     def _file(directory: Path, key: tuple[str, str, str]) -> Path:
-        digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:32]
-        return directory / digest[:2] / f"{digest}.npy"
+        digest = _key_digest(key)
+        return directory / digest[:2] / f"{digest[:32]}{ENTRY_SUFFIX}"
 
-    def get(self, key: tuple[str, str, str]) -> Tensor | None:
+    def get(self, key: tuple[str, str, str], width: int | None = None) -> Tensor | None:
+        """The embedding of `key`, or None when it is not cached (or its disk entry is damaged).
+
+        `width` is the embedding width the caller expects (None: any); a disk entry of another width is damaged.
+        """
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
         if self.directory is None:
             return None
         path = self._file(self.directory, key)
+        if path in self._rejected:
+            return None
         try:
-            array = np.load(path, allow_pickle=False)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            self._reject(path, f"unreadable: {error}")
+            return None
+        entry = _decode_entry(data, key, width)
+        if isinstance(entry, str):
+            self._reject(path, entry)
+            return None
+        try:
             os.utime(path)
-        except (OSError, ValueError):
-            return None
-        if array.ndim != 1 or array.dtype != np.float32:
-            return None
-        value = torch.from_numpy(array)
+        except OSError:
+            pass  # a folder shared read-only: the entry is still good, only its age is not refreshed
+        value = torch.from_numpy(entry)
         self._remember(key, value)
         return value
+
+    def _reject(self, path: Path, problem: str) -> None:
+        """Report a damaged entry once and delete it, so that it is computed and written again."""
+        warnings.warn(
+            f"text-embedding cache entry {path} is damaged ({problem}); deleted, it is computed again",
+            CacheWarning,
+            stacklevel=4,
+        )
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            self._rejected.add(path)
 
     def put(self, key: tuple[str, str, str], value: Tensor) -> None:
         self._remember(key, value)
         if self.directory is None:
             return
-        buffer = io.BytesIO()
-        np.save(buffer, value.detach().cpu().float().numpy(), allow_pickle=False)
+        path = self._file(self.directory, key)
+        self._rejected.discard(path)
         try:
-            atomic_write(self._file(self.directory, key), buffer.getvalue())
+            atomic_write(path, _encode_entry(key, value.detach().cpu().float().numpy()))
         except OSError as error:
             self._disable_disk(error)
             return
@@ -229,12 +265,17 @@ class TextEmbeddingCache:
             self.prune()
 
     def prune(self) -> None:
-        """Delete the least recently used disk entries until the folder is under 80 % of `max_bytes`."""
+        """Delete the least recently used disk entries until the folder is under 80 % of `max_bytes`.
+
+        Entries in an older version's format (`.npy`, never read) count and go first as they age.
+        """
         self._writes_since_prune = 0
         if self.directory is None:
             return
         entries = []
-        for path in self.directory.glob("*/*.npy"):
+        for path in self.directory.glob("*/*"):
+            if path.suffix not in _ENTRY_SUFFIXES or path.name.startswith("."):
+                continue
             try:
                 status = path.stat()
             except OSError:
@@ -246,7 +287,10 @@ class TextEmbeddingCache:
         for _, size, path in sorted(entries):
             if total <= 0.8 * self.max_bytes:
                 break
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
             total -= size
 
     def _remember(self, key: tuple[str, str, str], value: Tensor) -> None:
@@ -254,6 +298,51 @@ class TextEmbeddingCache:
         self._memory.move_to_end(key)
         while len(self._memory) > self.max_entries:
             self._memory.popitem(last=False)
+
+
+def _key_digest(key: tuple[str, str, str]) -> str:
+    return hashlib.sha256("\x1f".join(key).encode()).hexdigest()
+
+
+def _encode_entry(key: tuple[str, str, str], values: np.ndarray) -> bytes:
+    """A disk entry: the JSON header line, then the values as little-endian float32."""
+    payload = np.ascontiguousarray(values, dtype=_ENTRY_DTYPE).tobytes()
+    header = {
+        "format": _ENTRY_FORMAT,
+        "key": _key_digest(key),
+        "dtype": _ENTRY_DTYPE,
+        "shape": list(values.shape),
+        "blake2b": hashlib.blake2b(payload, digest_size=16).hexdigest(),
+    }
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
+
+
+def _decode_entry(data: bytes, key: tuple[str, str, str], width: int | None) -> np.ndarray | str:
+    """The values of a disk entry for `key`, or why the entry cannot be used."""
+    head, newline, payload = data.partition(b"\n")
+    if not newline:
+        return f"no header in its {len(data)} bytes"
+    try:
+        header = json.loads(head)
+    except ValueError:
+        return "the header is not JSON"
+    if not isinstance(header, dict) or header.get("format") != _ENTRY_FORMAT:
+        return "not an entry of this format"
+    if header.get("key") != _key_digest(key):
+        return "written for another model, template set or name"
+    shape = header.get("shape")
+    if header.get("dtype") != _ENTRY_DTYPE or not (isinstance(shape, list) and len(shape) == 1):
+        return f"dtype {header.get('dtype')} and shape {shape}, not a vector of float32"
+    if width is not None and shape != [width]:
+        return f"{shape[0]} values, not the model's {width}"
+    if len(payload) != 4 * shape[0]:
+        return f"{len(payload)} bytes of values for {shape[0]} float32"
+    if hashlib.blake2b(payload, digest_size=16).hexdigest() != header.get("blake2b"):
+        return "its checksum does not match its values"
+    values = np.frombuffer(payload, dtype=_ENTRY_DTYPE).astype(np.float32)
+    if not np.isfinite(values).all():
+        return "values that are not finite"
+    return values
 
 
 def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = True) -> Tensor:
@@ -294,6 +383,7 @@ class TextEncoder:
         self.templates = TEMPLATE_SETS[templates]
         self.cache = cache if cache is not None else TextEmbeddingCache.default()
         self.batch_size = batch_size
+        self.width: int | None = getattr(model.clip.visual, "output_dim", None)  # what a cached embedding must be
 
     def _warn_if_truncated(self, name: str) -> str | None:
         tokenizer = self.model.tokenizer
@@ -313,7 +403,7 @@ class TextEncoder:
         embeddings: dict[str, Tensor] = {}
         missing = []
         for name in dict.fromkeys(names):
-            cached = self.cache.get(self._key(name))
+            cached = self.cache.get(self._key(name), self.width)
             if cached is None:
                 missing.append(name)
             else:
@@ -333,7 +423,7 @@ class TextEncoder:
 
     def uncached(self, names: Sequence[str]) -> list[str]:
         """The names (each once, in order) whose embeddings `embed` would have to compute."""
-        return [name for name in dict.fromkeys(names) if self.cache.get(self._key(name)) is None]
+        return [name for name in dict.fromkeys(names) if self.cache.get(self._key(name), self.width) is None]
 
     def _encode_names(self, names: list[str]) -> Tensor:
         prompts = [template(name) for name in names for template in self.templates]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from scclip_core import DEFAULT_BACKGROUND_WORDS, Stages, TextEncoder
 from scclip_core.cli import main
+from scclip_core.text import ENTRY_SUFFIX
 
 from .weights import FORMATS, save_checkpoint
 
@@ -251,7 +252,7 @@ def test_second_run_reads_every_text_embedding_from_the_disk_cache(photos, priva
     arguments = ["segment", str(photos[1]), *TINY, "--classes", "cat; dog", "--json"]
     assert main(arguments) == 0
     first = json.loads(capsys.readouterr().out)
-    written = list(private_cache.glob("text-embeddings/*/*.npy"))
+    written = list(private_cache.glob(f"text-embeddings/*/*{ENTRY_SUFFIX}"))
     assert len(written) == 2 + len(DEFAULT_BACKGROUND_WORDS)
     monkeypatch.setattr(TextEncoder, "_encode_names", lambda self, names: pytest.fail(f"re-encoded {names}"))
     assert main(arguments) == 0
@@ -261,7 +262,7 @@ def test_second_run_reads_every_text_embedding_from_the_disk_cache(photos, priva
 
 def test_no_text_cache_writes_nothing(photos, private_cache):
     assert main(["segment", str(photos[1]), *TINY, "--classes", "cat", "--no-text-cache"]) == 0
-    assert not list(private_cache.glob("text-embeddings/*/*.npy"))
+    assert not list(private_cache.glob(f"text-embeddings/*/*{ENTRY_SUFFIX}"))
 
 
 def test_labels_are_at_the_input_size_whatever_the_working_size(photos, tmp_path, capsys):

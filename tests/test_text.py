@@ -18,7 +18,7 @@ from scclip_core import (
 )
 from scclip_core.cache import file_fingerprint
 from scclip_core.config import TEMPLATE_SET_NAMES
-from scclip_core.text import TEMPLATE_SETS, encode_prompts, parse_words
+from scclip_core.text import ENTRY_SUFFIX, TEMPLATE_SETS, encode_prompts, parse_words
 
 from .weights import save_checkpoint
 
@@ -117,7 +117,7 @@ def test_default_cache_lives_under_scclip_cache(private_cache):
     cache = TextEmbeddingCache.default()
     assert cache.directory == private_cache / "text-embeddings"
     cache.put(("model", "simple", "cat"), torch.ones(4))
-    assert len(list(private_cache.glob("text-embeddings/*/*.npy"))) == 1
+    assert len(list(private_cache.glob(f"text-embeddings/*/*{ENTRY_SUFFIX}"))) == 1
 
 
 def test_cache_key_is_the_content_of_the_weights(tmp_path):
@@ -168,7 +168,7 @@ def test_disk_cache_stays_under_its_size_bound_dropping_the_oldest(tmp_path):
         cache.put(("m", "t", f"name{index}"), torch.randn(512))
         os.utime(cache._file(tmp_path, ("m", "t", f"name{index}")), ns=(index * 10**9, index * 10**9))
     cache.prune()
-    sizes = [path.stat().st_size for path in tmp_path.glob("*/*.npy")]
+    sizes = [path.stat().st_size for path in tmp_path.glob(f"*/*{ENTRY_SUFFIX}")]
     assert 0 < sum(sizes) <= 40_000
     fresh = TextEmbeddingCache(tmp_path)
     assert fresh.get(("m", "t", "name59")) is not None and fresh.get(("m", "t", "name0")) is None

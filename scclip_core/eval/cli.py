@@ -21,7 +21,7 @@ from ..config import (
     Stages,
     TlpSettings,
 )
-from ..errors import ScclipError
+from ..errors import ScclipError, one_line_warnings
 from ..methods import METHOD_SPECS, method_spec
 from ..refinements import NO_REFINEMENT, REFINE_CHOICES, pamr_steps_for, refine_from_choices
 from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
@@ -195,7 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Evaluate as `args` says; `parser` reports missing options."""
+    """Evaluate as `args` says; `parser` reports missing options. Errors and warnings show as one line each."""
+    with one_line_warnings():
+        return _run(args, parser)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.list:
         print(benchmark_listing())
         return 0

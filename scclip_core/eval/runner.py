@@ -37,8 +37,9 @@ from .. import (
     load_model,
 )
 from ..backbones import precision_name
+from ..cache import atomic_write
 from ..config import DEFAULT_MODEL, Method
-from ..errors import InputError, ScclipError
+from ..errors import InputError, ScclipError, output_errors
 from ..records import Record, append_record, open_records, read_records
 from .benchmarks import Benchmark, get_benchmark
 from .datasets import LAYOUTS, DatasetLayoutError, Sample, list_samples, read_image, read_label
@@ -303,7 +304,6 @@ def _evaluate_in_group(
     remaining = [sample for sample in samples if sample.id not in done_ids]
     mine = process.shard(remaining)
     if run_dir is not None and process.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / "settings.json", settings.to_json())
     distributed.barrier()
 
@@ -400,10 +400,9 @@ def _read_ahead(samples: list[Sample], benchmark: Benchmark) -> Iterator[tuple[S
 
 
 def _write_json(path: Path, data: dict[str, object]) -> None:
-    """Write atomically, so a reader never sees half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    """Write atomically, so a reader never sees half a file (OutputError when it cannot be written)."""
+    with output_errors(path):
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def run_benchmark(
