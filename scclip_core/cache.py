@@ -6,6 +6,7 @@ unique temporary name and renamed into place, so processes sharing the folder ne
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 CACHE_ENV = "SCCLIP_CACHE"
 _HASH_CHUNK = 1 << 24
+_TEMPORARY_SUFFIX = ".tmp"
 
 
 class CacheWarning(UserWarning):
@@ -38,13 +40,26 @@ def default_cache_dir() -> Path:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` if the block succeeds, else removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX)
     os.close(handle)
     try:
         yield Path(temporary)
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_temporaries(path: Path) -> None:
+    """Delete the temporaries that killed writers of `path` left beside it; only while nobody else writes `path`."""
+    for leftover in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*{_TEMPORARY_SUFFIX}"):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def atomic_write(path: Path, data: bytes) -> None:

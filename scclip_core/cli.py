@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cache import atomic_write
+from .cache import atomic_write, remove_temporaries
 from .config import (
     DEFAULT_METHOD,
     DEFAULT_MODEL,
@@ -297,11 +297,7 @@ def _segment(args: argparse.Namespace) -> int:
     try:
         outputs = [(args.out, ".png"), (args.save_probs, ".npy")]
         requested = [(option, suffix) for option, suffix in outputs if option is not None]
-        done = {
-            path
-            for path in (paths if several and requested and process.is_main else [])
-            if all(_complete(_output_file(o, path, s, several), path, len(vocabulary.classes)) for o, s in requested)
-        }
+        done = _finished(paths, requested, len(vocabulary.classes)) if several and process.is_main else set()
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
         summary_folder = Path(args.out) if several and args.out is not None else None
@@ -339,6 +335,22 @@ def _segment(args: argparse.Namespace) -> int:
         return 1 if failures else 0
     finally:
         distributed.stop(process)
+
+
+def _finished(paths: list[Path], requested: list[tuple[str, str]], classes: int) -> set[Path]:
+    """The images whose requested outputs are all complete (see `_complete`): a resume skips them.
+
+    The others are done again; what a killed writer left beside their outputs is removed first.
+    """
+    finished = set()
+    for path in paths:
+        targets = [_output_file(option, path, suffix, True) for option, suffix in requested]
+        if targets and all(_complete(target, path, classes) for target in targets):
+            finished.add(path)
+        else:
+            for target in targets:
+                remove_temporaries(target)
+    return finished
 
 
 def _complete(output: Path, image: Path, classes: int) -> bool:
