@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["cat", "dog", "traffic light"]
 DAMAGED = "dog"
 TINY = ["--model", "tiny-test", "--weights", "random", "--templates", "simple"]
+SEGMENT = [*TINY, "--no-background"]
 SMALL = ["--short-side", "112", "--crop", "112", "--stride", "112"]
 EVAL = ["--dataset", "voc21", *TINY, *SMALL, "--device", "cpu", "--no-progress", "--json"]
 
@@ -136,7 +137,7 @@ def test_the_command_line_heals_the_faults_of_the_issue(photos: Path, private_ca
     values (was `RuntimeError: stack expects each tensor to be equal size`). Expects: exit 0, the label map of a
     clean run, one `warning:` line per damaged entry and no traceback."""
     image = photos / "photo0.png"
-    arguments = ["segment", str(image), *TINY, "--classes", "; ".join(NAMES), "--no-background"]
+    arguments = ["segment", str(image), *SEGMENT, "--classes", "; ".join(NAMES)]
     assert main([*arguments, "--out", str(private_cache / "clean.png")]) == 0
     folder = private_cache / "text-embeddings"
     zero_length(entry_path(folder, tiny_model, "cat"), tiny_model, None)
@@ -172,7 +173,7 @@ def test_a_cache_path_that_is_a_file_degrades_to_memory(photos: Path, tmp_path: 
     the file untouched."""
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder")
-    arguments = ["segment", str(photos / "photo1.png"), *TINY, "--classes", "cat; dog"]
+    arguments = ["segment", str(photos / "photo1.png"), *SEGMENT, "--classes", "cat; dog"]
     assert main([*arguments, "--no-text-cache", "--out", str(tmp_path / "clean.png")]) == 0
     capsys.readouterr()
     assert main([*arguments, "--text-cache", str(blocker), "--out", str(tmp_path / "blocked.png")]) == 0
@@ -233,7 +234,7 @@ def test_a_segment_run_killed_while_writing_resumes_to_complete_outputs(photos: 
     probabilities. Expects: the rerun does the unfinished images again, and ends with the files, label maps,
     probabilities and summary of a clean run, with nothing left over from the killed writer."""
     outputs = lambda name: ["--out", str(tmp_path / name / "labels"), "--save-probs", str(tmp_path / name / "probs")]  # noqa: E731
-    arguments = ["segment", str(photos), *TINY, *SMALL, "--classes", "cat; dog", "--device", "cpu"]
+    arguments = ["segment", str(photos), *SEGMENT, *SMALL, "--classes", "cat; dog", "--device", "cpu"]
     assert main([*arguments, *outputs("clean")]) == 0
     half_written = "    args[0].write(b'\\x93NUMPY' + bytes(100)); args[0].flush()"
     killed_after(2, "numpy.save", "scclip_core.cli", half_written, [*arguments, *outputs("run")], tmp_path)
@@ -262,7 +263,7 @@ def test_outputs_written_torn_or_empty_are_not_taken_as_done(photos: Path, tmp_p
     """Breaks: an image's label map or probabilities, left empty or cut short by a writer that did not write
     atomically. Expects: the resume does that image again (and only it) and ends with the clean outputs."""
     out, probs = tmp_path / "labels", tmp_path / "probs"
-    arguments = ["segment", str(photos), *TINY, *SMALL, "--classes", "cat; dog", "--out", str(out)]
+    arguments = ["segment", str(photos), *SEGMENT, *SMALL, "--classes", "cat; dog", "--out", str(out)]
     arguments += ["--save-probs", str(probs), "--device", "cpu"]
     assert main(arguments) == 0
     clean_labels, clean_probs = (out / "photo1.png").read_bytes(), (probs / "photo2.npy").read_bytes()
@@ -281,7 +282,7 @@ def test_an_unwritable_output_folder_is_one_error_line(photos: Path, tmp_path: P
     """Breaks: the output folder is a file. Expects: exit 2 and one `error:` line naming it, no traceback."""
     blocker = tmp_path / "out"
     blocker.write_text("a file")
-    arguments = ["segment", str(photos), *TINY, "--classes", "cat", "--out", str(blocker), "--device", "cpu"]
+    arguments = ["segment", str(photos), *SEGMENT, "--classes", "cat", "--out", str(blocker), "--device", "cpu"]
     assert main(arguments) == 2
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
