@@ -11,6 +11,7 @@ import pytest
 
 from scclip_core import InputError
 from scclip_core.cli import SUMMARY_NAME, merge_summaries
+from scclip_core.errors import OutputError
 from scclip_core.eval.runner import RecordStore
 from scclip_core.records import append_record, open_records, read_records
 
@@ -87,3 +88,10 @@ def test_segment_summaries_merge_past_garbage_lines(tmp_path: Path) -> None:
         (str(images[2]), "skipped"),
     ]
     assert not list(tmp_path.glob(f"{SUMMARY_NAME}.rank*"))
+
+
+def test_a_records_file_that_cannot_be_written_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match=f"could not write {blocker / 'records.jsonl'}"):
+        open_records(blocker / "records.jsonl")

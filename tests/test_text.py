@@ -1,8 +1,11 @@
 """Class parsing, prompt encoding with a shortened context, and the text-embedding cache."""
 
+import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,7 @@ from scclip_core import (
     load_model,
     parse_classes,
 )
-from scclip_core.cache import file_fingerprint
+from scclip_core.cache import CacheWarning, file_fingerprint
 from scclip_core.config import TEMPLATE_SET_NAMES
 from scclip_core.text import ENTRY_SUFFIX, TEMPLATE_SETS, encode_prompts, parse_words
 
@@ -196,3 +199,35 @@ def test_more_names_than_the_memory_cache_holds_still_embed(tiny_model):
     roomy = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache())
     names = ["cat", "dog", "bird", "cat"]
     torch.testing.assert_close(small.embed(names), roomy.embed(names))
+
+
+def test_entries_of_the_older_npy_format_are_a_quiet_miss_and_pruned(tmp_path):
+    key = ("m", "t", "cat")
+    cache = TextEmbeddingCache(tmp_path, max_bytes=1)
+    old = cache._file(tmp_path, key).with_suffix(".npy")
+    old.parent.mkdir(parents=True)
+    np.save(old, np.ones(4, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.get(key, 4) is None
+    cache.prune()
+    assert not old.exists()
+
+
+def test_a_cached_entry_of_any_width_is_served_when_no_width_is_asked(tmp_path):
+    TextEmbeddingCache(tmp_path).put(("m", "t", "cat"), torch.ones(5))
+    assert torch.equal(TextEmbeddingCache(tmp_path).get(("m", "t", "cat")), torch.ones(5))
+    with pytest.warns(CacheWarning, match="5 values, not the model's 4"):
+        assert TextEmbeddingCache(tmp_path).get(("m", "t", "cat"), 4) is None
+
+
+@pytest.mark.parametrize("memo", ["[1]", '{"digest": 5}', "{", ""])
+def test_a_damaged_fingerprint_memo_is_hashed_again(tmp_path, memo):
+    weights, memos = tmp_path / "weights.bin", tmp_path / "memo"
+    weights.write_bytes(b"weights")
+    expected = file_fingerprint(weights)
+    file_fingerprint(weights, memos)
+    (written,) = memos.iterdir()
+    written.write_text(memo)
+    assert file_fingerprint(weights, memos) == expected
+    assert json.loads(written.read_text())["digest"] == expected
