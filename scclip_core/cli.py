@@ -33,7 +33,7 @@ from .config import (
     SegmenterConfig,
     Stages,
 )
-from .errors import InputError, ScclipError, one_line_warnings, output_errors
+from .errors import InputError, ScclipError, one_line, one_line_warnings, output_errors
 from .eval import cli as eval_cli
 from .methods import METHOD_SPECS, method_spec
 from .records import append_record, open_records, read_records
@@ -424,7 +424,7 @@ def _segment_one(
                 )
             written["labels"] = str(label_path)
     except ScclipError as error:
-        print(f"error: {path}: {error}", file=sys.stderr)
+        print(f"error: {path}: {one_line(error)}", file=sys.stderr)
         return {"image": str(path), "status": "error", "error": str(error)}
     summary = {"image": str(path), **result.to_json(), "outputs": written}
     if args.json:
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m scclip_core")
         try:
             return _segment(args)
         except ScclipError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(error)}", file=sys.stderr)
             return 2
 
 

@@ -34,7 +34,7 @@ def one_line_warnings(stream: TextIO | None = None) -> Iterator[None]:
     """Show warnings as single `warning: message` lines (on stderr by default), the command lines' style."""
 
     def show(message: Warning | str, *_: object, **__: object) -> None:
-        print(f"warning: {message}", file=stream or sys.stderr)
+        print(f"warning: {one_line(message)}", file=stream or sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
@@ -50,3 +50,8 @@ def output_errors(path: object) -> Iterator[None]:
         raise
     except OSError as error:
         raise OutputError(f"could not write {path}: {error.strerror or error}") from error
+
+
+def one_line(message: object) -> str:
+    """An error's or warning's message on one line (messages quoted from libraries may span several)."""
+    return " ".join(str(message).split())

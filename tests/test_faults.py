@@ -291,6 +291,17 @@ def test_an_unwritable_output_folder_is_one_error_line(photos: Path, tmp_path: P
     assert "Traceback" not in err
 
 
+def test_a_torn_checkpoint_is_one_error_line(photos: Path, tmp_path: Path, capsys) -> None:
+    """Breaks: the weights file, cut short by an interrupted download (torch's own message spans lines).
+    Expects: exit 2 and the whole message on one `error:` line, no traceback."""
+    torn = tmp_path / "weights.pt"
+    torn.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    arguments = ["segment", str(photos / "photo0.png"), "--model", "tiny-test", "--weights", str(torn)]
+    assert main([*arguments, "--classes", "cat"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: could not read weights from {torn}")
+
+
 def test_an_eval_run_killed_while_recording_resumes_to_the_clean_scores(tmp_path: Path, capsys) -> None:
     """Breaks: `python -m scclip_core.eval` on three images is killed (SIGKILL) half way through writing the second
     image's record. Expects: the rerun keeps the first image, does the other two again, and its confusion

@@ -21,7 +21,7 @@ from ..config import (
     Stages,
     TlpSettings,
 )
-from ..errors import ScclipError, one_line_warnings
+from ..errors import ScclipError, one_line, one_line_warnings
 from ..methods import METHOD_SPECS, method_spec
 from ..refinements import NO_REFINEMENT, REFINE_CHOICES, pamr_steps_for, refine_from_choices
 from .benchmarks import BENCHMARKS, OWN_PROTOCOLS, PROTOCOLS, VIT_L14_CHANGES, Benchmark, dataset_names, get_benchmark
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             show_progress=not args.no_progress,
         )
     except ScclipError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
