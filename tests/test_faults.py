@@ -352,3 +352,15 @@ def test_two_processes_writing_the_same_entries_leave_valid_equal_entries(tmp_pa
         warnings.simplefilter("error")
         for name, value in values.items():
             assert torch.equal(reader.get(("model", "simple", name), 64), value)
+
+
+def test_a_torn_dataset_image_is_one_error_line(tmp_path: Path, capsys) -> None:
+    """Breaks: one image of the dataset, cut short by an interrupted copy. Expects: exit 2 and one `error:` line
+    naming the file, no traceback."""
+    data = tmp_path / "data"
+    make_random_dataset(data)
+    (image, *_) = sorted(data.rglob("*.jpg"))
+    image.write_bytes(image.read_bytes()[:100])
+    assert eval_cli.main([*EVAL, "--root", str(data)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: could not read {image}")

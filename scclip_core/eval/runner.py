@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -378,14 +379,27 @@ def _evaluate_samples(
 
 
 def _read_sample(sample: Sample, benchmark: Benchmark) -> tuple[Sample, np.ndarray, np.ndarray]:
-    image = read_image(sample.image_path)
-    truth = read_label(sample.label_path, benchmark.reduce_zero_label, benchmark.ignore_index)
+    with _undecodable(sample.image_path):
+        image = read_image(sample.image_path)
+    with _undecodable(sample.label_path):
+        truth = read_label(sample.label_path, benchmark.reduce_zero_label, benchmark.ignore_index)
     if truth.shape != image.shape[:2]:
         raise DatasetLayoutError(
             f"{sample.label_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
             f"{sample.image_path} is {image.shape[1]}x{image.shape[0]}"
         )
     return sample, image, truth
+
+
+@contextmanager
+def _undecodable(path: Path) -> Iterator[None]:
+    """A dataset file that does not decode (torn, empty, not an image) becomes a DatasetLayoutError naming it."""
+    try:
+        yield
+    except ScclipError:
+        raise
+    except (OSError, ValueError) as error:
+        raise DatasetLayoutError(f"could not read {path}: {error}") from error
 
 
 def _read_ahead(samples: list[Sample], benchmark: Benchmark) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
