@@ -168,6 +168,23 @@ def test_a_read_only_cache_folder_degrades_to_memory(tiny_model, tmp_path: Path)
     assert not list(folder.iterdir())
 
 
+def test_a_cache_shared_read_only_still_serves_its_entries(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    """Breaks: refreshing an entry's age (`os.utime`), as in a folder shared read-only (works as root too).
+    Expects: every entry is still served from disk, with no warning and nothing encoded."""
+    folder = tmp_path / "cache"
+    expected = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(folder)).embed(NAMES)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "utime", refuse)
+    reader = TextEncoder(tiny_model, templates="simple", cache=TextEmbeddingCache(folder))
+    monkeypatch.setattr(reader, "_encode_names", lambda names: pytest.fail(f"re-encoded {names}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(reader.embed(NAMES), expected)
+
+
 def test_a_cache_path_that_is_a_file_degrades_to_memory(photos: Path, tmp_path: Path, capsys) -> None:
     """Breaks: the cache folder is a file. Expects: exit 0, one `warning:` line, the clean run's label map, and
     the file untouched."""
