@@ -250,6 +250,7 @@ class TextEmbeddingCache:
             self._rejected.add(path)
 
     def put(self, key: tuple[str, str, str], value: Tensor) -> None:
+        """Keep `value` in memory and write its disk entry atomically; a failed write turns the disk side off."""
         self._remember(key, value)
         if self.directory is None:
             return
