@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "backbones": ("LoadedModel", "available_models", "load_model", "resolve_weights"),
     "encoder": ("CropTrace", "DenseOutput", "DenseVariants", "encode_dense", "encode_dense_variants"),
-    "errors": ("InputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
+    "cache": ("CacheWarning",),
+    "errors": ("InputError", "OutputError", "ScclipError", "UnknownModelError", "WeightsUnavailableError"),
     "images": ("MAX_READ_PIXELS", "probe_size", "to_rgb_array"),
     "methods": ("METHODS", "METHOD_SPECS", "MethodSpec", "method_named"),
     "pamr": ("pamr_refine",),
@@ -77,6 +78,9 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
         load_model,
         resolve_weights,
     )
+    from .cache import (  # noqa: F401 (exported through __getattr__)
+        CacheWarning,
+    )
     from .config import (  # noqa: F401 (exported through __getattr__)
         DEFAULT_METHOD,
         DEFAULT_MODEL,
@@ -106,6 +110,7 @@ if TYPE_CHECKING:  # the real types for type checkers and IDEs; test_package kee
     )
     from .errors import (  # noqa: F401 (exported through __getattr__)
         InputError,
+        OutputError,
         ScclipError,
         UnknownModelError,
         WeightsUnavailableError,
