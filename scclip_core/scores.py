@@ -215,24 +215,28 @@ def label_map(
         small = small_classes(areas, background_index, area_threshold)
         if small.any():
             mask = torch.from_numpy(small)
+            rests: dict[int, np.ndarray] = {}
             for top, bottom in bands:
                 moved = small[labels[top:bottom]]
-                if not moved.any():
-                    continue
-                band_labels = labels[top:bottom]
                 runner = runner_class[top:bottom]
                 to_runner = moved & ~small[runner]
-                band_labels[to_runner] = runner[to_runner]
+                labels[top:bottom][to_runner] = runner[to_runner]
                 if uncertain is not None and runner_uncertain is not None:
                     uncertain[top:bottom][to_runner] = runner_uncertain[top:bottom][to_runner]
                 rest = moved & ~to_runner
-                if not rest.any():
-                    continue
-                probs = band_pixels(top, bottom, rest)
+                if rest.any():
+                    rests[top] = rest
+
+            def second_choice(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+                probs = band_pixels(top, bottom, rests[top])
                 second, second_class = probs.masked_fill(mask.to(probs.device).view(-1, 1), 0.0).max(dim=0)
-                band_labels[rest] = second_class.cpu().numpy()
+                return second.cpu().numpy(), second_class.cpu().numpy()
+
+            pending = [band for band in bands if band[0] in rests]
+            for (top, bottom), (second, second_class) in zip(pending, in_bands(second_choice, pending)):
+                labels[top:bottom][rests[top]] = second_class
                 if uncertain is not None:
-                    uncertain[top:bottom][rest] = (second < prob_threshold).cpu().numpy()
+                    uncertain[top:bottom][rests[top]] = second < prob_threshold
     if uncertain is not None:
         labels[uncertain] = background_index
     return labels
