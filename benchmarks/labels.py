@@ -3,11 +3,12 @@
     python -m benchmarks.labels                          # 9000x6000 from 504x336 logits, benchmarks.scale's classes
     python -m benchmarks.labels --size 3000x2000 --only thresholds
 
-The vocabulary is `benchmarks.scale`'s (5 classes, one with two synonyms, and the default background words: 32
+The vocabulary is `benchmarks.scale`'s (5 classes, one with two synonyms, and the default background words: 29
 queries, 6 classes); the logits are smooth synthetic cosine scores, with one class made rare so the area rule
 drops it and its pixels take their second choice, as in the scale benchmark's `--prob-threshold 0.2
 --area-threshold 0.05` run. Prints one JSON line per case (seconds, label counts, the labels' SHA-256, which
-compares label maps across versions of the code) and a Markdown table.
+compares label maps across versions of the code, and the process's peak resident memory so far) and a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
 import time
 
 import numpy as np
@@ -75,13 +77,15 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "label_counts": np.bincount(labels.ravel(), minlength=scores.num_classes).tolist(),
             "sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }
         print(json.dumps(report), flush=True)
         rows.append(report)
-    print("\n| case | size | seconds | labels sha256 |\n|---|---|---|---|")
+    print("\n| case | size | seconds | peak RSS | labels sha256 |\n|---|---|---|---|---|")
     for report in rows:
         size = f"{report['size'][0]}x{report['size'][1]}"
-        print(f"| {report['case']} | {size} | {report['seconds']} | `{str(report['sha256'])[:16]}` |")
+        rss, sha = report["peak_rss_mib"], str(report["sha256"])[:16]
+        print(f"| {report['case']} | {size} | {report['seconds']} s | {rss} MiB | `{sha}` |")
 
 
 if __name__ == "__main__":

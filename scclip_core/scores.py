@@ -289,10 +289,11 @@ class AxisResampling:
 
 @dataclass(frozen=True)
 class ColumnBlocks:
-    """`AxisResampling` of columns in blocks of `weight.shape[1]` output columns that mix the same two inputs,
-    so that a band is resampled by broadcasting (Q, rows, blocks, 1) against the weights (blocks, width), with
-    no gather at the output size; `columns` finds each output column in the flattened blocks (whose unused
-    slots have weight 0). The same `torch.lerp` of the same three values gives each output column."""
+    """`AxisResampling` of columns in blocks of up to `weight.shape[0]` output columns that mix the same two
+    inputs, so that a band is resampled by broadcasting (Q, rows, 1, blocks) against the weights (width, blocks),
+    with no gather at the output size (the long last dimension keeps the lerp vectorised); `columns` finds each
+    output column in that flattened layout (whose unused slots have weight 0). The same `torch.lerp` of the same
+    three values gives each output column."""
 
     low: Tensor
     high: Tensor
@@ -310,14 +311,14 @@ class ColumnBlocks:
         first_block = np.r_[0, np.cumsum(-(-lengths // width))[:-1]]
         block = np.repeat(first_block, lengths) + within // width
         count = int(block[-1]) + 1
-        columns = torch.from_numpy(block * width + within % width)
-        weight = torch.zeros(count * width)
+        columns = torch.from_numpy(within % width * count + block)
+        weight = torch.zeros(width * count)
         weight[columns] = axis.weight
         block_low, block_high = torch.zeros(count, dtype=torch.long), torch.zeros(count, dtype=torch.long)
         block_low[torch.from_numpy(block)] = axis.low
         block_high[torch.from_numpy(block)] = axis.high
         return cls(
-            block_low.to(device), block_high.to(device), weight.view(count, width).to(device), columns.to(device)
+            block_low.to(device), block_high.to(device), weight.view(width, count).to(device), columns.to(device)
         )
 
     @property
@@ -415,8 +416,8 @@ class PixelScores:
             if blocks is None:
                 out.copy_(band_logits)
             else:
-                low = band_logits.index_select(2, blocks.low).unsqueeze(-1)
-                high = band_logits.index_select(2, blocks.high).unsqueeze(-1)
+                low = band_logits.index_select(2, blocks.low).unsqueeze(2)
+                high = band_logits.index_select(2, blocks.high).unsqueeze(2)
                 torch.lerp(low, high, blocks.weight, out=out.view(queries, bottom - top, *blocks.weight.shape))
             probs = synonyms.class_max(flat.mul_(logit_scale).softmax(dim=0))
             return probs[:, :pixels].view(self.num_classes, bottom - top, width)
