@@ -54,18 +54,21 @@ def softmax_width(pixels: int, device: torch.device) -> int:
     return -(-pixels // lanes) * lanes
 
 
-def in_bands(function: Callable[[int, int], T], bands: Sequence[tuple[int, int]]) -> Iterator[T]:
-    """`function(top, bottom)` of each band, in order, computed by as many worker threads as torch has intra-op
-    threads, each running its torch operations on one thread.
+def in_bands(
+    function: Callable[[int, int], T], bands: Sequence[tuple[int, int]]
+) -> Iterator[tuple[tuple[int, int], T]]:
+    """Each band with `function(top, bottom)` of it, in order, computed by as many worker threads as torch has
+    intra-op threads, each running its torch operations on one thread.
 
     Torch's intra-op threads wait for each other at the end of every operation, which on a busy machine costs a
-    scheduler slice each time (a band is a few dozen operations: labels at 9000x6000 took 65 s instead of 8 s
-    next to one other busy process); whole bands per thread never wait. Torch's thread count is per thread, and
-    threads started meanwhile inherit the last one set: it is set back when the bands are done.
+    scheduler slice each time (a band is a few dozen operations: the 9000x6000 labels of `benchmarks.labels`
+    took 65 s so and 9 s in worker threads, on a shared 2-core machine); whole bands per thread never wait.
+    Torch's thread count is per thread, and threads started meanwhile inherit the last one set: it is set back
+    when the bands are done.
     """
     threads = torch.get_num_threads()
     if threads == 1 or len(bands) == 1:
-        yield from (function(*band) for band in bands)
+        yield from ((band, function(*band)) for band in bands)
         return
 
     def run(band: tuple[int, int]) -> T:
@@ -75,7 +78,7 @@ def in_bands(function: Callable[[int, int], T], bands: Sequence[tuple[int, int]]
 
     pool = ThreadPoolExecutor(threads)
     try:
-        yield from pool.map(run, bands)
+        yield from zip(bands, pool.map(run, bands))
     finally:
         pool.shutdown(cancel_futures=True)
         torch.set_num_threads(threads)
@@ -200,7 +203,7 @@ def label_map(
     areas = np.zeros(num_classes, dtype=np.int64)
     bands = [(top, min(top + band_rows, height)) for top in range(0, height, band_rows)]
     runner_up = bool(area_threshold)
-    for (top, bottom), choices in zip(bands, in_bands(lambda top, bottom: band_choices(top, bottom, runner_up), bands)):
+    for (top, bottom), choices in in_bands(lambda top, bottom: band_choices(top, bottom, runner_up), bands):
         labels[top:bottom] = choices.best_class
         if uncertain is not None:
             uncertain[top:bottom] = choices.best < prob_threshold
@@ -233,7 +236,7 @@ def label_map(
                 return second.cpu().numpy(), second_class.cpu().numpy()
 
             pending = [band for band in bands if band[0] in rests]
-            for (top, bottom), (second, second_class) in zip(pending, in_bands(second_choice, pending)):
+            for (top, bottom), (second, second_class) in in_bands(second_choice, pending):
                 labels[top:bottom][rests[top]] = second_class
                 if uncertain is not None:
                     uncertain[top:bottom][rests[top]] = second < prob_threshold
@@ -439,7 +442,7 @@ class PixelScores:
         best_class = np.empty(size, dtype=label_dtype(self.num_classes))
         bands = self.bands(size)
         with torch.inference_mode():
-            for (top, bottom), choices in zip(bands, in_bands(lambda t, b: Choices.of(band(t, b), False, pick), bands)):
+            for (top, bottom), choices in in_bands(lambda t, b: Choices.of(band(t, b), False, pick), bands):
                 best_prob[top:bottom] = choices.best
                 best_class[top:bottom] = choices.best_class
         return best_prob, best_class
@@ -466,7 +469,7 @@ class PixelScores:
         probs = np.empty((self.num_classes, *size), dtype=np.float32)
         bands = self.bands(size)
         with torch.inference_mode():
-            for (top, bottom), values in zip(bands, in_bands(lambda t, b: band(t, b).cpu().numpy(), bands)):
+            for (top, bottom), values in in_bands(lambda t, b: band(t, b).cpu().numpy(), bands):
                 probs[:, top:bottom] = values
         return probs
 

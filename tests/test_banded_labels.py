@@ -4,6 +4,8 @@ synonym max by `scatter_reduce`, the argmax, and the area rule's second pass ove
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,23 @@ def test_ties_go_to_the_lowest_class_and_a_probability_at_the_threshold_is_kept(
     pair = PixelScores(torch.zeros(2, 3, 3), torch.tensor([0, 1]), 3)
     assert (pair.labels((5, 5), 2, LabelRules(prob_threshold=0.5)) == 0).all(), "0.5 is not below 0.5"
     assert (pair.labels((5, 5), 2, LabelRules(prob_threshold=0.5001)) == 2).all()
+
+
+def test_bands_on_worker_threads_leave_torch_thread_count_as_it_was(monkeypatch):
+    def fresh_thread_count() -> int:
+        counts: list[int] = []
+        worker = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        return counts[0]
+
+    monkeypatch.setattr(PixelScores, "band_rows", lambda self, width: 7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        scores = random_scores(*VOCABULARIES["synonyms"], (9, 13), seed=4)
+        labels = scores.labels((300, 40), 4, LabelRules(prob_threshold=0.25, area_threshold=0.3))
+        assert np.array_equal(labels, reference_labels(scores, (300, 40), 4, LabelRules(0.25, 0.3)))
+        assert torch.get_num_threads() == 3 and fresh_thread_count() == 3
+    finally:
+        torch.set_num_threads(threads)
