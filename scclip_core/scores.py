@@ -84,54 +84,16 @@ def in_bands(
         torch.set_num_threads(threads)
 
 
-@dataclass(frozen=True)
-class Synonyms:
-    """How each class takes the max of its queries' probabilities in few tensor operations: queries that alone
-    make their class are gathered at once; each run of adjacent queries of one class (synonyms, the background
-    words) is one amax, merged by a maximum where a class has several runs. Classes without queries stay 0."""
-
-    num_classes: int
-    single_queries: Tensor
-    single_classes: Tensor
-    runs: tuple[tuple[int, int, int], ...]
-
-    @classmethod
-    def of(cls, query_classes: Tensor, num_classes: int) -> Synonyms:
-        classes = query_classes.tolist()
-        runs: list[tuple[int, int, int]] = []
-        for query, klass in enumerate(classes):
-            if runs and runs[-1][0] == klass and runs[-1][2] == query:
-                runs[-1] = (klass, runs[-1][1], query + 1)
-            else:
-                runs.append((klass, query, query + 1))
-        run_count = np.bincount([run[0] for run in runs], minlength=num_classes)
-        singles = [(first, klass) for klass, first, end in runs if end - first == 1 and run_count[klass] == 1]
-        device = query_classes.device
-        return cls(
-            num_classes,
-            torch.tensor([query for query, _ in singles], dtype=torch.long, device=device),
-            torch.tensor([klass for _, klass in singles], dtype=torch.long, device=device),
-            tuple(run for run in runs if not (run[2] - run[1] == 1 and run_count[run[0]] == 1)),
-        )
-
-    def class_max(self, query_probs: Tensor) -> Tensor:
-        """(Q, ...) query probabilities -> (C, ...) each class's highest (exact: a max does not round)."""
-        probs = query_probs.new_zeros((self.num_classes, *query_probs.shape[1:]))
-        probs.index_copy_(0, self.single_classes, query_probs.index_select(0, self.single_queries))
-        filled = set()
-        for klass, first, end in self.runs:
-            run = query_probs[first:end].amax(dim=0)
-            if klass in filled:
-                torch.maximum(probs[klass], run, out=probs[klass])
-            else:
-                probs[klass] = run
-                filled.add(klass)
-        return probs
+def synonym_max(query_probs: Tensor, query_classes: Tensor, num_classes: int) -> Tensor:
+    """(Q, ...) query probabilities -> (C, ...) the highest of each class's queries (0 for a class without any)."""
+    index = query_classes.view(-1, *([1] * (query_probs.ndim - 1))).expand_as(query_probs)
+    probs = torch.zeros((num_classes, *query_probs.shape[1:]), dtype=query_probs.dtype, device=query_probs.device)
+    return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
 
 
 def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int, logit_scale: float) -> Tensor:
     """Softmax over all queries at `logit_scale`, then the max over each class's synonyms, (Q, ...) -> (C, ...)."""
-    return Synonyms.of(query_classes, num_classes).class_max((logit_scale * logits).softmax(dim=0))
+    return synonym_max((logit_scale * logits).softmax(dim=0), query_classes, num_classes)
 
 
 @dataclass(frozen=True)
@@ -397,7 +359,7 @@ class PixelScores:
 
         Each band's query logits are resampled (rows, then columns, each one `torch.lerp` as `AxisResampling`
         gives) into one buffer padded to `softmax_width`, scaled, and put through the softmax over the queries;
-        the max over synonyms follows (`Synonyms`). A pixel's probabilities are thus those of the whole-image
+        the max over synonyms follows (`synonym_max`). A pixel's probabilities are thus those of the whole-image
         computation, whichever band it falls in.
         """
         logits = self.logits
@@ -405,7 +367,6 @@ class PixelScores:
         rows = None if size[0] == logits.shape[1] else AxisResampling.bilinear(size[0], logits.shape[1], device)
         blocks = None if size[1] == logits.shape[2] else ColumnBlocks.bilinear(size[1], logits.shape[2], device)
         width = size[1] if blocks is None else blocks.flat_width
-        synonyms = Synonyms.of(self.query_classes, self.num_classes)
 
         def band(top: int, bottom: int) -> Tensor:
             band_logits = logits[:, top:bottom]
@@ -422,7 +383,7 @@ class PixelScores:
                 low = band_logits.index_select(2, blocks.low).unsqueeze(2)
                 high = band_logits.index_select(2, blocks.high).unsqueeze(2)
                 torch.lerp(low, high, blocks.weight, out=out.view(queries, bottom - top, *blocks.weight.shape))
-            probs = synonyms.class_max(flat.mul_(logit_scale).softmax(dim=0))
+            probs = synonym_max(flat.mul_(logit_scale).softmax(dim=0), self.query_classes, self.num_classes)
             return probs[:, :pixels].view(self.num_classes, bottom - top, width)
 
         def pick(layout: Tensor) -> Tensor:
