@@ -62,7 +62,7 @@ def in_bands(
 
     Torch's intra-op threads wait for each other at the end of every operation, which on a busy machine costs a
     scheduler slice each time (a band is a few dozen operations: the 9000x6000 labels of `benchmarks.labels`
-    took 65 s so and 9 s in worker threads, on a shared 2-core machine); whole bands per thread never wait.
+    took 65 s so and 4 to 9 s in worker threads, on a shared 2-core machine); whole bands per thread never wait.
     Torch's thread count is per thread, and threads started meanwhile inherit the last one set: it is set back
     when the bands are done.
     """
