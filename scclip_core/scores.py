@@ -12,8 +12,10 @@ the one `label_map`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,10 +24,12 @@ from torch import Tensor
 from .config import LabelRules
 from .errors import InputError
 
-BAND_ELEMENTS = 1 << 22
+BAND_ELEMENTS = 1 << 20
+SOFTMAX_LANES = 64
 BandProbabilities = Callable[[int, int], Tensor]
-BandBest = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+BandChoices = Callable[[int, int, bool], "Choices"]
 BandPixels = Callable[[int, int, np.ndarray], Tensor]
+T = TypeVar("T")
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -36,12 +40,86 @@ def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
+def softmax_width(pixels: int, device: torch.device) -> int:
+    """`pixels` rounded up so that a softmax over dim 0 of (Q, width) runs every pixel on torch's SIMD path.
+
+    On the CPU, that softmax splits the pixels evenly between the threads and takes a scalar path, with another
+    exp and other rounding, for what is left of each share after whole SIMD vectors; a multiple of
+    `SOFTMAX_LANES` (at least the widest vector) per thread leaves nothing, so a pixel's probabilities do not
+    depend on the band it falls in or on the thread count.
+    """
+    if device.type != "cpu":
+        return pixels
+    lanes = SOFTMAX_LANES * torch.get_num_threads()
+    return -(-pixels // lanes) * lanes
+
+
+def in_bands(
+    function: Callable[[int, int], T], bands: Sequence[tuple[int, int]]
+) -> Iterator[tuple[tuple[int, int], T]]:
+    """Each band with `function(top, bottom)` of it, in order, computed by as many worker threads as torch has
+    intra-op threads, each running its torch operations on one thread.
+
+    Torch's intra-op threads wait for each other at the end of every operation, which on a busy machine costs a
+    scheduler slice each time (a band is a few dozen operations: the 9000x6000 labels of `benchmarks.labels`
+    took 65 s so and 4 to 9 s in worker threads, on a shared 2-core machine); whole bands per thread never wait.
+    Torch's thread count is per thread, and threads started meanwhile inherit the last one set: it is set back
+    when the bands are done.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or len(bands) == 1:
+        yield from ((band, function(*band)) for band in bands)
+        return
+
+    def run(band: tuple[int, int]) -> T:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            return function(*band)
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        yield from zip(bands, pool.map(run, bands))
+    finally:
+        pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def synonym_max(query_probs: Tensor, query_classes: Tensor, num_classes: int) -> Tensor:
+    """(Q, ...) query probabilities -> (C, ...) the highest of each class's queries (0 for a class without any)."""
+    index = query_classes.view(-1, *([1] * (query_probs.ndim - 1))).expand_as(query_probs)
+    probs = torch.zeros((num_classes, *query_probs.shape[1:]), dtype=query_probs.dtype, device=query_probs.device)
+    return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
+
+
 def class_probabilities(logits: Tensor, query_classes: Tensor, num_classes: int, logit_scale: float) -> Tensor:
     """Softmax over all queries at `logit_scale`, then the max over each class's synonyms, (Q, ...) -> (C, ...)."""
-    query_probs = (logit_scale * logits).softmax(dim=0)
-    index = query_classes.view(-1, *([1] * (logits.ndim - 1))).expand_as(query_probs)
-    probs = torch.zeros((num_classes, *logits.shape[1:]), dtype=query_probs.dtype, device=logits.device)
-    return probs.scatter_reduce_(0, index, query_probs, reduce="amax", include_self=True)
+    return synonym_max((logit_scale * logits).softmax(dim=0), query_classes, num_classes)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Each pixel's highest class probability and its class in some rows; with the area rule, also its runner-up
+    class and probability (the highest of the other classes), or no runner-up where the reader has none.
+
+    A runner-up is the answer of the area rule's second pass whenever the runner-up class is kept (exactly: the
+    dropped classes are zeroed and only ties at 0 could pick another, so a runner-up of probability 0 is given
+    as the best class itself, which sends the pixel to the full second pass).
+    """
+
+    best: np.ndarray
+    best_class: np.ndarray
+    runner: np.ndarray | None = None
+    runner_class: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, probs: Tensor, runner_up: bool, pick: Callable[[Tensor], Tensor] = lambda x: x) -> Choices:
+        """From class probabilities (C, ...); `pick` selects the pixels to keep from each (...) result."""
+        best, best_class = probs.max(dim=0)
+        if not runner_up:
+            return cls(pick(best).cpu().numpy(), pick(best_class).cpu().numpy())
+        runner, runner_class = probs.scatter(0, best_class.unsqueeze(0), -1.0).max(dim=0)
+        runner_class = torch.where(runner > 0, runner_class, best_class)
+        return cls(*(pick(part).cpu().numpy() for part in (best, best_class, runner, runner_class)))
 
 
 def small_classes(areas: np.ndarray, background_index: int, area_threshold: float) -> np.ndarray:
@@ -54,7 +132,7 @@ def small_classes(areas: np.ndarray, background_index: int, area_threshold: floa
 
 
 def label_map(
-    band_best: BandBest,
+    band_choices: BandChoices,
     band_pixels: BandPixels,
     size: tuple[int, int],
     num_classes: int,
@@ -65,61 +143,81 @@ def label_map(
     """Argmax labels (H, W) after the background rules, reading class probabilities band by band: the one home of
     the labelling rules, whatever holds the probabilities.
 
-    `band_best(top, bottom)` gives the highest probability and its class for those rows; `band_pixels(top, bottom,
-    moved)` every class's probabilities (C, n) at the `moved` pixels (a boolean mask of those rows). Area rule: a
+    `band_choices(top, bottom, runner_up)` gives the `Choices` of those rows; `band_pixels(top, bottom, moved)`
+    every class's probabilities (C, n) at the `moved` pixels (a boolean mask of those rows). Area rule: a
     non-background class whose predicted area is at most `rules.area_threshold` times the whole non-background
     area has its probabilities zeroed before the final argmax. Probability rule: pixels whose (remaining)
     highest probability is below `rules.prob_threshold` go to the background class. The area rule needs every
     class's area before any pixel is final, so it takes two passes: the first takes each band's argmax and counts
-    areas; the second reads only the pixels of a too-small class and gives them their best remaining class
-    (every other pixel keeps its argmax, which masking cannot change).
+    areas, keeping each pixel's runner-up; the second moves the pixels of a too-small class to their runner-up
+    where that class is kept, and reads every class's probabilities only for the rest (every other pixel keeps
+    its argmax, which masking cannot change).
     """
     if background_index is None and rules.needs_background:
         raise InputError("thresholds need a background class to assign rejected pixels to")
     prob_threshold, area_threshold = rules.prob_threshold, rules.area_threshold
     height = size[0]
-    labels = np.empty(size, dtype=label_dtype(num_classes))
+    dtype = label_dtype(num_classes)
+    labels = np.empty(size, dtype=dtype)
     uncertain = np.zeros(size, dtype=bool) if prob_threshold > 0 else None
+    runner_class = np.empty(size, dtype=dtype) if area_threshold else None
+    runner_uncertain = np.zeros(size, dtype=bool) if area_threshold and prob_threshold > 0 else None
     areas = np.zeros(num_classes, dtype=np.int64)
     bands = [(top, min(top + band_rows, height)) for top in range(0, height, band_rows)]
-    for top, bottom in bands:
-        best, best_class = band_best(top, bottom)
-        labels[top:bottom] = best_class
+    runner_up = bool(area_threshold)
+    for (top, bottom), choices in in_bands(lambda top, bottom: band_choices(top, bottom, runner_up), bands):
+        labels[top:bottom] = choices.best_class
         if uncertain is not None:
-            uncertain[top:bottom] = best < prob_threshold
-        if area_threshold:
-            areas += np.bincount(best_class.ravel(), minlength=num_classes)
+            uncertain[top:bottom] = choices.best < prob_threshold
+        if runner_class is not None:
+            areas += np.bincount(choices.best_class.ravel(), minlength=num_classes)
+            unknown = choices.runner_class is None or choices.runner is None
+            runner_class[top:bottom] = choices.best_class if unknown else choices.runner_class
+            if runner_uncertain is not None and choices.runner is not None:
+                runner_uncertain[top:bottom] = choices.runner < prob_threshold
     if area_threshold:
-        assert background_index is not None  # rules.needs_background
+        assert background_index is not None and runner_class is not None  # rules.needs_background
         small = small_classes(areas, background_index, area_threshold)
         if small.any():
             mask = torch.from_numpy(small)
+            rests: dict[int, np.ndarray] = {}
             for top, bottom in bands:
                 moved = small[labels[top:bottom]]
-                if not moved.any():
-                    continue
-                probs = band_pixels(top, bottom, moved)
+                runner = runner_class[top:bottom]
+                to_runner = moved & ~small[runner]
+                labels[top:bottom][to_runner] = runner[to_runner]
+                if uncertain is not None and runner_uncertain is not None:
+                    uncertain[top:bottom][to_runner] = runner_uncertain[top:bottom][to_runner]
+                rest = moved & ~to_runner
+                if rest.any():
+                    rests[top] = rest
+
+            def second_choice(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
+                probs = band_pixels(top, bottom, rests[top])
                 second, second_class = probs.masked_fill(mask.to(probs.device).view(-1, 1), 0.0).max(dim=0)
-                labels[top:bottom][moved] = second_class.cpu().numpy()
+                return second.cpu().numpy(), second_class.cpu().numpy()
+
+            pending = [band for band in bands if band[0] in rests]
+            for (top, bottom), (second, second_class) in in_bands(second_choice, pending):
+                labels[top:bottom][rests[top]] = second_class
                 if uncertain is not None:
-                    uncertain[top:bottom][moved] = (second < prob_threshold).cpu().numpy()
+                    uncertain[top:bottom][rests[top]] = second < prob_threshold
     if uncertain is not None:
         labels[uncertain] = background_index
     return labels
 
 
-def band_readers(band_probs: BandProbabilities) -> tuple[BandBest, BandPixels]:
+def band_readers(band_probs: BandProbabilities) -> tuple[BandChoices, BandPixels]:
     """`label_map`'s two readers for probabilities made band by band."""
 
-    def band_best(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
-        best, best_class = band_probs(top, bottom).max(dim=0)
-        return best.cpu().numpy(), best_class.cpu().numpy()
+    def band_choices(top: int, bottom: int, runner_up: bool) -> Choices:
+        return Choices.of(band_probs(top, bottom), runner_up)
 
     def band_pixels(top: int, bottom: int, moved: np.ndarray) -> Tensor:
         probs = band_probs(top, bottom)
         return probs[:, torch.from_numpy(moved).to(probs.device)]
 
-    return band_best, band_pixels
+    return band_choices, band_pixels
 
 
 def assign_labels(probs: Tensor, background_index: int | None, rules: LabelRules | None = None) -> Tensor:
@@ -152,6 +250,45 @@ class AxisResampling:
         low = source.floor().long().clamp_max(in_size - 1)
         high = (low + 1).clamp_max(in_size - 1)
         return cls(low, high, source - low)
+
+
+@dataclass(frozen=True)
+class ColumnBlocks:
+    """`AxisResampling` of columns in blocks of up to `weight.shape[0]` output columns that mix the same two
+    inputs, so that a band is resampled by broadcasting (Q, rows, 1, blocks) against the weights (width, blocks),
+    with no gather at the output size (the long last dimension keeps the lerp vectorised); `columns` finds each
+    output column in that flattened layout (whose unused slots have weight 0). The same `torch.lerp` of the same
+    three values gives each output column."""
+
+    low: Tensor
+    high: Tensor
+    weight: Tensor
+    columns: Tensor
+
+    @classmethod
+    def bilinear(cls, out_size: int, in_size: int, device: torch.device) -> ColumnBlocks:
+        axis = AxisResampling.bilinear(out_size, in_size, torch.device("cpu"))
+        low = axis.low.numpy()
+        starts = np.flatnonzero(np.r_[True, low[1:] != low[:-1]])
+        lengths = np.diff(np.r_[starts, out_size])
+        width = -(-out_size // len(starts))
+        within = np.arange(out_size) - np.repeat(starts, lengths)
+        first_block = np.r_[0, np.cumsum(-(-lengths // width))[:-1]]
+        block = np.repeat(first_block, lengths) + within // width
+        count = int(block[-1]) + 1
+        columns = torch.from_numpy(within % width * count + block)
+        weight = torch.zeros(width * count)
+        weight[columns] = axis.weight
+        block_low, block_high = torch.zeros(count, dtype=torch.long), torch.zeros(count, dtype=torch.long)
+        block_low[torch.from_numpy(block)] = axis.low
+        block_high[torch.from_numpy(block)] = axis.high
+        return cls(
+            block_low.to(device), block_high.to(device), weight.view(width, count).to(device), columns.to(device)
+        )
+
+    @property
+    def flat_width(self) -> int:
+        return int(self.weight.numel())
 
 
 @dataclass(frozen=True)
@@ -205,67 +342,96 @@ class PixelScores:
         )
 
     def band_rows(self, width: int) -> int:
-        """Output rows per band: a band's query and class planes stay near BAND_ELEMENTS values."""
-        return max(1, BAND_ELEMENTS // ((self.logits.shape[0] + self.num_classes) * width))
+        """Output rows per band: a band's query planes stay near BAND_ELEMENTS values (a few MiB, in cache)."""
+        return max(1, BAND_ELEMENTS // (self.logits.shape[0] * width))
+
+    def bands(self, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """(top, bottom) of each band of `band_rows` output rows at `size`."""
+        step = self.band_rows(size[1])
+        return [(top, min(top + step, size[0])) for top in range(0, size[0], step)]
+
+    def band_class_probabilities(
+        self, size: tuple[int, int], logit_scale: float
+    ) -> tuple[BandProbabilities, Callable[[Tensor], Tensor]]:
+        """A function (top, bottom) -> class probabilities (C, bottom - top, L) of those rows at `size` in the
+        columns' resampling layout (`ColumnBlocks`, L >= W), and the function that picks the W output columns
+        from the last dimension of any tensor in that layout.
+
+        Each band's query logits are resampled (rows, then columns, each one `torch.lerp` as `AxisResampling`
+        gives) into one buffer padded to `softmax_width`, scaled, and put through the softmax over the queries;
+        the max over synonyms follows (`synonym_max`). A pixel's probabilities are thus those of the whole-image
+        computation, whichever band it falls in.
+        """
+        logits = self.logits
+        queries, device = logits.shape[0], logits.device
+        rows = None if size[0] == logits.shape[1] else AxisResampling.bilinear(size[0], logits.shape[1], device)
+        blocks = None if size[1] == logits.shape[2] else ColumnBlocks.bilinear(size[1], logits.shape[2], device)
+        width = size[1] if blocks is None else blocks.flat_width
+
+        def band(top: int, bottom: int) -> Tensor:
+            band_logits = logits[:, top:bottom]
+            if rows is not None:
+                low, high = logits.index_select(1, rows.low[top:bottom]), logits.index_select(1, rows.high[top:bottom])
+                band_logits = torch.lerp(low, high, rows.weight[top:bottom].view(1, -1, 1))
+            pixels = (bottom - top) * width
+            flat = torch.empty((queries, softmax_width(pixels, device)), dtype=logits.dtype, device=device)
+            flat[:, pixels:] = 0
+            out = flat[:, :pixels].view(queries, bottom - top, -1)
+            if blocks is None:
+                out.copy_(band_logits)
+            else:
+                low = band_logits.index_select(2, blocks.low).unsqueeze(2)
+                high = band_logits.index_select(2, blocks.high).unsqueeze(2)
+                torch.lerp(low, high, blocks.weight, out=out.view(queries, bottom - top, *blocks.weight.shape))
+            probs = synonym_max(flat.mul_(logit_scale).softmax(dim=0), self.query_classes, self.num_classes)
+            return probs[:, :pixels].view(self.num_classes, bottom - top, width)
+
+        def pick(layout: Tensor) -> Tensor:
+            return layout if blocks is None else layout.index_select(-1, blocks.columns)
+
+        return band, pick
 
     def band_probabilities(self, size: tuple[int, int], logit_scale: float) -> BandProbabilities:
         """A function (top, bottom) -> class probabilities (C, bottom - top, W) of those rows at `size`."""
-        rows = (
-            None
-            if size[0] == self.logits.shape[1]
-            else AxisResampling.bilinear(size[0], self.logits.shape[1], self.logits.device)
-        )
-        columns = (
-            None
-            if size[1] == self.logits.shape[2]
-            else AxisResampling.bilinear(size[1], self.logits.shape[2], self.logits.device)
-        )
-
-        def band(top: int, bottom: int) -> Tensor:
-            logits = self.logits[:, top:bottom]
-            if rows is not None:
-                low, high = self.logits[:, rows.low[top:bottom]], self.logits[:, rows.high[top:bottom]]
-                logits = torch.lerp(low, high, rows.weight[top:bottom].view(1, -1, 1))
-            if columns is not None:
-                logits = torch.lerp(logits[:, :, columns.low], logits[:, :, columns.high], columns.weight)
-            return class_probabilities(logits, self.query_classes, self.num_classes, logit_scale)
-
-        return band
+        band, pick = self.band_class_probabilities(size, logit_scale)
+        return lambda top, bottom: pick(band(top, bottom))
 
     def best(self, size: tuple[int, int], logit_scale: float) -> tuple[np.ndarray, np.ndarray]:
         """Each pixel's highest class probability (float32) and its class at `size`, band by band."""
-        band = self.band_probabilities(size, logit_scale)
+        band, pick = self.band_class_probabilities(size, logit_scale)
         best_prob = np.empty(size, dtype=np.float32)
         best_class = np.empty(size, dtype=label_dtype(self.num_classes))
-        step = self.band_rows(size[1])
+        bands = self.bands(size)
         with torch.inference_mode():
-            for top in range(0, size[0], step):
-                best, index = band(top, min(top + step, size[0])).max(dim=0)
-                best_prob[top : top + step] = best.cpu().numpy()
-                best_class[top : top + step] = index.cpu().numpy()
+            for (top, bottom), choices in in_bands(lambda t, b: Choices.of(band(t, b), False, pick), bands):
+                best_prob[top:bottom] = choices.best
+                best_class[top:bottom] = choices.best_class
         return best_prob, best_class
 
     def labels(self, size: tuple[int, int], background_index: int | None, rules: LabelRules) -> np.ndarray:
         """The label map at `size` under `rules`, computed in bands."""
+        band, pick = self.band_class_probabilities(size, rules.logit_scale)
+
+        def band_choices(top: int, bottom: int, runner_up: bool) -> Choices:
+            return Choices.of(band(top, bottom), runner_up, pick)
+
+        def band_pixels(top: int, bottom: int, moved: np.ndarray) -> Tensor:
+            probs = pick(band(top, bottom))
+            return probs[:, torch.from_numpy(moved).to(probs.device)]
+
         with torch.inference_mode():
             return label_map(
-                *band_readers(self.band_probabilities(size, rules.logit_scale)),
-                size,
-                self.num_classes,
-                self.band_rows(size[1]),
-                background_index,
-                rules,
+                band_choices, band_pixels, size, self.num_classes, self.band_rows(size[1]), background_index, rules
             )
 
     def probabilities(self, size: tuple[int, int], logit_scale: float) -> np.ndarray:
         """Class probabilities (C, H, W) float32 at `size`, filled band by band."""
         band = self.band_probabilities(size, logit_scale)
         probs = np.empty((self.num_classes, *size), dtype=np.float32)
-        step = self.band_rows(size[1])
+        bands = self.bands(size)
         with torch.inference_mode():
-            for top in range(0, size[0], step):
-                bottom = min(top + step, size[0])
-                probs[:, top:bottom] = band(top, bottom).cpu().numpy()
+            for (top, bottom), values in in_bands(lambda t, b: band(t, b).cpu().numpy(), bands):
+                probs[:, top:bottom] = values
         return probs
 
 
@@ -349,12 +515,12 @@ class CompactScores:
         height, width = size
         kept_height, kept_width = self.kept_size
 
-        def band_best(top: int, bottom: int) -> tuple[np.ndarray, np.ndarray]:
-            return self.best_prob[top:bottom], self.best_class[top:bottom]
+        def band_choices(top: int, bottom: int, runner_up: bool) -> Choices:
+            return Choices(self.best_prob[top:bottom], self.best_class[top:bottom])
 
         def band_pixels(top: int, bottom: int, moved: np.ndarray) -> Tensor:
             rows, columns = np.nonzero(moved)
             kept = self.probs[:, (rows + top) * kept_height // height, columns * kept_width // width]
             return torch.from_numpy(kept.astype(np.float32))
 
-        return label_map(band_best, band_pixels, size, self.num_classes, height, background_index, rules)
+        return label_map(band_choices, band_pixels, size, self.num_classes, height, background_index, rules)
