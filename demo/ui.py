@@ -1,9 +1,10 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
 Every component a test touches has an `elem_id`. The heavy events (segment, the re-run that opening a share link
-starts, ablation) share a concurrency group and a bounded queue, and take turns at the model in small steps
-(`demo.host.ModelTurns`); cheap re-render events read the visitor's result from the session store and only keep
-the latest trigger.
+starts, ablation) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
+holds at most a few places and the admitted ones wait for one of the model's slots (`demo.admission`), and take
+turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events read the visitor's result from
+the session store and only keep the latest trigger.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from demo.admission import HEAVY_ADMITTED
 from demo.events import Events
 from demo.events.common import output_names
 from demo.events.comparing import Ablation, Choices, Compared
@@ -42,13 +44,12 @@ from scclip_core.methods import METHOD_SPECS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
-HEAVY_CONCURRENCY = 4
 CHEAP_CONCURRENCY = 4
 MAX_UPLOAD_SIZE = "25mb"
 UPLOAD_CLEANUP_EVERY_S = 300
 GRADIO_SESSION_CAPACITY = 256
 Page = dict[str, Any]  # the page's components by name; an event's outputs are named after them
-HEAVY: dict[str, Any] = {"preprocess": False, "concurrency_limit": HEAVY_CONCURRENCY, "concurrency_id": "model"}
+HEAVY: dict[str, Any] = {"preprocess": False, "concurrency_limit": HEAVY_ADMITTED, "concurrency_id": "model"}
 CHEAP: dict[str, Any] = {
     "api_visibility": "private",
     "trigger_mode": "always_last",
