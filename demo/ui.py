@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from demo.admission import HEAVY_ADMITTED
 from demo.events import Events
@@ -37,7 +38,7 @@ from demo.labels import (
     refine_help,
     refine_labels,
 )
-from demo.outputs import complete_share_links, share_links_folder
+from demo.outputs import ShareLinkCheck, complete_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S, SessionStore
 from scclip_core import VOCABULARY_PRESETS, Stages, render
 from scclip_core.methods import METHOD_SPECS
@@ -102,12 +103,14 @@ def load_examples() -> tuple[list[list[str]], list[str]]:
 
 
 def launch_options() -> dict[str, Any]:
-    """Keyword arguments for `demo.launch()` that style the page (Gradio 6 takes theme and css at launch)."""
+    """Keyword arguments for `demo.launch()`: the page's style (Gradio 6 takes theme and css at launch), its limits,
+    and the check of share links as they are opened (`demo.outputs.ShareLinkCheck`)."""
     return {
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
         "css": CSS,
         "max_file_size": MAX_UPLOAD_SIZE,
         "state_session_capacity": GRADIO_SESSION_CAPACITY,
+        "app_kwargs": {"middleware": [Middleware(ShareLinkCheck)]},
     }
 
 
