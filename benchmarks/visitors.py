@@ -121,12 +121,14 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def timed_segment(client: Any, picture: Path, classes: str, templates: str) -> float:
-    """Seconds one /segment request took, as its client waited."""
+    """Seconds one /segment request took, as its client waited; prints the parts of that wait the summary names."""
     from gradio_client import handle_file
 
     started = time.perf_counter()
-    client.predict(handle_file(str(picture)), classes, templates=templates, api_name="/segment")
-    return time.perf_counter() - started
+    _, summary = client.predict(handle_file(str(picture)), classes, templates=templates, api_name="/segment")
+    seconds = time.perf_counter() - started
+    print(f"  {len(summary['classes'])} classes, {seconds:.1f} s waited; the summary's timings: {summary['timings']}")
+    return seconds
 
 
 def behind_the_largest(url: str, folder: Path, delay: float) -> None:
