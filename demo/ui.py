@@ -114,17 +114,18 @@ def launch_options() -> dict[str, Any]:
     }
 
 
-def limits_text(host: ModelHost, store: SessionStore) -> str:
+def limits_text(host: ModelHost, events: Events) -> str:
     """The service's limits, as the page states them."""
     return (
         f"Limits: {host.limits.describe()}, processed with "
-        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size). "
+        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size); "
+        f"at most {events.admission.max_per_visitor} requests per visitor waiting or running at once. "
         f"Results are kept on the server for {SESSION_TTL_S // 60} minutes after their last use, within "
-        f"{store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
+        f"{events.store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
     )
 
 
-def segment_description(host: ModelHost, store: SessionStore) -> str:
+def segment_description(host: ModelHost, events: Events) -> str:
     """What /segment does, takes and returns, for the API page and for agents (the MCP tool's description)."""
     return (
         "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP) or one of the methods "
@@ -132,9 +133,10 @@ def segment_description(host: ModelHost, store: SessionStore) -> str:
         "gets one of them (or the background class). Returns two things: (1) the "
         "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
         "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
-        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' in seconds and 'notices'. When "
+        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' (the seconds waited: queue, text, "
+        "image or 'reused', prediction, other, total) and 'notices'. When "
         "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
-        f"fix. {limits_text(host, store)}"
+        f"fix. {limits_text(host, events)}"
     )
 
 
@@ -607,7 +609,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
                     page.update(build_heatmaps_tab())
                     page.update(build_ablation_tab())
         gr.Markdown(
-            f"{limits_text(host, events.store)}\n\n"
+            f"{limits_text(host, events)}\n\n"
             "API: `gradio_client.Client(url).predict(handle_file('photo.jpg'), 'cat; dog', api_name='/segment')` "
             "returns the label PNG and a JSON summary.",
             elem_classes="footnote",
@@ -619,7 +621,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR. The
         # page's last component, so every other one keeps its id in share links saved before the refine choice.
         page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
-        wire_segment(demo, page, events, segment_description(host, events.store))
+        wire_segment(demo, page, events, segment_description(host, events))
         wire_sharing(page, events)
         wire_inside(page, events)
         wire_inputs(demo, page, events)
