@@ -73,18 +73,17 @@ def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
     return len(old)
 
 
-def share_link_problem(saved: object, components: list[dict[str, Any]]) -> str | None:
-    """Why a share-link snapshot (as read from its JSON) cannot be opened on this page (`components`, as in its
-    config), or None: a snapshot is a list of the page's components, each with an id the page has, its type and
-    its properties."""
-    types = {component["id"]: component.get("type") for component in components}
+def share_link_problem(saved: object) -> str | None:
+    """Why a share-link snapshot (as read from its JSON) is no snapshot at all, or None: a snapshot is a list of
+    components, each with an integer id, its type and its properties. Ids and types the page no longer has are
+    fine: an older page saved them, and Gradio leaves out what the page lacks."""
     if not isinstance(saved, list):
         return f"a {type(saved).__name__}, not a list of components"
     for item in saved:
-        if not isinstance(item, dict) or not isinstance(item.get("props", {}), dict):
+        if not isinstance(item, dict) or type(item.get("id")) is not int:
             return "an entry that is no component"
-        if item.get("id") not in types or item.get("type", types[item["id"]]) != types[item["id"]]:
-            return f"a component this page lacks ({str(item.get('id'))[:40]}, {str(item.get('type'))[:40]})"
+        if not isinstance(item.get("props", {}), dict) or not isinstance(item.get("type", ""), str):
+            return f"component {item['id']} has no properties or type"
     return None
 
 
@@ -102,7 +101,7 @@ def check_share_link(state: Path, components: list[dict[str, Any]]) -> bool:
     except (OSError, ValueError) as error:
         problem: str | None = f"unreadable ({type(error).__name__})"
     else:
-        problem = share_link_problem(saved, components)
+        problem = share_link_problem(saved)
     if problem is not None:
         LOGGER.warning("deleted the share-link snapshot %s: %s", state.parent.name, problem)
         shutil.rmtree(state.parent, ignore_errors=True)
