@@ -3,6 +3,7 @@ validation, header-only size checks, quiet logs for expected errors, and a fast 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -558,7 +559,7 @@ def test_a_visitors_third_concurrent_request_is_refused_and_nobody_elses(
     segment(greedy)  # and greedy is served again
 
 
-def test_places_are_given_back_after_errors_and_over_every_heavy_event(
+def test_places_are_given_back_after_errors_and_cancellation_over_every_heavy_event(
     photo: Path, demo_host: ModelHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from demo.admission import Admission
@@ -573,6 +574,9 @@ def test_places_are_given_back_after_errors_and_over_every_heavy_event(
         events.segmenting.segment(str(photo), "red; blue", "", 0.0, request=visitor, progress=None)
     with pytest.raises(gr.Error, match="unexpected RuntimeError: boom"):
         events.comparing.ablate(str(photo), "red; blue", "", 0.0, comparisons=[], request=visitor, progress=None)
+    with pytest.raises(asyncio.CancelledError):  # how a cancelled request's task ends
+        with events.admission.enter("tab 203.0.113.7"):
+            raise asyncio.CancelledError
     assert events.admission.held("tab 203.0.113.7") == 0
     monkeypatch.undo()
     with events.admission.place("tab 203.0.113.7"):  # the visitor's one place taken by a running segment
