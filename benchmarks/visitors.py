@@ -2,7 +2,9 @@
 the largest one the limits allow.
 
     python -m benchmarks.visitors memory --visitors 300            # each visitor segments a 1024x768 photo
-    python -m benchmarks.visitors fairness                         # a small request behind the largest one
+    python -m benchmarks.visitors fairness                         # a small request behind the largest one,
+                                                                   # and beside one client's burst of 20
+    python -m benchmarks.visitors fairness --cases burst           # only the burst
 
 The app runs as a separate process (`python app.py`, ViT-B/16 with random weights unless --model/--weights say
 otherwise: timings and memory do not depend on the weight values); visitors are `gradio_client` clients, each a
@@ -25,6 +27,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -117,45 +120,87 @@ def memory(args: argparse.Namespace) -> None:
         )
 
 
+def timed_segment(client: Any, picture: Path, classes: str, templates: str) -> float:
+    """Seconds one /segment request took, as its client waited; prints the parts of that wait the summary names."""
+    from gradio_client import handle_file
+
+    started = time.perf_counter()
+    _, summary = client.predict(handle_file(str(picture)), classes, templates=templates, api_name="/segment")
+    seconds = time.perf_counter() - started
+    print(f"  {len(summary['classes'])} classes, {seconds:.1f} s waited; the summary's timings: {summary['timings']}")
+    return seconds
+
+
+def behind_the_largest(url: str, folder: Path, delay: float) -> None:
+    """A 2-class request sent `delay` s after the largest requests the limits allow, from another visitor."""
+    from gradio_client import Client
+
+    largest = "; ".join(
+        f"big thing {index}, large item {index}" if index < 74 else f"big thing {index}" for index in range(100)
+    )
+    coco = vocabulary_preset("coco_stuff").as_text("; ")
+    scenarios = {  # the 26 background words count towards the 200 names; preset classes do not count
+        "100 classes, 200 names (the short templates, as the limits switch to them)": (largest, "openai"),
+        "30 new names with the 80 templates": ("; ".join(f"object {index}" for index in range(30)), "openai"),
+        "the COCO-Stuff preset (171 classes) plus those 100 classes": (f"{coco}; {largest}", "openai"),
+    }
+    for label, (classes, templates) in scenarios.items():
+        big, small = Client(url, verbose=False), Client(url, verbose=False)
+        with ThreadPoolExecutor(1) as pool:
+            large = pool.submit(timed_segment, big, photo(folder, 1), classes, templates)
+            time.sleep(delay)
+            waited = timed_segment(small, photo(folder, 2), "red; blue", templates)
+            print(
+                f"{label}: largest request {large.result():.1f} s; a 2-class request sent {delay:.0f} s "
+                f"later waited {waited:.1f} s in all"
+            )
+
+
+def beside_a_burst(url: str, folder: Path, delay: float, burst: int) -> None:
+    """One client (one session) fires `burst` requests at once, each with 10 new class names and the 80 templates;
+    another visitor sends a 2-class request `delay` s later. Each visitor holds at most
+    SCCLIP_MAX_QUEUED_PER_VISITOR places (2 by default): the rest of the burst is refused at once."""
+    from gradio_client import Client, handle_file
+
+    greedy, small = Client(url, verbose=False), Client(url, verbose=False)
+    started = time.perf_counter()
+    jobs = [
+        greedy.submit(
+            handle_file(str(photo(folder, 10 + index))),
+            "; ".join(f"burst thing {index} {name}" for name in range(10)),
+            templates="openai",
+            api_name="/segment",
+        )
+        for index in range(burst)
+    ]
+    time.sleep(delay)
+    waited = timed_segment(small, photo(folder, 2), "red; blue", "openai")
+    served = refused = 0
+    for job in jobs:
+        try:
+            job.result()
+            served += 1
+        except Exception as error:
+            if "requests waiting or running" not in str(error):
+                raise
+            refused += 1
+    print(
+        f"one client's burst of {burst} requests (10 new names x 80 templates each): {served} served, {refused} "
+        f"refused at once, all done in {time.perf_counter() - started:.1f} s; a 2-class request from another "
+        f"visitor sent {delay:.0f} s later waited {waited:.1f} s in all"
+    )
+
+
 def fairness(args: argparse.Namespace) -> None:
     from gradio_client import Client, handle_file
 
     with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, _):
         warm = Client(url, verbose=False)
         warm.predict(handle_file(str(photo(Path(folder), 0))), "red; blue", api_name="/segment")
-        largest = "; ".join(
-            f"big thing {index}, large item {index}" if index < 74 else f"big thing {index}" for index in range(100)
-        )
-        coco = vocabulary_preset("coco_stuff").as_text("; ")
-        scenarios = {  # the 26 background words count towards the 200 names; preset classes do not count
-            "100 classes, 200 names (the short templates, as the limits switch to them)": (largest, "openai"),
-            "30 new names with the 80 templates": ("; ".join(f"object {index}" for index in range(30)), "openai"),
-            "the COCO-Stuff preset (171 classes) plus those 100 classes": (f"{coco}; {largest}", "openai"),
-        }
-        for label, (classes, templates) in scenarios.items():
-            big, small = Client(url, verbose=False), Client(url, verbose=False)
-            times: dict[str, float] = {}
-
-            def run(
-                name: str, client: Client, picture: Path, text: str, templates: str, times: dict[str, float]
-            ) -> None:
-                started = time.perf_counter()
-                try:
-                    client.predict(handle_file(str(picture)), text, templates=templates, api_name="/segment")
-                except Exception as error:
-                    print(f"{name} request failed: {error}")
-                    raise
-                times[name] = time.perf_counter() - started
-
-            large = threading.Thread(target=run, args=("large", big, photo(Path(folder), 1), classes, templates, times))
-            large.start()
-            time.sleep(args.delay)
-            run("small", small, photo(Path(folder), 2), "red; blue", templates, times)
-            large.join()
-            print(
-                f"{label}: largest request {times['large']:.1f} s; a 2-class request sent {args.delay:.0f} s "
-                f"later waited {times['small']:.1f} s in all"
-            )
+        if "largest" in args.cases:
+            behind_the_largest(url, Path(folder), args.delay)
+        if "burst" in args.cases:
+            beside_a_burst(url, Path(folder), args.delay, args.burst)
 
 
 def main() -> None:
@@ -171,6 +216,8 @@ def main() -> None:
     memory_parser.add_argument("--classes", default="person; dog; grass; sky, cloud; car")
     fairness_parser = commands.add_parser("fairness", help="a small request behind the largest allowed one")
     fairness_parser.add_argument("--delay", type=float, default=2.0)
+    fairness_parser.add_argument("--cases", nargs="+", choices=["largest", "burst"], default=["largest", "burst"])
+    fairness_parser.add_argument("--burst", type=int, default=20, help="requests the greedy client fires at once")
     args = parser.parse_args()
     memory(args) if args.command == "memory" else fairness(args)
 

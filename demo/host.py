@@ -23,6 +23,7 @@ import numpy as np
 from demo.ablation import AblationRun
 from demo.inputs import LIMITS, TRAINED_PROB_THRESHOLD, RequestLimits, RequestSettings
 from demo.labels import variant_label
+from demo.timings import ModelTimes
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
     TEMPLATE_SET_NAMES,
@@ -248,14 +249,17 @@ def run_segment(
     *,
     trace: bool,
     progress: Progress | None,
-) -> tuple[ImageEmbedding, Segmentation]:
+) -> tuple[ImageEmbedding, Segmentation, ModelTimes]:
     """The image side (`previous` itself when its key is this request's, without a turn at the model), the text
-    side in turns, then the prediction."""
+    side in turns, then the prediction; with the seconds each took, turns at the model included (returned, not
+    recorded: on ZeroGPU this runs in another process)."""
+    started = time.perf_counter()
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
     variant = settings.variant
     key = segmenter.image_key(
         image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
     )
+    image_seconds: float | None = None
     if previous is not None and previous.serves(key, trace):
         embedding = previous
     else:
@@ -269,7 +273,10 @@ def run_segment(
                 trace=trace,
                 progress=progress,
             )
+        image_seconds = time.perf_counter() - started
+    text_started = time.perf_counter()
     host.embed_text(segmenter, vocabulary.queries)
+    predict_started = time.perf_counter()
     with host.turns.turn():
         segmentation = segmenter.predict(
             vocabulary,
@@ -278,9 +285,16 @@ def run_segment(
             pamr_steps=settings.pamr_steps,
             refine=settings.refine,
         )
+    ended = time.perf_counter()
     if notice:
         segmentation.notices.append(notice)
-    return embedding, segmentation
+    text_in_predict = segmentation.timings["text"]  # any text `embed_text` left to do: this request's too
+    times = ModelTimes(
+        text=predict_started - text_started + text_in_predict,
+        image=image_seconds,
+        prediction=ended - predict_started - text_in_predict,
+    )
+    return embedding, segmentation, times
 
 
 @_gpu(duration=180)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
+import anyio
 import gradio as gr
+from gradio.routes import DEEP_LINK_PATTERN
 from PIL import Image
 
 from demo.sessions import SESSION_TTL_S
 from scclip_core import Segmentation, render
 from scclip_core.cache import atomic_write
+
+LOGGER = logging.getLogger(__name__)
 
 
 def output_dir() -> Path:
@@ -67,25 +73,66 @@ def prune_share_links(folder: Path, max_age_s: float = SESSION_TTL_S) -> int:
     return len(old)
 
 
+def share_link_problem(saved: object) -> str | None:
+    """Why a share-link snapshot (as read from its JSON) is no snapshot at all, or None: a snapshot is a list of
+    components, each with an integer id, its type and its properties. Ids and types the page no longer has are
+    fine: an older page saved them, and Gradio leaves out what the page lacks."""
+    if not isinstance(saved, list):
+        return f"a {type(saved).__name__}, not a list of components"
+    for item in saved:
+        if not isinstance(item, dict) or type(item.get("id")) is not int:
+            return "an entry that is no component"
+        if not isinstance(item.get("props", {}), dict) or not isinstance(item.get("type", ""), str):
+            return f"component {item['id']} has no properties or type"
+    return None
+
+
+def check_share_link(state: Path, components: list[dict[str, Any]]) -> bool:
+    """Make one share-link snapshot (`deep_links/<link>/state.json`) safe to open on this page (`components`, as
+    in its config), before Gradio reads it: a torn, unreadable or foreign one is deleted with a warning, so that
+    Gradio opens the plain page and says the link is not valid (it would fail on some of them); one saved by an
+    older page gets the components it lacks, with the page's defaults, since Gradio refuses a page whose layout
+    names an id the snapshot lacks. Rewritten atomically (a crash leaves the old one or the new one, never a
+    part). Returns whether the link can be opened."""
+    try:
+        saved = json.loads(state.read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as error:
+        problem: str | None = f"unreadable ({type(error).__name__})"
+    else:
+        problem = share_link_problem(saved)
+    if problem is not None:
+        LOGGER.warning("deleted the share-link snapshot %s: %s", state.parent.name, problem)
+        shutil.rmtree(state.parent, ignore_errors=True)
+        return False
+    present = {item["id"] for item in saved}
+    missing = [component for component in components if component["id"] not in present]
+    if missing:
+        atomic_write(state, json.dumps([*saved, *missing], default=str).encode())
+    return True
+
+
 def complete_share_links(folder: Path, components: list[dict[str, Any]]) -> int:
-    """Give the share-link snapshots in `folder` the components of the page (`components`, as in its config) that
-    they lack, with the page's defaults, so that a link saved before a component was added still opens: Gradio keys
-    a snapshot's components by id and refuses a page whose layout names an id the snapshot lacks. Each snapshot is
-    rewritten atomically (a crash leaves the old one or the new one, never a part); unreadable or foreign ones are
-    left alone. Returns how many were completed."""
+    """`check_share_link` for every snapshot in `folder` (Gradio's `deep_links`), as the app starts. Returns how
+    many can be opened."""
     if not folder.is_dir():
         return 0
-    completed = 0
-    for state in folder.glob("*/state.json"):
-        try:
-            saved = json.loads(state.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(saved, list):
-            continue
-        present = {item.get("id") for item in saved if isinstance(item, dict)}
-        missing = [component for component in components if component["id"] not in present]
-        if missing:
-            atomic_write(state, json.dumps([*saved, *missing], default=str).encode())
-            completed += 1
-    return completed
+    return sum(check_share_link(state, components) for state in folder.glob("*/state.json"))
+
+
+class ShareLinkCheck:
+    """ASGI middleware: a request that opens a share link (`?deep_link=<link>`: the page or its config) has the
+    link's snapshot checked (`check_share_link`) before Gradio reads it, so a snapshot damaged while the app runs
+    never fails the page."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            link = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("deep_link", [""])[0]
+            if DEEP_LINK_PATTERN.fullmatch(link):
+                components = scope["app"].get_blocks().config["components"]
+                await anyio.to_thread.run_sync(check_share_link, share_links_folder() / link / "state.json", components)
+        await self.app(scope, receive, send)

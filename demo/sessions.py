@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from demo.memory import release_freed_memory
+from demo.timings import RequestTimings
 from scclip_core import ImageEmbedding, Segmentation
 from scclip_core.scores import CompactScores
 
@@ -56,17 +57,23 @@ def file_digest(path: str) -> str:
 @dataclass(frozen=True)
 class SessionResult:
     """One session's latest run: the reusable image side (its `key` says what for), the segmentation as currently
-    thresholded (holding `CompactScores`: see `compact`), and the downloadable files written for it.
+    thresholded (holding `CompactScores`: see `compact`), where the visitor's wait went, and the downloadable files
+    written for it.
     `upload_digest` identifies the uploaded file, so the same file sent again is not decoded again."""
 
     upload_digest: str
     embedding: ImageEmbedding
     segmentation: Segmentation
-    reused_image_side: bool
+    timings: RequestTimings
     input_size: tuple[int, int]  # (width, height) of the upright input, which the label PNG keeps
     summary: dict[str, Any]
     label_path: str
     summary_path: str
+
+    @property
+    def reused_image_side(self) -> bool:
+        """Whether the kept image side of the session's previous run served this one."""
+        return self.timings.image is None
 
     def nbytes(self) -> int:
         """Bytes held by the arrays and tensors of this result, each counted once."""

@@ -1,9 +1,10 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
 Every component a test touches has an `elem_id`. The heavy events (segment, the re-run that opening a share link
-starts, ablation) share a concurrency group and a bounded queue, and take turns at the model in small steps
-(`demo.host.ModelTurns`); cheap re-render events read the visitor's result from the session store and only keep
-the latest trigger.
+starts, ablation) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
+holds at most a few places and the admitted ones wait for one of the model's slots (`demo.admission`), and take
+turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events read the visitor's result from
+the session store and only keep the latest trigger.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from demo.admission import HEAVY_ADMITTED
 from demo.events import Events
 from demo.events.common import output_names
 from demo.events.comparing import Ablation, Choices, Compared
@@ -35,20 +38,19 @@ from demo.labels import (
     refine_help,
     refine_labels,
 )
-from demo.outputs import complete_share_links, share_links_folder
+from demo.outputs import ShareLinkCheck, complete_share_links, share_links_folder
 from demo.sessions import SESSION_TTL_S, SessionStore
 from scclip_core import VOCABULARY_PRESETS, Stages, render
 from scclip_core.methods import METHOD_SPECS
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_MAX_SIZE = 16
-HEAVY_CONCURRENCY = 4
 CHEAP_CONCURRENCY = 4
 MAX_UPLOAD_SIZE = "25mb"
 UPLOAD_CLEANUP_EVERY_S = 300
 GRADIO_SESSION_CAPACITY = 256
 Page = dict[str, Any]  # the page's components by name; an event's outputs are named after them
-HEAVY: dict[str, Any] = {"preprocess": False, "concurrency_limit": HEAVY_CONCURRENCY, "concurrency_id": "model"}
+HEAVY: dict[str, Any] = {"preprocess": False, "concurrency_limit": HEAVY_ADMITTED, "concurrency_id": "model"}
 CHEAP: dict[str, Any] = {
     "api_visibility": "private",
     "trigger_mode": "always_last",
@@ -101,26 +103,29 @@ def load_examples() -> tuple[list[list[str]], list[str]]:
 
 
 def launch_options() -> dict[str, Any]:
-    """Keyword arguments for `demo.launch()` that style the page (Gradio 6 takes theme and css at launch)."""
+    """Keyword arguments for `demo.launch()`: the page's style (Gradio 6 takes theme and css at launch), its limits,
+    and the check of share links as they are opened (`demo.outputs.ShareLinkCheck`)."""
     return {
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
         "css": CSS,
         "max_file_size": MAX_UPLOAD_SIZE,
         "state_session_capacity": GRADIO_SESSION_CAPACITY,
+        "app_kwargs": {"middleware": [Middleware(ShareLinkCheck)]},
     }
 
 
-def limits_text(host: ModelHost, store: SessionStore) -> str:
+def limits_text(host: ModelHost, events: Events) -> str:
     """The service's limits, as the page states them."""
     return (
         f"Limits: {host.limits.describe()}, processed with "
-        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size). "
+        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size); "
+        f"at most {events.admission.max_per_visitor} requests per visitor waiting or running at once. "
         f"Results are kept on the server for {SESSION_TTL_S // 60} minutes after their last use, within "
-        f"{store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
+        f"{events.store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."
     )
 
 
-def segment_description(host: ModelHost, store: SessionStore) -> str:
+def segment_description(host: ModelHost, events: Events) -> str:
     """What /segment does, takes and returns, for the API page and for agents (the MCP tool's description)."""
     return (
         "Open-vocabulary semantic segmentation of one image with SC-CLIP (training-free CLIP) or one of the methods "
@@ -128,9 +133,10 @@ def segment_description(host: ModelHost, store: SessionStore) -> str:
         "gets one of them (or the background class). Returns two things: (1) the "
         "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
         "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
-        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' in seconds and 'notices'. When "
+        "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' (the seconds waited: queue, text, "
+        "image or 'reused', prediction, other, total) and 'notices'. When "
         "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
-        f"fix. {limits_text(host, store)}"
+        f"fix. {limits_text(host, events)}"
     )
 
 
@@ -603,7 +609,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
                     page.update(build_heatmaps_tab())
                     page.update(build_ablation_tab())
         gr.Markdown(
-            f"{limits_text(host, events.store)}\n\n"
+            f"{limits_text(host, events)}\n\n"
             "API: `gradio_client.Client(url).predict(handle_file('photo.jpg'), 'cat; dog', api_name='/segment')` "
             "returns the label PNG and a JSON summary.",
             elem_classes="footnote",
@@ -615,7 +621,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR. The
         # page's last component, so every other one keeps its id in share links saved before the refine choice.
         page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
-        wire_segment(demo, page, events, segment_description(host, events.store))
+        wire_segment(demo, page, events, segment_description(host, events))
         wire_sharing(page, events)
         wire_inside(page, events)
         wire_inputs(demo, page, events)

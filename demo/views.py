@@ -12,6 +12,7 @@ from PIL import Image
 
 from demo.ablation import AblationRun
 from demo.labels import describe_run, method_label, number_word
+from demo.timings import RequestTimings
 from scclip_core import VOCABULARY_PRESETS, NameMatch, PointNames, Segmentation, builtin_vocabulary, render
 
 UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
@@ -28,10 +29,12 @@ def class_colours(segmentation: Segmentation) -> list[str]:
     return colours
 
 
-def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> dict[str, Any]:
-    """The JSON summary: the engine's own plus the legend (index, colour, share), what ran in words, and an
-    untrained-weights flag."""
+def summary(segmentation: Segmentation, timings: RequestTimings) -> dict[str, Any]:
+    """The JSON summary: the engine's own, with the request's timings (every part of the visitor's wait) in place
+    of the engine's steps, plus the legend (index, colour, share), what ran in words, and an untrained-weights
+    flag."""
     data = segmentation.to_json()
+    data["timings"] = timings.as_json()
     shares = segmentation.shares()
     colours = class_colours(segmentation)
     data["legend"] = [
@@ -39,7 +42,7 @@ def summary(segmentation: Segmentation, *, reused_image_side: bool = False) -> d
         for index, name in enumerate(segmentation.class_names)
     ]
     data["description"] = describe_run(segmentation)
-    data["reused_image_side"] = reused_image_side
+    data["reused_image_side"] = timings.image is None
     data["untrained_weights"] = segmentation.is_random_weights
     if segmentation.is_random_weights:
         data["warning"] = UNTRAINED_NOTE
@@ -136,11 +139,12 @@ def patch_names_html(named: PointNames | None, method: str, own_names: Sequence[
     )
 
 
-def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
-    """What ran (method and stages), on what, seconds per step, and the notices the engine attached."""
-    steps = " · ".join(f"{html.escape(step)} <b>{seconds:.2f}</b> s" for step, seconds in segmentation.timings.items())
+def timings_html(segmentation: Segmentation, timings: RequestTimings) -> str:
+    """What ran (method and stages), on what, where the visitor's wait went, and the notices the engine
+    attached."""
+    steps = html.escape(timings.line())
     notices = list(segmentation.notices)
-    if reused_image_side:
+    if timings.image is None:
         notices.append(
             "image side reused from the previous run (same image and settings): only the text side and "
             "post-processing ran"
@@ -150,7 +154,7 @@ def timings_html(segmentation: Segmentation, *, reused_image_side: bool) -> str:
         f"<div id='timings-table' style='font-size:0.9em'><b id='run-description'>"
         f"{html.escape(describe_run(segmentation))}</b> on "
         f"{html.escape(segmentation.model_name)}, {segmentation.image.shape[1]}x{segmentation.image.shape[0]} px, "
-        f"{len(segmentation.windows)} window(s)<div style='margin-top:4px'>{steps}</div>"
+        f"{len(segmentation.windows)} window(s)<div id='request-timings' style='margin-top:4px'>{steps}</div>"
         f"{'<ul style=margin-top:4px>' + notice_html + '</ul>' if notice_html else ''}</div>"
     )
 

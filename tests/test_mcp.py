@@ -9,9 +9,12 @@ import base64
 import io
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -32,6 +35,16 @@ def data_uri(rgb: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` (no pixel data): enough for a size check, a few bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def halves() -> np.ndarray:
@@ -121,6 +134,54 @@ def test_the_segment_tool_segments_an_image_sent_as_a_data_uri(mcp_app: str) -> 
         assert not result.isError
         _, summary = ast.literal_eval(result.content[0].text)
         assert summary["method"] == method and summary["refine"] == ran
+
+
+def test_malformed_tool_calls_each_get_one_clear_error_and_the_server_keeps_working(mcp_app: str) -> None:
+    """Breaks: an agent's tool call without an image, with a data URI that holds no image, or with a body over
+    the MCP transport's limit. Expects: each call gets one error that says what is wrong, and the next call in
+    the same session (or, after a refused body, a new session) segments as usual."""
+    good = {"image": data_uri(halves()), "classes_text": "red; blue", "background_words": "", "prob_threshold": 0}
+    text = base64.b64encode(b"a note, not a picture").decode()
+    malformed = {
+        "missing image": ({"classes_text": "red"}, "'image' is a required property"),
+        "null image": ({**good, "image": None}, "None is not of type 'string'"),
+        "text data URI": ({**good, "image": f"data:text/plain;base64,{text}"}, "could not read the file as an image"),
+        "PNG data URI of text": ({**good, "image": f"data:image/png;base64,{text}"}, "could not read the file"),
+        "huge by its header": (
+            {**good, "image": "data:image/png;base64," + base64.b64encode(header_only_png(12000, 9000)).decode()},
+            "108 megapixels",
+        ),
+    }
+
+    async def steps(session):
+        results = {name: await session.call_tool("segment", arguments) for name, (arguments, _) in malformed.items()}
+        return results, await session.call_tool("segment", good)
+
+    results, after = asyncio.run(mcp_session_run(mcp_app, steps))
+    for name, (_, message) in malformed.items():
+        result = results[name]
+        assert result.isError and len(result.content) == 1 and message in result.content[0].text, name
+    assert not after.isError and ast.literal_eval(after.content[0].text)[1]["classes"] == ["red", "blue"]
+
+    oversized = {**good, "image": "data:image/png;base64," + "A" * (6 << 20)}  # over the transport's 4 MiB
+
+    async def send_oversized(session):
+        return await session.call_tool("segment", oversized)
+
+    def raised(error: BaseException) -> list[BaseException]:
+        """The error and those grouped inside it (the MCP client ends its session on an HTTP error)."""
+        return [error, *(inner for grouped in getattr(error, "exceptions", ()) for inner in raised(grouped))]
+
+    with pytest.raises(BaseException) as refused:
+        asyncio.run(mcp_session_run(mcp_app, send_oversized))
+    errors = raised(refused.value)
+    statuses = [error.response.status_code for error in errors if isinstance(error, httpx.HTTPStatusError)]
+    assert statuses == [413], "Request Entity Too Large, from the MCP transport, before the app sees it"
+
+    async def segment_again(session):
+        return await session.call_tool("segment", good)
+
+    assert not asyncio.run(mcp_session_run(mcp_app, segment_again)).isError, "a new session is served as usual"
 
 
 def test_the_mcp_server_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

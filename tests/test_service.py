@@ -3,6 +3,7 @@ validation, header-only size checks, quiet logs for expected errors, and a fast 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -508,3 +509,229 @@ def test_the_segment_parameter_descriptions_state_the_engine_defaults() -> None:
     refine_line = next(line for line in described.splitlines() if line.strip().startswith("refine:"))
     *first, last = REFINE_CHOICES
     assert f"{', '.join(first)} or {last} (default default)" in refine_line and "PEARL: TLP" in refine_line
+
+
+class _Visitor:
+    """A stand-in for gr.Request: a session, the direct peer's address and the headers."""
+
+    def __init__(self, session: str, peer: str = "203.0.113.7", **headers: str) -> None:
+        self.session_hash = session
+        self.client = type("Client", (), {"host": peer})()
+        self.headers = headers
+
+
+def test_a_visitors_third_concurrent_request_is_refused_and_nobody_elses(
+    photo: Path, demo_host: ModelHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demo.admission import Admission
+    from demo.events.segmenting import SegmentEvents
+
+    events = Events(demo_host, admission=Admission(max_per_visitor=2, slots=4))
+    running = threading.Semaphore(0)
+    finish = threading.Event()
+    original = SegmentEvents.run
+
+    def held_for_greedy(self, *args, **kwargs):
+        if threading.current_thread().name.startswith("greedy"):
+            running.release()
+            assert finish.wait(60)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SegmentEvents, "run", held_for_greedy)
+    greedy, other = _Visitor("greedy"), _Visitor("other")
+
+    def segment(request: _Visitor) -> None:
+        events.segmenting.segment(str(photo), "red; blue", "", 0.0, request=request, progress=None)
+
+    threads = [threading.Thread(target=segment, args=(greedy,), name=f"greedy {index}") for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        assert running.acquire(timeout=60), "both of greedy's requests hold their places"
+    with pytest.raises(gr.Error, match="already have 2 requests waiting or running"):
+        segment(greedy)
+    segment(other)  # another visitor is served while greedy holds both places
+    segment(_Visitor("greedy", peer="198.51.100.1"))  # the same session hash from another address: someone else
+    finish.set()
+    for thread in threads:
+        thread.join(60)
+    assert events.admission.held("greedy 203.0.113.7") == 0, "both places given back"
+    segment(greedy)  # and greedy is served again
+
+
+def test_places_are_given_back_after_errors_and_cancellation_over_every_heavy_event(
+    photo: Path, demo_host: ModelHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demo.admission import Admission
+
+    events = Events(demo_host, admission=Admission(max_per_visitor=1, slots=1))
+    visitor = _Visitor("tab")
+    for _ in range(3):  # a limit of one place: each would be refused if a failed request kept its place
+        with pytest.raises(gr.Error, match="could not read the file as an image"):
+            events.segmenting.segment(__file__, "red", request=visitor, progress=None)
+    monkeypatch.setattr(events.host, "embed_text", lambda *args: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(gr.Error, match="unexpected RuntimeError: boom"):
+        events.segmenting.segment(str(photo), "red; blue", "", 0.0, request=visitor, progress=None)
+    with pytest.raises(gr.Error, match="unexpected RuntimeError: boom"):
+        events.comparing.ablate(str(photo), "red; blue", "", 0.0, comparisons=[], request=visitor, progress=None)
+    with pytest.raises(asyncio.CancelledError):  # how a cancelled request's task ends
+        with events.admission.enter("tab 203.0.113.7"):
+            raise asyncio.CancelledError
+    assert events.admission.held("tab 203.0.113.7") == 0
+    monkeypatch.undo()
+    with events.admission.place("tab 203.0.113.7"):  # the visitor's one place taken by a running segment
+        with pytest.raises(gr.Error, match="already have 1 requests"):
+            events.comparing.ablate(str(photo), "red; blue", "", 0.0, comparisons=[], request=visitor, progress=None)
+        with pytest.raises(gr.Error, match="already have 1 requests"):
+            events.sharing.segment_shared(
+                str(photo), "red", "", 0.0, "sc-clip", None, "lof", 0.4, 0.0, "simple", "default", request=visitor
+            )
+
+
+def test_the_forwarded_address_counts_only_from_a_trusted_proxy() -> None:
+    from demo.admission import client_address, trusted_proxies, visitor_key
+
+    spaces = trusted_proxies("10.0.0.0/8, 127.0.0.1")
+    assert client_address("203.0.113.7", "1.2.3.4", spaces) == "203.0.113.7", "a client's own header proves nothing"
+    assert client_address("10.16.3.80", "203.0.113.7", spaces) == "203.0.113.7"
+    assert client_address("10.16.3.80", "6.6.6.6, 203.0.113.7, 10.1.1.1", spaces) == "203.0.113.7", (
+        "the right-most entry that is not a proxy: those further left were written by the client"
+    )
+    assert client_address("10.16.3.80", None, spaces) == "10.16.3.80"
+    assert client_address("10.16.3.80", "203.0.113.7", trusted_proxies("")) == "10.16.3.80", "none trusted by default"
+    with pytest.raises(ValueError, match="SCCLIP_TRUSTED_PROXIES"):
+        trusted_proxies("10.0.0.0/8, proxy.example")
+    tool_call = _Visitor("mcp-client", "127.0.0.1", **{"mcp-session-id": "agent-1", "x-forwarded-for": "203.0.113.9"})
+    assert visitor_key(tool_call, "mcp-client", spaces) == "mcp-client 203.0.113.9 agent-1"
+    assert visitor_key(None, "local", spaces) == "local"
+
+
+def test_the_per_visitor_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from demo.admission import DEFAULT_MAX_QUEUED, MAX_QUEUED_ENV, Admission
+
+    monkeypatch.delenv(MAX_QUEUED_ENV, raising=False)
+    assert Admission().max_per_visitor == DEFAULT_MAX_QUEUED == 2
+    monkeypatch.setenv(MAX_QUEUED_ENV, "5")
+    assert Admission().max_per_visitor == 5
+    monkeypatch.setenv(MAX_QUEUED_ENV, "0")
+    with pytest.raises(ValueError, match="at least 1, not '0'"):
+        Admission()
+
+
+def test_the_models_slots_are_given_first_come_first_served() -> None:
+    from demo.admission import ModelSlots
+
+    slots = ModelSlots(2)
+    holding = [threading.Event() for _ in range(2)]
+    release = threading.Event()
+
+    def holder(index: int) -> None:
+        with slots.hold():
+            holding[index].set()
+            assert release.wait(60)
+
+    holders = [threading.Thread(target=holder, args=(index,)) for index in range(2)]
+    for thread in holders:
+        thread.start()
+    assert all(event.wait(60) for event in holding)
+    queued = []
+    original_wait_for = slots._condition.wait_for
+
+    def announcing_wait_for(predicate, timeout=None):
+        queued.append(threading.current_thread().name)
+        return original_wait_for(predicate, timeout)
+
+    slots._condition.wait_for = announcing_wait_for
+    served: list[str] = []
+
+    def waiter() -> None:
+        with slots.hold():
+            served.append(threading.current_thread().name)
+
+    waiters = [threading.Thread(target=waiter, name=str(index)) for index in range(4)]
+    for thread in waiters:  # each waits for a slot before the next one asks
+        thread.start()
+        while thread.name not in queued:
+            thread.join(0.01)
+    assert not served, "both slots are held"
+    release.set()
+    for thread in [*holders, *waiters]:
+        thread.join(60)
+    assert served == ["0", "1", "2", "3"]
+
+
+class _Clock:
+    """A stand-in for time.perf_counter that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_segment_reports_the_text_time_it_spent(tiny_model, photo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scclip_core.text
+    from scclip_core import Segmenter
+
+    clock = _Clock()
+    encode = scclip_core.text.encode_prompts
+    batches: list[int] = []
+
+    def slow_encode(*args, **kwargs):
+        batches.append(1)
+        clock.now += 5.0  # each batch of prompts "takes" five seconds
+        return encode(*args, **kwargs)
+
+    segmenter = Segmenter(tiny_model, FAST_CONFIG)
+    monkeypatch.setattr(scclip_core.text, "encode_prompts", slow_encode)
+    monkeypatch.setattr("scclip_core.segmenter.time.perf_counter", clock)
+    first = segmenter.segment(str(photo), "red; blue", background=None)
+    encoded = len(batches)
+    assert encoded and first.timings["text"] == 5.0 * encoded, "every second of encoding this call's text"
+    again = segmenter.segment(str(photo), "red; blue", background=None)
+    assert len(batches) == encoded and again.timings["text"] == 0.0, "cached: no encoding, no text time"
+
+
+def test_the_timings_name_every_part_of_the_wait_and_agree_everywhere(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # no class text embedded yet
+    events = Events(host)
+    _, first = events.segmenting.segment(str(photo), "teapot; saucer", "", 0.0, templates="simple", progress=None)
+    timings = first["timings"]
+    assert list(timings) == ["queue", "text", "image", "prediction", "other", "total"]
+    assert timings["text"] > 0 and timings["image"] > 0, "this request's new class text and its image side"
+    parts = [timings[name] for name in ("queue", "text", "image", "prediction", "other")]
+    assert sum(parts) == pytest.approx(timings["total"], abs=1e-3), "the parts add up to the wait"
+    kept = events.store.get(LOCAL_SESSION)
+    assert kept.timings.as_json() == timings and not kept.reused_image_side
+
+    _, again = events.segmenting.segment(str(photo), "teapot; spoon", "", 0.0, templates="simple", progress=None)
+    assert again["timings"]["image"] == "reused" and again["reused_image_side"] is True
+    kept = events.store.get(LOCAL_SESSION)
+    shown = events.rendering.show_result(0.5)
+    line = kept.timings.line()
+    assert "image reused" in line and line in shown.status and line in shown.timings
+    assert f"total {again['timings']['total']:.2f} s" in line
+    relabelled = events.rendering.rethreshold_api(0.3).summary_json
+    assert relabelled["timings"] == again["timings"], "relabelling keeps the run's timings"
+
+
+def test_the_queue_wait_is_read_from_gradios_record_of_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from gradio.context import LocalContext
+
+    from demo.timings import ModelTimes, RequestClock, gradio_queue_seconds
+
+    assert gradio_queue_seconds() == 0.0, "no queued event runs this thread"
+    event = type("Event", (), {"enqueue_time": time.monotonic() - 42.0})()
+    blocks = type("Blocks", (), {"_queue": type("Queue", (), {"event_ids_to_events": {"e1": event}})()})()
+    event_token, blocks_token = LocalContext.event_id.set("e1"), LocalContext.blocks.set(blocks)
+    try:
+        clock = RequestClock.start()
+    finally:
+        LocalContext.event_id.reset(event_token)
+        LocalContext.blocks.reset(blocks_token)
+    assert clock.gradio_queue >= 42.0
+    timings = clock.waited(3.0).timings(ModelTimes(text=1.0, image=None, prediction=0.5))
+    assert timings.queue == clock.gradio_queue + 3.0 and timings.total >= clock.gradio_queue

@@ -8,6 +8,7 @@ when it has expired or been evicted.
 
 from __future__ import annotations
 
+from demo.admission import Admission
 from demo.events.comparing import CompareEvents
 from demo.events.inside import InsideEvents
 from demo.events.rendering import RenderEvents
@@ -18,12 +19,13 @@ from demo.sessions import SessionStore
 
 
 class Events:
-    """Every family of events, bound to the one ModelHost and the session store."""
+    """Every family of events, bound to the one ModelHost, the session store and the heavy requests' admission."""
 
-    def __init__(self, host: ModelHost, store: SessionStore | None = None) -> None:
+    def __init__(self, host: ModelHost, store: SessionStore | None = None, admission: Admission | None = None) -> None:
         self.host = host
         self.store = store if store is not None else SessionStore()
-        self.segmenting = SegmentEvents(host, self.store)
+        self.admission = admission if admission is not None else Admission()
+        self.segmenting = SegmentEvents(host, self.store, self.admission)
         self.rendering = RenderEvents(host, self.store)
         self.inside = InsideEvents(host, self.store)
         self.comparing = CompareEvents(self.segmenting)

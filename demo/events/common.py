@@ -6,10 +6,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import gradio as gr
 
+from demo.admission import Admission, visitor_key
 from demo.host import ON_ZERO_GPU
 from scclip_core import ScclipError
 
@@ -23,6 +25,12 @@ Outputs = TypeVar("Outputs", bound=tuple[Any, ...])
 def session_id(request: gr.Request | None) -> str:
     """Gradio's id of the browser tab (or API client) that sent the event."""
     return getattr(request, "session_hash", None) or LOCAL_SESSION
+
+
+def admitted(admission: Admission, request: gr.Request | None) -> AbstractContextManager[float]:
+    """A heavy request's place among its visitor's, then its slot at the model (see `demo.admission`); yields the
+    seconds waited for the slot."""
+    return admission.enter(visitor_key(request, session_id(request), admission.proxies))
 
 
 def as_user_error(error: Exception) -> gr.Error:

@@ -10,7 +10,7 @@ import gradio as gr
 from PIL import Image
 
 from demo.ablation import ablation_configurations
-from demo.events.common import progress_reporter, user_error
+from demo.events.common import admitted, progress_reporter, user_error
 from demo.events.segmenting import DEFAULT_BACKGROUND, SegmentEvents
 from demo.host import run_ablation
 from demo.inputs import (
@@ -69,6 +69,7 @@ class CompareEvents:
         comparisons: Sequence[str] | str | None = None,
         refine: str = METHOD_REFINEMENTS,
         refine_edges: bool = False,
+        request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Ablation:
         """Full SC-CLIP, each stage removed in turn, vanilla CLIP and the chosen comparison methods (each with its own
@@ -79,6 +80,7 @@ class CompareEvents:
         shared pass's seconds once, then each configuration's own seconds and agreement.
         """
         host = self.segmenting.host
+        admission = self.segmenting.admission
         try:
             base = self.segmenting.settings(
                 None, None, detector, beta, background_words, prob_threshold, None, templates, refine_edges, refine
@@ -88,10 +90,11 @@ class CompareEvents:
             probe_image(path, host.limits)
             assert path is not None  # probe_image refuses a missing image
             vocabulary = parse_vocabulary(classes_text, base, host.limits)
-            rgb = load_image(path, host.config.max_input_side)
-            shared, runs = run_ablation(
-                host, rgb, vocabulary, base, configurations, progress=progress_reporter(progress)
-            )
+            with admitted(admission, request):
+                rgb = load_image(path, host.config.max_input_side)
+                shared, runs = run_ablation(
+                    host, rgb, vocabulary, base, configurations, progress=progress_reporter(progress)
+                )
             return Ablation(*ablation_views(shared, runs))
         finally:
             release_freed_memory()

@@ -103,10 +103,10 @@ class RenderEvents:
         return Shown(
             overlay=overlay_picture(segmentation, opacity, hidden),
             legend=legend_html(segmentation, hidden),
-            timings=timings_html(segmentation, reused_image_side=kept.reused_image_side),
+            timings=timings_html(segmentation, kept.timings),
             summary_file=kept.summary_path,
             hidden=gr.update(choices=hideable, value=hidden),
-            status=f"**{headline}: {describe_run(segmentation)}.**"
+            status=f"**{headline}: {describe_run(segmentation)}.** {kept.timings.line()}."
             " Drag the opacity or threshold, hide classes, or click the overlay to pick a patch for the inside views.",
             point=None,
         )
@@ -131,7 +131,7 @@ class RenderEvents:
         background class is added when a threshold needs one), with fresh downloads; no model."""
         rules = parse_rules(prob_threshold, area_threshold, self.host.default_prob_threshold)
         relabelled = session.segmentation.with_thresholds(rules.prob_threshold, rules.area_threshold)
-        data = summary(relabelled, reused_image_side=session.reused_image_side)
+        data = summary(relabelled, session.timings)
         label_path, summary_path = write_outputs(relabelled, data, session.input_size)
         return replace(session, segmentation=relabelled, summary=data, label_path=label_path, summary_path=summary_path)
 

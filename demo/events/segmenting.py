@@ -9,7 +9,8 @@ from typing import Any, NamedTuple, TypeVar
 import gradio as gr
 from PIL import Image
 
-from demo.events.common import progress_reporter, session_id, user_error
+from demo.admission import Admission
+from demo.events.common import admitted, progress_reporter, session_id, user_error
 from demo.host import ModelHost, run_segment
 from demo.inputs import (
     DEFAULT_BETA,
@@ -27,6 +28,7 @@ from demo.labels import METHOD_REFINEMENTS, REFINE_CHOICES, TEMPLATE_LABELS, ref
 from demo.memory import release_freed_memory
 from demo.outputs import write_outputs
 from demo.sessions import SessionResult, SessionStore, compact, file_digest
+from demo.timings import RequestClock
 from demo.views import legend_html, overlay_picture, summary, timings_html
 from scclip_core import DEFAULT_BACKGROUND_WORDS, Stages, vocabulary_preset
 from scclip_core.methods import METHOD_SPECS
@@ -81,9 +83,10 @@ class ExamplePreview(NamedTuple):
 class SegmentEvents:
     """Runs of the model for one visitor at a time, kept in the session store."""
 
-    def __init__(self, host: ModelHost, store: SessionStore) -> None:
+    def __init__(self, host: ModelHost, store: SessionStore, admission: Admission) -> None:
         self.host = host
         self.store = store
+        self.admission = admission
 
     def settings(self, *values: Any) -> RequestSettings:
         """`parse_settings` with this host's default threshold (0 for untrained weights)."""
@@ -98,9 +101,10 @@ class SegmentEvents:
         *,
         trace: bool,
         progress: gr.Progress | None,
+        clock: RequestClock,
     ) -> SessionResult:
         """Validate, then run the engine, which reuses the previous image side when its key matches (the same
-        uploaded file is not even decoded again)."""
+        uploaded file is not even decoded again); `clock` started when the request's handler did."""
         path = image_path(image)
         input_size = probe_image(path, self.host.limits)
         assert path is not None  # probe_image refuses a missing image
@@ -112,10 +116,9 @@ class SegmentEvents:
             rgb = load_image(path, self.host.config.max_input_side)
         else:
             rgb = previous.embedding.image
-        embedding, segmentation = run_segment(
+        embedding, segmentation, model_times = run_segment(
             self.host, rgb, kept, vocabulary, settings, trace=trace, progress=progress_reporter(progress)
         )
-        reused = embedding is kept
         if (rgb.shape[1], rgb.shape[0]) != input_size:
             segmentation.notices.append(
                 f"processed at {rgb.shape[1]}x{rgb.shape[0]} (this demo's size cap of "
@@ -123,13 +126,14 @@ class SegmentEvents:
                 f"{input_size[0]}x{input_size[1]}"
             )
         embedding, segmentation = compact(embedding, segmentation)
-        data = summary(segmentation, reused_image_side=reused)
+        timings = clock.timings(model_times)
+        data = summary(segmentation, timings)
         label_path, summary_path = write_outputs(segmentation, data, input_size)
         return SessionResult(
             upload_digest=digest,
             embedding=embedding,
             segmentation=segmentation,
-            reused_image_side=reused,
+            timings=timings,
             input_size=input_size,
             summary=data,
             label_path=label_path,
@@ -177,6 +181,7 @@ class SegmentEvents:
         Returns the label map (palette PNG at the input size, pixel value = index into summary["classes"]) and
         a JSON summary (classes, shares, timings, notices, legend colours, what ran).
         """
+        clock = RequestClock.start()
         try:
             settings = self.settings(
                 method,
@@ -190,8 +195,11 @@ class SegmentEvents:
                 refine_edges,
                 refine,
             )
-            previous = self.store.get(session_id(request))
-            result = self.run(image, classes_text, settings, previous, trace=True, progress=progress)
+            with admitted(self.admission, request) as waited:
+                previous = self.store.get(session_id(request))
+                result = self.run(
+                    image, classes_text, settings, previous, trace=True, progress=progress, clock=clock.waited(waited)
+                )
         finally:
             release_freed_memory()
         self.store.put(session_id(request), result)
@@ -201,11 +209,11 @@ class SegmentEvents:
     def example_preview(self, image: Any, classes_text: str, background_words: str) -> ExamplePreview:
         """For cached examples: the displayed outputs of a default run (no session state, nothing to re-render)."""
         settings = self.settings(None, None, None, None, background_words, None, None, self.host.config.templates)
-        result = self.run(image, classes_text, settings, None, trace=False, progress=None)
+        result = self.run(image, classes_text, settings, None, trace=False, progress=None, clock=RequestClock.start())
         return ExamplePreview(
             overlay=overlay_picture(result.segmentation),
             legend=legend_html(result.segmentation),
-            timings=timings_html(result.segmentation, reused_image_side=False),
+            timings=timings_html(result.segmentation, result.timings),
             label_file=result.label_path,
             summary_json=result.summary,
             summary_file=result.summary_path,
