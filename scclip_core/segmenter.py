@@ -171,7 +171,9 @@ class Segmentation:
     at `rules.logit_scale`. Full `PixelScores` (working-size logits) give (C, H, W) float32 at the input size when
     that fits `probs_budget_bytes`, otherwise at the working size `resized_size`; `CompactScores` (`compact()`)
     give them at their kept size. `probs_size` says which before anything is computed and `probs_note` explains a
-    reduced size. `windows` are on the resized canvas, each a `grid` of patches.
+    reduced size. `windows` are on the resized canvas, each a `grid` of patches. `timings` are seconds by step;
+    `image_side_reused` says that `Segmenter.segment` served a remembered image side, whose steps are then left out
+    of `timings` (they were spent by an earlier call).
     """
 
     image: np.ndarray
@@ -194,6 +196,7 @@ class Segmentation:
     pamr_steps: int = 0
     refinements: tuple[str, ...] = ()
     method_params: Hashable = None
+    image_side_reused: bool = False
     probs_budget_bytes: int = DEFAULT_PROBS_BUDGET
 
     @property
@@ -275,6 +278,7 @@ class Segmentation:
             "resized_size": [int(self.resized_size[1]), int(self.resized_size[0])],
             "windows": len(self.windows),
             "timings": {name: round(seconds, 4) for name, seconds in self.timings.items()},
+            "image_side_reused": self.image_side_reused,
             "notices": self.notices,
         }
 
@@ -728,6 +732,7 @@ class Segmenter:
         vocabulary = parse_classes(classes, background=background) if isinstance(classes, str) else classes
         check_pamr_settings(self.config.pamr_steps if pamr_steps is None else pamr_steps, self.config.pamr_dilations)
         self.config.refinements(method, None if refine is None else tuple(refine), pamr_steps)
+        remembered = self._last
         embedding = self.set_image(
             image,
             method=method,
@@ -737,4 +742,9 @@ class Segmenter:
             trace=trace,
             progress=progress,
         )
-        return self.predict(vocabulary, embedding=embedding, rules=rules, pamr_steps=pamr_steps, refine=refine)
+        result = self.predict(vocabulary, embedding=embedding, rules=rules, pamr_steps=pamr_steps, refine=refine)
+        if embedding is not remembered:
+            return result
+        spent = {name: seconds for name, seconds in result.timings.items() if name not in embedding.timings}
+        spent["total"] = sum(seconds for name, seconds in spent.items() if name != "total")
+        return replace(result, timings=spent, image_side_reused=True)

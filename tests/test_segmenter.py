@@ -391,3 +391,14 @@ def test_json_summary_is_plain(segmenter):
     assert summary["classes"] == ["cat", "dog", "background"]
     assert summary["image_size"] == [160, 120]
     assert sum(summary["shares"].values()) == pytest.approx(1.0)
+
+
+def test_segment_on_a_remembered_image_reports_only_the_time_it_spent(tiny_model) -> None:
+    segmenter = Segmenter(tiny_model, SegmenterConfig(templates="simple"))
+    image = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    first = segmenter.segment(image, "cat; dog")
+    assert not first.image_side_reused and {"preprocess", "backbone"} <= set(first.timings)
+    again = segmenter.segment(image, "sky; road")
+    assert again.image_side_reused and again.to_json()["image_side_reused"] is True
+    assert not {"preprocess", "backbone"} & set(again.timings) and {"text", "logits"} <= set(again.timings)
+    assert again.timings["total"] == pytest.approx(sum(v for k, v in again.timings.items() if k != "total"))
