@@ -124,7 +124,9 @@ def _type_into(page: Page, selector: str, value: str) -> None:
 
 def click_image_at(page: Page, selector: str, x_fraction: float, y_fraction: float) -> None:
     """Click the picture in `selector` at a fraction of its width and height, allowing for letterboxing
-    (Gradio shows images with `object-fit: contain`)."""
+    (Gradio shows images with `object-fit: contain`), once it has loaded (a freshly opened tab may still be fetching
+    it)."""
+    wait_for_image(page, selector, timeout_ms=30_000)
     image = page.locator(f"{selector} img").first
     box = image.bounding_box()
     natural_width, natural_height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
