@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backbones import LoadedModel
+from .coco import CocoFile
 from .config import (
     DEFAULT_METHOD,
     DEFAULT_PROBS_BUDGET,
@@ -217,6 +218,12 @@ class Segmentation:
     def probs(self) -> np.ndarray:
         """Class probabilities (C, H, W) float32 at `probs_size`, computed on first use."""
         return self.pixel_scores.probabilities(self.probs_size, self.rules.logit_scale)
+
+    def to_coco(self, image_id: int = 1, file_name: str = "image.png") -> dict:
+        """This result as a one-image COCO dataset (see `scclip_core.coco`): one RLE annotation per class present."""
+        coco = CocoFile(self.class_names, self.background_index)
+        coco.add(self, file_name, image_id=image_id)
+        return coco.to_dict()
 
     def shares(self) -> dict[str, float]:
         """Fraction of the pixels given to each class."""
