@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cache import atomic_write, remove_temporaries
+from .coco import CocoFile
 from .config import (
     DEFAULT_METHOD,
     DEFAULT_MODEL,
@@ -182,6 +183,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         metavar="GIB",
         help="largest probability array kept at the input size (default %(default)g GiB)",
     )
+    output.add_argument(
+        "--coco",
+        default=None,
+        metavar="PATH.json",
+        help="one COCO file for the whole run (an RLE mask per image and class present), written at the end; with "
+        "several images and --out it is built from the label maps there, so images a resume skips are in it too",
+    )
     output.add_argument("--json", action="store_true", help="print one JSON summary line per image")
     return parser
 
@@ -267,10 +275,12 @@ def _segment(args: argparse.Namespace) -> int:
         else (parse_words(args.background) if args.background is not None else DEFAULT_BACKGROUND_WORDS)
     )
     class_text = args.classes if args.classes is not None else _read_text(Path(args.classes_file))
-    vocabulary = parse_classes(class_text, background=background)
     rules = LabelRules(
         prob_threshold=args.prob_threshold, area_threshold=args.area_threshold, logit_scale=args.logit_scale
     )
+    vocabulary = parse_classes(class_text, background=background)
+    if rules.needs_background:  # the class a threshold adds, here so that the outputs know every class up front
+        vocabulary = vocabulary.with_background()
     if args.probs_budget <= 0:
         raise InputError(f"--probs-budget must be positive, not {args.probs_budget}")
     stages = Stages.without(*args.disable)
@@ -293,11 +303,19 @@ def _segment(args: argparse.Namespace) -> int:
     several = len(paths) > 1 or any(Path(item).is_dir() or glob.has_magic(item) for item in args.images)
     _check_distinct_outputs(paths, args.out, ".png", several)
     _check_distinct_outputs(paths, args.save_probs, ".npy", several)
+    coco_from_labels = args.coco is not None and several and args.out is not None
+    if args.coco is not None:
+        _check_distinct_names(paths)
     process = distributed.start(args.device)
     try:
+        if args.coco is not None and not coco_from_labels and process.world_size > 1:
+            raise InputError("--coco with several processes needs --out: the COCO file is built from the label maps")
+        coco = CocoFile(vocabulary.names, vocabulary.background_index) if args.coco is not None else None
+        coco_in_memory = None if coco_from_labels else coco
         outputs = [(args.out, ".png"), (args.save_probs, ".npy")]
         requested = [(option, suffix) for option, suffix in outputs if option is not None]
-        done = _finished(paths, requested, len(vocabulary.classes)) if several and process.is_main else set()
+        resumable = several and process.is_main and (args.coco is None or coco_from_labels)
+        done = _finished(paths, requested, len(vocabulary.classes)) if resumable else set()
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
         summary_folder = Path(args.out) if several and args.out is not None else None
@@ -319,7 +337,9 @@ def _segment(args: argparse.Namespace) -> int:
         try:
             show = several and process.is_main
             for path in tqdm(mine, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
-                record = _segment_one(segmenter, path, vocabulary, rules, args, stages, params, method_params, several)
+                record = _segment_one(
+                    segmenter, path, vocabulary, rules, args, stages, params, method_params, several, coco_in_memory
+                )
                 failures += record["status"] == "error"
                 if records is not None:
                     append_record(records, {**record, "rank": process.rank})
@@ -329,12 +349,50 @@ def _segment(args: argparse.Namespace) -> int:
         failures = int(distributed.sum_across(np.array([failures], dtype=np.int64))[0])
         distributed.barrier()
         if summary_folder is not None and process.is_main:
-            merge_summaries(summary_folder, paths, done)
+            summary = merge_summaries(summary_folder, paths, done)
+            if coco is not None and coco_from_labels:
+                _add_label_maps(coco, summary, paths, done, args.out)
+        if coco is not None and process.is_main:
+            coco.write(args.coco)
         if done and process.is_main:
             print(f"skipped {len(done)} image(s) whose outputs exist", file=sys.stderr)
         return 1 if failures else 0
     finally:
         distributed.stop(process)
+
+
+def _check_distinct_names(paths: list[Path]) -> None:
+    """A COCO file names its images by file name, so two inputs may not share one."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen:
+            raise InputError(f"{seen[path.name]} and {path} have the same file name, which --coco lists; rename one")
+        seen[path.name] = path
+
+
+def _add_label_maps(coco: CocoFile, summary: Path, paths: list[Path], skipped: set[Path], out: str) -> None:
+    """Add the label map in `out` of every image skipped or done in this run (by the summary), in input order.
+
+    A label map that is unreadable, of another size than its image or with values beyond the classes is refused
+    (no COCO file is written): it was changed after the run, and a rerun after removing it redoes the image.
+    """
+    from .eval.datasets import read_label
+    from .images import probe_size
+
+    status = {record["image"]: record["status"] for record in read_records(summary, SUMMARY_FIELDS)}
+    for path in paths:
+        if path not in skipped and status.get(str(path)) != "done":
+            continue
+        label_path = _output_file(out, path, ".png", True)
+        try:
+            labels = read_label(label_path, reduce_zero_label=False)
+            width, height = probe_size(path)
+            if labels.shape != (height, width):
+                raise InputError(f"it is {labels.shape[1]}x{labels.shape[0]}, the image {width}x{height}")
+            coco.add(labels, path.name)
+        except (OSError, ScclipError) as error:
+            message = f"label map {label_path} cannot go into the COCO file: {one_line(error)}; remove it and rerun"
+            raise InputError(message) from error
 
 
 def _finished(paths: list[Path], requested: list[tuple[str, str]], classes: int) -> set[Path]:
@@ -391,6 +449,7 @@ def _segment_one(
     params: CalibrationParams,
     method_params: Hashable,
     several: bool,
+    coco: CocoFile | None,
 ) -> dict:
     """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
     from .cache import atomic_path
@@ -423,6 +482,8 @@ def _segment_one(
                     temporary, format="PNG"
                 )
             written["labels"] = str(label_path)
+        if coco is not None:
+            coco.add(result, path.name)
     except ScclipError as error:
         print(f"error: {path}: {one_line(error)}", file=sys.stderr)
         return {"image": str(path), "status": "error", "error": str(error)}

@@ -141,7 +141,7 @@ def coco_annotations(
     _check_labels(labels, len(class_names))
     runs = _Runs(labels)
     ids = category_ids(len(class_names), background_index)
-    annotations = []
+    annotations: list[dict] = []
     for index in range(len(class_names)):
         starts, ends = runs.of(index)
         if starts.size == 0:
