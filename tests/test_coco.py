@@ -159,9 +159,12 @@ def test_segmentation_to_coco_is_a_one_image_dataset_of_its_labels(tiny_model):
 def folder(tmp_path) -> Path:
     images = tmp_path / "images"
     images.mkdir()
-    rng = np.random.default_rng(3)
-    for name, size in (("a.png", (40, 56)), ("b.jpg", (33, 21)), ("c.png", (64, 30))):
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / name)
+    for name, (height, width) in (("a.png", (64, 96)), ("b.jpg", (57, 83)), ("c.png", (90, 61))):
+        image = np.zeros((height, width, 3), np.uint8)  # colour blocks, so that even random weights give classes
+        image[:, : width // 2] = (255, 0, 0)
+        image[:, width // 2 :] = (0, 0, 255)
+        image[height // 3 : 2 * height // 3, width // 4 : 3 * width // 4] = (0, 255, 0)
+        Image.fromarray(image).save(images / name)
     return images
 
 
@@ -180,6 +183,12 @@ def _check_against_label_maps(coco_path: Path, out: Path, names: list[str]) -> C
 def test_a_folder_run_writes_one_coco_file_that_lists_every_image_after_a_resume(folder, tmp_path, capsys):
     out, coco_path = tmp_path / "out", tmp_path / "masks.json"
     arguments = ["segment", str(folder), *TINY, "--classes", CLASSES, "--out", str(out), "--coco", str(coco_path)]
+    assert main([*arguments, "--no-background"]) == 0
+    masks = _check_against_label_maps(coco_path, out, ["a.png", "b.jpg", "c.png"])
+    assert [c["name"] for c in masks.dataset["categories"]] == ["cat", "dog", "bird"]
+    assert len({annotation["category_id"] for annotation in masks.dataset["annotations"]}) > 1
+    for path in out.iterdir():
+        path.unlink()
     assert main(arguments) == 0
     first = _check_against_label_maps(coco_path, out, ["a.png", "b.jpg", "c.png"])
     assert [c["name"] for c in first.dataset["categories"]] == ["cat", "dog", "bird", "background"]
@@ -190,7 +199,7 @@ def test_a_folder_run_writes_one_coco_file_that_lists_every_image_after_a_resume
     again = _check_against_label_maps(coco_path, out, ["a.png", "b.jpg", "c.png"])
     assert again.dataset == first.dataset
     (out / "a.png").write_bytes(b"not a png")  # torn: the resume redoes it
-    Image.fromarray(np.full((64, 30), 9, np.uint8)).save(out / "c.png")  # whole, but class 9 of 4: refused
+    Image.fromarray(np.full((90, 61), 9, np.uint8)).save(out / "c.png")  # whole, but class 9 of 4: refused
     assert main(arguments) == 2
     assert f"label map {out / 'c.png'} cannot go into the COCO file" in capsys.readouterr().err
     assert json.loads(coco_path.read_text()) == first.dataset  # refused whole: the previous file stands
