@@ -57,7 +57,7 @@ def _counts_string(counts: np.ndarray) -> str:
     values = counts.astype(np.int64)
     values[3:] -= counts[1:-2]  # maskApi.c's `if (i > 2) x -= cnts[i-2]`: the first three counts stay as they are
     # A value takes the fewest groups n whose 5n bits hold it as a signed number: -2^(5n-1) <= x < 2^(5n-1).
-    groups = np.ones(values.size, dtype=np.int64)
+    groups = np.ones(values.size, dtype=np.int8)
     bound = 1 << (_GROUP_BITS - 1)
     while True:
         wider = (values < -bound) | (values >= bound)
@@ -65,13 +65,11 @@ def _counts_string(counts: np.ndarray) -> str:
             break
         groups += wider
         bound <<= _GROUP_BITS
-    offsets = np.concatenate(([0], np.cumsum(groups)[:-1]))
-    text = np.empty(int(groups.sum()), dtype=np.uint8)
-    for group in range(int(groups.max(initial=0))):
-        present = groups > group
-        bits = (values[present] >> (_GROUP_BITS * group)) & ((1 << _GROUP_BITS) - 1)
-        bits |= np.where(groups[present] > group + 1, _CONTINUE, 0)
-        text[offsets[present] + group] = bits + _ASCII_OFFSET
+    # Every value's groups side by side (arithmetic shifts keep the sign), then each row cut to its own length.
+    positions = np.arange(int(groups.max(initial=1)), dtype=np.int64)
+    bits = ((values[:, None] >> (_GROUP_BITS * positions)) & ((1 << _GROUP_BITS) - 1)).astype(np.uint8)
+    bits |= np.where(positions < groups[:, None] - 1, _CONTINUE, 0).astype(np.uint8)
+    text = bits[positions < groups[:, None]] + _ASCII_OFFSET
     return text.tobytes().decode("ascii")
 
 
