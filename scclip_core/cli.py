@@ -391,16 +391,17 @@ def _segment_video(
     from . import distributed
     from .cache import atomic_path
     from .render import overlay
-    from .video import VideoWriter, check_smoothing, probe_video, segment_video
+    from .video import VideoWriter, check_sampling, check_smoothing, probe_video, segment_video
 
     if len(args.images) > 1 or glob.has_magic(args.images[0]):
         raise InputError("give one video file on its own (no other inputs or patterns)")
     if args.save_probs is not None:
         raise InputError("--save-probs is for images; a video writes label maps (--out) and --overlay-video")
+    every = 1 if args.every is None else args.every
+    check_sampling(every, args.max_frames)
     check_smoothing(args.temporal_smoothing)
     path = Path(args.images[0])
     info = probe_video(path)  # an unreadable file fails before the model loads
-    every = 1 if args.every is None else args.every
     frames = None if args.out is None else Path(args.out)
     if frames is not None:
         with output_errors(frames):

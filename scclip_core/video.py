@@ -82,6 +82,14 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(Fraction(rate), (stream.width, stream.height), stream.frames or None)
 
 
+def check_sampling(every: int, max_frames: int | None) -> None:
+    """Every `every`-th frame (at least 1), at most `max_frames` (None: no cap, else at least 1)."""
+    if every < 1:
+        raise InputError(f"every (--every) must be at least 1, not {every}")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames (--max-frames) must be at least 1, not {max_frames}")
+
+
 def read_frames(path: str | Path, *, every: int = 1, max_frames: int | None = None) -> Iterator[Frame]:
     """Every `every`-th decoded frame of `path`'s first video stream (the first one included), at most `max_frames`.
 
@@ -90,10 +98,7 @@ def read_frames(path: str | Path, *, every: int = 1, max_frames: int | None = No
     """
     import av
 
-    if every < 1:
-        raise InputError(f"--every must be at least 1, not {every}")
-    if max_frames is not None and max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, not {max_frames}")
+    check_sampling(every, max_frames)
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
