@@ -403,6 +403,8 @@ def _segment_video(
     path = Path(args.images[0])
     info = probe_video(path)  # an unreadable file fails before the model loads
     frames = None if args.out is None else Path(args.out)
+    if frames is not None and frames.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"for a video, --out is a folder for frame_000000.png and on, not an image file ({frames})")
     if frames is not None:
         with output_errors(frames):
             frames.mkdir(parents=True, exist_ok=True)

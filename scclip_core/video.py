@@ -18,6 +18,7 @@ from .config import DEFAULT_METHOD, CalibrationParams, LabelRules, Method, Stage
 from .errors import InputError, OutputError, one_line
 
 if TYPE_CHECKING:
+    import av
     import av.container
     import av.video
 
@@ -150,21 +151,21 @@ class VideoWriter:
         if (width, height) != self.frame_size:
             raise InputError(f"frame is {width}x{height}, the video {self.frame_size[0]}x{self.frame_size[1]}")
         padding = ((0, self.size[1] - height), (0, self.size[0] - width), (0, 0))
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.pad(rgb, padding, mode="edge")), format="rgb24")
-        self._mux(self._stream.encode(frame))
+        self._encode(av.VideoFrame.from_ndarray(np.pad(rgb, padding, mode="edge"), format="rgb24"))
         self.frames += 1
 
-    def _mux(self, packets: list) -> None:
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        """Encode `frame` (None: flush the encoder) and write its packets."""
         import av
 
         try:
-            self._container.mux(packets)
+            self._container.mux(self._stream.encode(frame))
         except (av.FFmpegError, OSError) as error:
             raise OutputError(f"could not write {self.path}: {one_line(error)}") from error
 
     def close(self) -> None:
         """Flush the encoder and finish the file."""
-        self._mux(self._stream.encode(None))
+        self._encode(None)
         self._container.close()
 
     def __enter__(self) -> VideoWriter:

@@ -164,6 +164,17 @@ def test_cli_writes_frames_json_lines_and_an_h264_overlay(clip, tmp_path, capsys
         assert sum(1 for _ in container.decode(stream)) == 3
 
 
+def test_cli_pads_an_odd_sized_gif_and_says_so(tmp_path, capsys):
+    gif = write_clip(tmp_path / "odd.gif", frames=3, size=(127, 95))
+    video = tmp_path / "overlay.mp4"
+    assert cli(str(gif), "--overlay-video", str(video)) == 0
+    assert "is 128x96" in capsys.readouterr().err
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (128, 96)
+        assert sum(1 for _ in container.decode(stream)) == 3
+
+
 def test_cli_max_frames_and_smoothing(clip, tmp_path, capsys):
     frames = tmp_path / "frames"
     assert cli(str(clip), "--out", str(frames), "--max-frames", "2", "--temporal-smoothing", "0.5") == 0
@@ -206,6 +217,7 @@ def test_cli_bad_videos_get_one_error_line(tmp_path, capsys, make, message):
         ["--every", "0"],
         ["--max-frames", "0"],
         ["--save-probs", "p.npy"],
+        ["--out", "labels.png"],
     ],
 )
 def test_cli_refuses_misplaced_or_bad_video_options(clip, tmp_path, capsys, options):
