@@ -333,7 +333,7 @@ def _segment(args: argparse.Namespace) -> int:
         tlp=replace(SegmenterConfig.tlp, grid=args.tlp_grid),
     )
     method_params = method_spec(args.method).params_with(args.method_param)
-    if any(is_video(item) for item in args.images):
+    if any(is_video(item) and not glob.has_magic(item) and not Path(item).is_dir() for item in args.images):
         return _segment_video(args, vocabulary, rules, config, stages, params, method_params)
     given = [f"--{name.replace('_', '-')}" for name in VIDEO_OPTIONS if getattr(args, name) is not None]
     if given:
@@ -393,8 +393,8 @@ def _segment_video(
     from .render import overlay
     from .video import VideoWriter, check_sampling, check_smoothing, probe_video, segment_video
 
-    if len(args.images) > 1 or glob.has_magic(args.images[0]):
-        raise InputError("give one video file on its own (no other inputs or patterns)")
+    if len(args.images) > 1:
+        raise InputError("give one video file on its own, without other inputs")
     if args.save_probs is not None:
         raise InputError("--save-probs is for images; a video writes label maps (--out) and --overlay-video")
     every = 1 if args.every is None else args.every

@@ -227,3 +227,15 @@ def test_cli_refuses_misplaced_or_bad_video_options(clip, tmp_path, capsys, opti
     assert cli(str(target), *options) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ")
+
+
+def test_cli_takes_one_video_alone_and_a_pattern_of_gifs_as_images(clip, tmp_path, capsys):
+    still = tmp_path / "gifs" / "still.gif"
+    still.parent.mkdir()
+    Image.fromarray(scene(0)).save(still)
+    assert cli(str(clip), str(still)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "one video file" in line
+    assert cli(str(still.parent / "*.gif"), "--out", str(tmp_path / "labels"), "--json") == 0
+    (summary,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert summary["image"] == str(still) and (tmp_path / "labels" / "still.png").is_file()
