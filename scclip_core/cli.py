@@ -1,4 +1,5 @@
 """`scclip segment IMAGE_DIR_OR_GLOB ... --classes "sky, cloud; grass; person" --out OUT` (or `python -m scclip_core`);
+`scclip segment CLIP.mp4 --classes ... --out FRAMES/ --overlay-video OVERLAY.mp4` for a video (`video.VIDEO_SUFFIXES`);
 `scclip eval ...` is `python -m scclip_core.eval ...`.
 
 `torchrun --nproc_per_node=N -m scclip_core segment ...` shares the images out over N processes (gloo on CPU,
@@ -12,6 +13,7 @@ import glob
 import json
 import sys
 from collections.abc import Hashable, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,13 +41,17 @@ from .eval import cli as eval_cli
 from .methods import METHOD_SPECS, method_spec
 from .records import append_record, open_records, read_records
 from .refinements import NO_REFINEMENT, REFINE_CHOICES, REFINEMENTS, pamr_steps_for, refine_from_choices
+from .video import VIDEO_SUFFIXES, is_video
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 SUMMARY_NAME = "summary.jsonl"
 SUMMARY_FIELDS = {"image": str, "status": str}
+FRAME_NAME = "frame_{index:06d}.png"  # a video's label maps in --out, by decoded frame index
+VIDEO_OPTIONS = ("overlay_video", "every", "max_frames", "temporal_smoothing")
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    from .distributed import ProcessInfo
+    from .segmenter import Segmentation, Segmenter
     from .text import Vocabulary
 
 
@@ -70,9 +76,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="segment images into free-text classes",
         description="Segment images into free-text classes. Under `torchrun --nproc_per_node=N` the images are "
         "shared out over N processes. With several images (or a folder or pattern), images whose outputs already "
-        "exist are skipped, so a rerun resumes, and OUT/summary.jsonl gets one line per image.",
+        "exist are skipped, so a rerun resumes, and OUT/summary.jsonl gets one line per image. One video file "
+        f"({', '.join(sorted(VIDEO_SUFFIXES))}) is segmented frame by frame: OUT/frame_000000.png and on.",
     )
-    segment.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images, or glob patterns")
+    segment.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, folders of images, glob patterns, or one video file"
+    )
     classes = segment.add_mutually_exclusive_group(required=True)
     classes.add_argument("--classes", help="';' or new line between classes, ',' between synonyms")
     classes.add_argument("--classes-file", metavar="PATH", help="the same, read from a text file (one class a line)")
@@ -190,7 +199,25 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="one COCO file for the whole run (an RLE mask per image and class present), written at the end; with "
         "several images and --out it is built from the label maps there, so images a resume skips are in it too",
     )
-    output.add_argument("--json", action="store_true", help="print one JSON summary line per image")
+    output.add_argument("--json", action="store_true", help="print one JSON summary line per image (or video frame)")
+    video = segment.add_argument_group("video (one video file as the input)")
+    video.add_argument(
+        "--overlay-video",
+        default=None,
+        metavar="PATH.mp4",
+        help="the frames with their classes tinted, as H.264 MP4 (yuv420p: an odd side gets one more edge row or "
+        "column) at the input's frame rate divided by --every",
+    )
+    video.add_argument("--every", type=int, default=None, metavar="N", help="segment every N-th frame (default 1)")
+    video.add_argument("--max-frames", type=int, default=None, metavar="M", help="segment at most M frames")
+    video.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="label each frame from ALPHA * (the past's average logits) + (1 - ALPHA) * its own, 0 <= ALPHA < 1 "
+        "(default: off, each frame on its own)",
+    )
     return parser
 
 
@@ -261,13 +288,30 @@ def merge_summaries(folder: Path, paths: list[Path], skipped: set[Path]) -> Path
     return summary
 
 
-def _segment(args: argparse.Namespace) -> int:
+def _load_segmenter(args: argparse.Namespace, config: SegmenterConfig, process: ProcessInfo) -> Segmenter:
+    """The model and text cache the options name, on this process's device (random weights: warned once)."""
     import torch
+
+    from . import load_model
+    from .segmenter import Segmenter
+    from .text import TextEmbeddingCache
+
+    torch.manual_seed(0)  # weights="random" must be the same model in every process and every run
+    model = load_model(args.model, args.weights, device=process.device, precision=args.precision)
+    if model.is_random and process.is_main:
+        print("warning: random (untrained) weights: results are meaningless", file=sys.stderr)
+    if args.no_text_cache:
+        text_cache = TextEmbeddingCache()
+    else:
+        text_cache = TextEmbeddingCache(args.text_cache) if args.text_cache else TextEmbeddingCache.default()
+    return Segmenter(model, config, text_cache=text_cache)
+
+
+def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import distributed, load_model
-    from .segmenter import Segmenter
-    from .text import DEFAULT_BACKGROUND_WORDS, TextEmbeddingCache, parse_classes, parse_words
+    from . import distributed
+    from .text import DEFAULT_BACKGROUND_WORDS, parse_classes, parse_words
 
     background = (
         ()
@@ -299,6 +343,11 @@ def _segment(args: argparse.Namespace) -> int:
         tlp=replace(SegmenterConfig.tlp, grid=args.tlp_grid),
     )
     method_params = method_spec(args.method).params_with(args.method_param)
+    if any(is_video(item) and not glob.has_magic(item) and not Path(item).is_dir() for item in args.images):
+        return _segment_video(args, vocabulary, rules, config, stages, params, method_params)
+    given = [f"--{name.replace('_', '-')}" for name in VIDEO_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to a video input ({', '.join(sorted(VIDEO_SUFFIXES))}), not images")
     paths = expand_images(args.images)
     several = len(paths) > 1 or any(Path(item).is_dir() or glob.has_magic(item) for item in args.images)
     _check_distinct_outputs(paths, args.out, ".png", several)
@@ -319,15 +368,7 @@ def _segment(args: argparse.Namespace) -> int:
         done = distributed.broadcast_from_main(done)
         mine = process.shard([path for path in paths if path not in done])
         summary_folder = Path(args.out) if several and args.out is not None else None
-        torch.manual_seed(0)  # weights="random" must be the same model in every process and every run
-        model = load_model(args.model, args.weights, device=process.device, precision=args.precision)
-        if model.is_random and process.is_main:
-            print("warning: random (untrained) weights: results are meaningless", file=sys.stderr)
-        if args.no_text_cache:
-            text_cache = TextEmbeddingCache()
-        else:
-            text_cache = TextEmbeddingCache(args.text_cache) if args.text_cache else TextEmbeddingCache.default()
-        segmenter = Segmenter(model, config, text_cache=text_cache)
+        segmenter = _load_segmenter(args, config, process)
         records = None
         if summary_folder is not None:
             with output_errors(summary_folder):
@@ -395,6 +436,117 @@ def _add_label_maps(coco: CocoFile, summary: Path, paths: list[Path], skipped: s
             raise InputError(message) from error
 
 
+def _segment_video(
+    args: argparse.Namespace,
+    vocabulary: Vocabulary,
+    rules: LabelRules,
+    config: SegmenterConfig,
+    stages: Stages,
+    params: CalibrationParams,
+    method_params: Hashable,
+) -> int:
+    """Segment one video frame by frame: label maps into the --out folder, the --overlay-video, a line per frame,
+    and with --coco one COCO file whose images are the segmented frames (named as their label maps)."""
+    from . import distributed
+    from .cache import atomic_path
+    from .render import overlay
+    from .video import VideoWriter, check_sampling, check_smoothing, probe_video, segment_video
+
+    if len(args.images) > 1:
+        raise InputError("give one video file on its own, without other inputs")
+    if args.save_probs is not None:
+        raise InputError("--save-probs is for images; a video writes label maps (--out) and --overlay-video")
+    every = 1 if args.every is None else args.every
+    check_sampling(every, args.max_frames)
+    check_smoothing(args.temporal_smoothing)
+    path = Path(args.images[0])
+    info = probe_video(path)  # an unreadable file fails before the model loads
+    frames = None if args.out is None else Path(args.out)
+    if frames is not None and frames.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"for a video, --out is a folder for frame_000000.png and on, not an image file ({frames})")
+    if frames is not None:
+        with output_errors(frames):
+            frames.mkdir(parents=True, exist_ok=True)
+    process = distributed.start(args.device)
+    try:
+        if process.world_size > 1:
+            raise InputError("a video is segmented by one process; run it without torchrun")
+        coco = CocoFile(vocabulary.names, vocabulary.background_index) if args.coco is not None else None
+        segmenter = _load_segmenter(args, config, process)
+        with ExitStack() as stack:
+            writer = None
+            if args.overlay_video is not None:
+                target = Path(args.overlay_video)
+                stack.enter_context(output_errors(target))
+                temporary = stack.enter_context(atomic_path(target))
+                writer = stack.enter_context(VideoWriter(temporary, info.frame_rate / every, info.size))
+            for frame, result in segment_video(
+                segmenter,
+                path,
+                vocabulary,
+                method=args.method,
+                stages=stages,
+                params=params,
+                method_params=method_params,
+                rules=rules,
+                every=every,
+                max_frames=args.max_frames,
+                temporal_smoothing=args.temporal_smoothing,
+            ):
+                written = {}
+                if frames is not None:
+                    label_path = frames / FRAME_NAME.format(index=frame.index)
+                    _write_labels(label_path, result)
+                    written["labels"] = str(label_path)
+                if writer is not None:
+                    tinted = overlay(
+                        frame.rgb, result.labels, len(result.class_names), background_index=result.background_index
+                    )
+                    writer.write(np.asarray(tinted))
+                if coco is not None:
+                    coco.add(result, FRAME_NAME.format(index=frame.index))
+                _report_frame(path, frame.index, frame.time, result, written, args.json)
+        if coco is not None:
+            coco.write(args.coco)
+        if writer is not None and writer.size != writer.frame_size:
+            print(
+                f"note: {args.overlay_video} is {writer.size[0]}x{writer.size[1]}: H.264 in yuv420p needs even "
+                "sides, so the last row or column was repeated",
+                file=sys.stderr,
+            )
+        return 0
+    finally:
+        distributed.stop(process)
+
+
+def _report_frame(
+    path: Path, index: int, seconds: float, result: Segmentation, written: dict[str, str], as_json: bool
+) -> None:
+    """One line for a video frame: JSON with the frame's index, time and class shares, or a readable summary."""
+    if as_json:
+        line = {
+            "video": str(path),
+            "frame": index,
+            "time": round(seconds, 4),
+            "classes": result.class_names,
+            "shares": result.shares(),
+            "outputs": written,
+        }
+        print(json.dumps(line), flush=True)
+    else:
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in result.shares().items() if share > 0)
+        print(f"{path} frame {index} at {seconds:.2f} s: {shares} ({result.timings['total']:.2f} s)", flush=True)
+
+
+def _write_labels(path: Path, result: Segmentation) -> None:
+    """The label map as a PNG (`render.label_map_image`: palette up to 256 classes), written atomically."""
+    from .cache import atomic_path
+    from .render import label_map_image
+
+    with output_errors(path), atomic_path(path) as temporary:
+        label_map_image(result.labels, len(result.class_names), result.background_index).save(temporary, format="PNG")
+
+
 def _finished(paths: list[Path], requested: list[tuple[str, str]], classes: int) -> set[Path]:
     """The images whose requested outputs are all complete (see `_complete`): a resume skips them.
 
@@ -453,7 +605,6 @@ def _segment_one(
 ) -> dict:
     """Segment one image and write its outputs (atomically, so a killed run leaves no partial file)."""
     from .cache import atomic_path
-    from .render import label_map_image
 
     try:
         result = segmenter.segment(
@@ -477,10 +628,7 @@ def _segment_one(
                 print(f"note: {path}: {result.probs_note}", file=sys.stderr)
         label_path = _output_path(args.out, path, ".png", several)
         if label_path:
-            with output_errors(label_path), atomic_path(label_path) as temporary:
-                label_map_image(result.labels, len(result.class_names), result.background_index).save(
-                    temporary, format="PNG"
-                )
+            _write_labels(label_path, result)
             written["labels"] = str(label_path)
         if coco is not None:
             coco.add(result, path.name)
