@@ -342,6 +342,7 @@ def test_a_folder_run_resumes_and_keeps_one_summary(photos, tmp_path, capsys):
 
 
 def test_two_processes_with_gloo_write_what_one_process_writes(tmp_path):
+    """Label maps, summaries and the COCO file (written by process 0 from every process's label maps)."""
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(5)
@@ -369,6 +370,7 @@ def test_two_processes_with_gloo_write_what_one_process_writes(tmp_path):
     }
     for folder, launcher in launchers.items():
         command = [*launcher, "-m", "scclip_core", *arguments, "--out", str(tmp_path / folder)]
+        command += ["--coco", str(tmp_path / f"{folder}.json")]
         completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stderr[-3000:]
     for index in range(3):
@@ -382,3 +384,4 @@ def test_two_processes_with_gloo_write_what_one_process_writes(tmp_path):
         assert [Path(line["image"]).name for line in lines] == ["photo0.png", "photo1.png", "photo2.png"]
     assert {line["rank"] for line in summaries["two"]} == {0, 1}
     assert [line["shares"] for line in summaries["one"]] == [line["shares"] for line in summaries["two"]]
+    assert json.loads((tmp_path / "one.json").read_text()) == json.loads((tmp_path / "two.json").read_text())

@@ -1,9 +1,6 @@
 """COCO export: the project's RLE against pycocotools' own, the COCO file of a run, and FiftyOne when installed."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,20 +223,6 @@ def test_inputs_sharing_a_file_name_are_refused_with_coco(folder, tmp_path, caps
     (other / "a.png").write_bytes((folder / "a.png").read_bytes())
     code = main(["segment", str(folder / "a.png"), str(other / "a.png"), *TINY, "--classes", CLASSES, "--coco", "x"])
     assert code == 2 and "same file name" in capsys.readouterr().err
-
-
-def test_two_processes_write_the_coco_file_one_process_writes(folder, tmp_path):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    arguments = ["-m", "scclip_core", "segment", str(folder), *TINY, "--classes", CLASSES, "--device", "cpu"]
-    launchers = {
-        "one": [sys.executable],
-        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
-    }
-    for name, launcher in launchers.items():
-        command = [*launcher, *arguments, "--out", str(tmp_path / name), "--coco", str(tmp_path / f"{name}.json")]
-        completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
-        assert completed.returncode == 0, completed.stderr[-3000:]
-    assert json.loads((tmp_path / "one.json").read_text()) == json.loads((tmp_path / "two.json").read_text())
 
 
 def test_fiftyone_reads_each_mask_of_the_file(folder, tmp_path):
