@@ -536,15 +536,14 @@ def test_own_protocol_runs_resclip_and_pearl_with_each_datasets_settings(
     """The dataset's own method settings reach the image side (ResCLIP's VOC21 threshold) and the refinements
     (PEARL's TLP); `--method-param` changes them on top of the protocol's, and the run folder's name with them."""
     data = tmp_path / "data"
-    make_random_dataset(data, count=2)
+    make_random_dataset(data, count=1)
     common = {"templates": "simple", "show_progress": False, "out": tmp_path / "out"}
     resclip = evaluate("voc21", data, tiny_model, method="resclip", protocol="own", **common)
     assert resclip.settings.benchmark.method_params.threshold == 0.5
     lower = resclip.settings.benchmark.with_overrides(
         method_params=replace(resclip.settings.benchmark.method_params, threshold=0.0)
     )
-    other = evaluate(lower, data, tiny_model, method="resclip", **common)
-    assert other.settings.run_name() != resclip.settings.run_name()
+    assert replace(resclip.settings, benchmark=lower).run_name() != resclip.settings.run_name()
     pearl = evaluate("voc21", data, tiny_model, method="pearl", protocol="own", **common)
     assert pearl.settings.benchmark.config.refinements("pearl") == ("tlp",)
     without = evaluate(pearl.settings.benchmark.with_overrides(refine=()), data, tiny_model, method="pearl", **common)
