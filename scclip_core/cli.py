@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -53,6 +53,16 @@ if TYPE_CHECKING:
     from .distributed import ProcessInfo
     from .segmenter import Segmentation, Segmenter
     from .text import Vocabulary
+
+
+class RunOptions(NamedTuple):
+    """What a `segment` run passes to every image or frame it segments (`Segmenter.segment`'s keywords)."""
+
+    method: str
+    stages: Stages
+    params: CalibrationParams
+    method_params: Hashable
+    rules: LabelRules
 
 
 def _dilations(text: str) -> tuple[int, ...]:
@@ -343,8 +353,9 @@ def _segment(args: argparse.Namespace) -> int:
         tlp=replace(SegmenterConfig.tlp, grid=args.tlp_grid),
     )
     method_params = method_spec(args.method).params_with(args.method_param)
+    options = RunOptions(args.method, stages, params, method_params, rules)
     if any(is_video(item) and not glob.has_magic(item) and not Path(item).is_dir() for item in args.images):
-        return _segment_video(args, vocabulary, rules, config, stages, params, method_params)
+        return _segment_video(args, vocabulary, config, options)
     given = [f"--{name.replace('_', '-')}" for name in VIDEO_OPTIONS if getattr(args, name) is not None]
     if given:
         raise InputError(f"{', '.join(given)} apply to a video input ({', '.join(sorted(VIDEO_SUFFIXES))}), not images")
@@ -378,9 +389,7 @@ def _segment(args: argparse.Namespace) -> int:
         try:
             show = several and process.is_main
             for path in tqdm(mine, desc="segmenting", unit="image", disable=not show, file=sys.stderr):
-                record = _segment_one(
-                    segmenter, path, vocabulary, rules, args, stages, params, method_params, several, coco_in_memory
-                )
+                record = _segment_one(segmenter, path, vocabulary, args, options, several, coco_in_memory)
                 failures += record["status"] == "error"
                 if records is not None:
                     append_record(records, {**record, "rank": process.rank})
@@ -437,13 +446,7 @@ def _add_label_maps(coco: CocoFile, summary: Path, paths: list[Path], skipped: s
 
 
 def _segment_video(
-    args: argparse.Namespace,
-    vocabulary: Vocabulary,
-    rules: LabelRules,
-    config: SegmenterConfig,
-    stages: Stages,
-    params: CalibrationParams,
-    method_params: Hashable,
+    args: argparse.Namespace, vocabulary: Vocabulary, config: SegmenterConfig, options: RunOptions
 ) -> int:
     """Segment one video frame by frame: label maps into the --out folder, the --overlay-video, a line per frame,
     and with --coco one COCO file whose images are the segmented frames (named as their label maps)."""
@@ -484,11 +487,7 @@ def _segment_video(
                 segmenter,
                 path,
                 vocabulary,
-                method=args.method,
-                stages=stages,
-                params=params,
-                method_params=method_params,
-                rules=rules,
+                **options._asdict(),
                 every=every,
                 max_frames=args.max_frames,
                 temporal_smoothing=args.temporal_smoothing,
@@ -595,11 +594,8 @@ def _segment_one(
     segmenter: Segmenter,
     path: Path,
     vocabulary: Vocabulary,
-    rules: LabelRules,
     args: argparse.Namespace,
-    stages: Stages,
-    params: CalibrationParams,
-    method_params: Hashable,
+    options: RunOptions,
     several: bool,
     coco: CocoFile | None,
 ) -> dict:
@@ -607,15 +603,7 @@ def _segment_one(
     from .cache import atomic_path
 
     try:
-        result = segmenter.segment(
-            path,
-            vocabulary,
-            method=args.method,
-            stages=stages,
-            params=params,
-            method_params=method_params,
-            rules=rules,
-        )
+        result = segmenter.segment(path, vocabulary, **options._asdict())
         written: dict[str, object] = {}
         probs_path = _output_path(args.save_probs, path, ".npy", several)
         if probs_path:
