@@ -56,6 +56,10 @@ class RequestLimits:
     max_names: int = 200
     full_template_prompts: int = 2400
     max_image_pixels: int = 80_000_000  # per upload, checked from the header; below the engine's MAX_READ_PIXELS
+    max_video_seconds: float = 20.0  # per uploaded clip; a longer one is refused before any frame is decoded
+    max_video_frames: int = 300  # segmented frames per clip; beyond that, frames are sampled evenly
+    max_batch_files: int = 16  # images per batch request
+    live_side: int = 224  # a live webcam frame's long side as segmented: one 224x224 window, to keep up
     preset_names: frozenset[str] = field(default_factory=lambda: frozenset(name.lower() for name in preset_queries()))
 
     def check(self, vocabulary: Vocabulary) -> None:
@@ -86,7 +90,9 @@ class RequestLimits:
             f"up to {self.max_classes} classes and {self.max_names} names of your own (synonyms and background words "
             "included) per request, besides any classes of the vocabulary presets; above "
             f"{self.full_template_prompts // 80} new names, the 7 short prompt templates are used; images up to "
-            f"{self.max_image_pixels / 1e6:.0f} megapixels"
+            f"{self.max_image_pixels / 1e6:.0f} megapixels; videos up to {self.max_video_seconds:g} s, of which at most "
+            f"{self.max_video_frames} frames are segmented (sampled evenly); batches of up to {self.max_batch_files} "
+            f"images; live webcam frames segmented with the long side at {self.live_side} px"
         )
 
 
