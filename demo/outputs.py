@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
 import tempfile
 import time
 import uuid
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import anyio
 import gradio as gr
+import numpy as np
 from gradio.routes import DEEP_LINK_PATTERN
 from PIL import Image
 
 from demo.sessions import SESSION_TTL_S
 from scclip_core import Segmentation, render
 from scclip_core.cache import atomic_write
+from scclip_core.coco import CocoFile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,22 +42,60 @@ def output_dir() -> Path:
     return folder
 
 
-def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: tuple[int, int]) -> tuple[str, str]:
-    """The label map as a palette PNG (pixel value = class index) at the input's (width, height), and the summary,
-    as files. Inputs the engine downscaled get their labels scaled back up (nearest neighbour)."""
-    folder = output_dir()
-    suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
-    label_path = folder / f"scclip_labels{suffix}.png"
+class RunFiles(NamedTuple):
+    """The downloads of one run: the label PNG, the JSON summary and the COCO file of the same label map."""
+
+    label_path: str
+    summary_path: str
+    coco_path: str
+
+
+def input_label_map(segmentation: Segmentation, input_size: tuple[int, int]) -> Image.Image:
+    """The label map as a palette PNG image (pixel value = class index; 16-bit above 256 classes) at the input's
+    (width, height): inputs the engine downscaled get their labels scaled back up (nearest neighbour)."""
     label_map = render.label_map_image(
         segmentation.labels, len(segmentation.class_names), segmentation.background_index
     )
     if label_map.size != input_size:
         label_map = label_map.resize(input_size, Image.Resampling.NEAREST)
+    return label_map
+
+
+def coco_of(segmentation: Segmentation) -> CocoFile:
+    """An empty COCO file over the segmentation's classes (background last), to `add` label maps to."""
+    return CocoFile(segmentation.class_names, segmentation.background_index)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: tuple[int, int]) -> RunFiles:
+    """The label map at the input's (width, height) (`input_label_map`), the summary, and the COCO file of exactly
+    the label PNG's pixels, as files."""
+    folder = output_dir()
+    suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
+    label_path = folder / f"scclip_labels{suffix}.png"
+    label_map = input_label_map(segmentation, input_size)
     data["label_png_size"] = list(input_size)
     label_map.save(label_path)
+    coco = coco_of(segmentation)
+    coco.add(np.asarray(label_map), label_path.name)
+    coco_path = coco.write(folder / f"scclip_coco{suffix}.json")
     json_path = folder / f"scclip_summary{suffix}.json"
     json_path.write_text(json.dumps(data, indent=2))
-    return str(label_path), str(json_path)
+    return RunFiles(str(label_path), str(json_path), str(coco_path))
+
+
+def write_zip(name: str, members: Mapping[str, bytes]) -> str:
+    """One zip file (deflated) of `members` (file name in the zip: its bytes), in a fresh output folder."""
+    path = output_dir() / name
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    return str(path)
 
 
 def share_links_folder() -> Path:

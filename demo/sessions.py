@@ -69,6 +69,7 @@ class SessionResult:
     summary: dict[str, Any]
     label_path: str
     summary_path: str
+    coco_path: str  # the COCO masks of the label PNG's pixels
 
     @property
     def reused_image_side(self) -> bool:

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 
 from demo.admission import HEAVY_ADMITTED
 from demo.events import Events
+from demo.events.batch import Batch
 from demo.events.common import output_names
 from demo.events.comparing import Ablation, Choices, Compared
 from demo.events.inside import PatchNames, PatchViews
@@ -134,7 +135,8 @@ def segment_description(host: ModelHost, events: Events) -> str:
         "label map, a palette PNG at the input size whose pixel value is an index into summary['classes']; "
         "(2) a JSON summary: 'classes', 'shares' (fraction of the image per class), 'legend' (index, name, colour, "
         "share), what ran ('description', 'method', 'stages', 'refine'), 'timings' (the seconds waited: queue, text, "
-        "image or 'reused', prediction, other, total) and 'notices'. When "
+        "image or 'reused', prediction, other, total), 'notices' and 'coco' (where to get the label map's COCO "
+        "masks: the /coco endpoint in the same session). When "
         "'untrained_weights' is true the result is meaningless. Errors come back as messages that say what to "
         f"fix. {limits_text(host, events)}"
     )
@@ -262,7 +264,7 @@ def build_segment_tab(host: ModelHost) -> Page:
         with gr.Row(equal_height=False):
             page["legend"] = gr.HTML(label="Legend and share of the image", elem_id="legend")
             page["timings"] = gr.HTML(label="Timings", elem_id="timings")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False) as page["downloads"]:
             page["label_file"] = gr.File(label="Label map (palette PNG, value = class index)", elem_id="label-file")
             page["summary_file"] = gr.File(label="JSON summary", elem_id="summary-file")
         with gr.Accordion("JSON summary", open=False):
@@ -469,20 +471,13 @@ def wire_sharing(page: Page, events: Events) -> None:
 
 
 def wire_rendering(page: Page, events: Events, not_a_tool: str) -> None:
-    """Opacity and hidden classes redraw; thresholds relabel (also as /rethreshold); no model."""
+    """Opacity and hidden classes redraw; thresholds relabel as /rethreshold (the page's own relabel, which also
+    fills the COCO download, is wired by `wire_coco` once that exists); no model."""
     gr.on(
         [page["opacity"].input, page["hidden"].input],
         events.rendering.rerender,
         inputs=[page["opacity"], page["hidden"]],
         outputs=components(page, Redrawn),
-        **CHEAP,
-    )
-    gr.on(
-        [page["threshold"].input, page["area_threshold"].input],
-        events.rendering.rethreshold,
-        inputs=[page["threshold"], page["area_threshold"], page["opacity"], page["hidden"]],
-        outputs=components(page, Relabelled),
-        api_name="rethreshold_view",
         **CHEAP,
     )
     rethreshold_api = gr.Button(visible=False, elem_id="rethreshold-api")
@@ -494,6 +489,78 @@ def wire_rendering(page: Page, events: Events, not_a_tool: str) -> None:
         api_visibility=not_a_tool,
         api_description="Relabel this session's last /segment result under new thresholds, without the model.",
         concurrency_limit=CHEAP_CONCURRENCY,
+    )
+
+
+def build_coco_download(page: Page) -> Page:
+    """The COCO file of the label map, beside the label PNG and the JSON summary (created after every older
+    component, so that theirs keep their ids in share links)."""
+    with page["downloads"]:
+        return {"coco_file": gr.File(label="COCO masks (RLE JSON of the label map)", elem_id="coco-file")}
+
+
+def wire_coco(page: Page, events: Events, not_a_tool: str) -> None:
+    """Thresholds relabel the page's result, downloads included; /coco returns the session's COCO file."""
+    gr.on(
+        [page["threshold"].input, page["area_threshold"].input],
+        events.rendering.rethreshold,
+        inputs=[page["threshold"], page["area_threshold"], page["opacity"], page["hidden"]],
+        outputs=components(page, Relabelled),
+        api_name="rethreshold_view",
+        **CHEAP,
+    )
+    gr.Button(visible=False, elem_id="coco-api").click(
+        events.rendering.coco_api,
+        outputs=page["coco_file"],
+        api_name="coco",
+        api_description="The COCO file (RLE masks of the label map) of this session's last /segment or /rethreshold.",
+        api_visibility=not_a_tool,
+        concurrency_limit=CHEAP_CONCURRENCY,
+    )
+
+
+def build_batch_tab(host: ModelHost, page: Page) -> Page:
+    """The Batch tab, after every other tab: several images, one run button, the overlays, the shares table and one
+    zip of the results."""
+    batch: Page = {}
+    with page["views"], gr.Tab("Batch", id="batch", elem_id="tab-batch") as batch["tab_batch"]:
+        gr.Markdown(
+            "Segments several images with the classes and settings on the left, each as **Segment** does: at most "
+            f"{host.limits.max_batch_files} images per request. A file that cannot be segmented says why in the "
+            "table; the others still run. The zip holds each image's label map and JSON summary, and one COCO file "
+            "for the batch."
+        )
+        batch["batch_input"] = gr.File(
+            label=f"Images (at most {host.limits.max_batch_files} per request)",
+            file_count="multiple",
+            file_types=["image"],
+            elem_id="batch-input",
+        )
+        batch["run_batch"] = gr.Button("Segment the batch", variant="primary", elem_id="run-batch")
+        batch["batch_status"] = gr.Markdown("", elem_id="batch-status")
+        batch["batch_gallery"] = gr.Gallery(
+            label="Overlays", columns=4, height="auto", format="png", preview=False, elem_id="batch-gallery"
+        )
+        batch["batch_table"] = gr.Dataframe(
+            label="Share of each image per class", interactive=False, wrap=True, elem_id="batch-table"
+        )
+        batch["batch_zip"] = gr.File(label="Label maps, JSON summaries and COCO file (zip)", elem_id="batch-zip")
+    return batch
+
+
+def wire_batch(page: Page, events: Events, not_a_tool: str) -> None:
+    """The batch (/segment_batch) with the left column's classes and settings."""
+    page["run_batch"].click(
+        events.batch.segment_batch,
+        inputs=[page["batch_input"], *(page[name] for name in SEGMENT_INPUTS[1:])],
+        outputs=components(page, Batch),
+        api_name="segment_batch",
+        api_description=(
+            "Segment several images with one class list, each as /segment does: overlays, a table of class shares "
+            "per image (a bad file says why) and one zip of label maps, JSON summaries and a COCO file."
+        ),
+        api_visibility=not_a_tool,
+        **HEAVY,
     )
 
 
@@ -621,6 +688,10 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         # The older "Refine edges" switch, never shown: API calls that still send refine_edges=True get PAMR. The
         # page's last component, so every other one keeps its id in share links saved before the refine choice.
         page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
+        page.update(build_coco_download(page))
+        page.update(build_batch_tab(host, page))
+        wire_coco(page, events, not_a_tool)
+        wire_batch(page, events, not_a_tool)
         wire_segment(demo, page, events, segment_description(host, events))
         wire_sharing(page, events)
         wire_inside(page, events)

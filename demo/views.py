@@ -19,6 +19,10 @@ UNTRAINED_NOTE = "UNTRAINED (random) weights: outputs are meaningless"
 GALLERY_OPACITY = 0.6  # the ablation's previews are small: the classes are tinted a little stronger
 Box = tuple[int, int, int, int]
 CAPTION_SEPARATOR = " · "
+COCO_WHERE = (
+    "the label map's COCO masks (compressed RLE, one annotation per class present, at the label PNG's size): the "
+    "page's 'COCO masks' download, or the /coco endpoint in the same session (the same gradio_client Client)"
+)
 
 
 def class_colours(segmentation: Segmentation) -> list[str]:
@@ -31,8 +35,8 @@ def class_colours(segmentation: Segmentation) -> list[str]:
 
 def summary(segmentation: Segmentation, timings: RequestTimings) -> dict[str, Any]:
     """The JSON summary: the engine's own, with the request's timings (every part of the visitor's wait) in place
-    of the engine's steps, plus the legend (index, colour, share), what ran in words, and an untrained-weights
-    flag."""
+    of the engine's steps, plus the legend (index, colour, share), what ran in words, where to get the COCO masks,
+    and an untrained-weights flag."""
     data = segmentation.to_json()
     data["timings"] = timings.as_json()
     shares = segmentation.shares()
@@ -44,6 +48,7 @@ def summary(segmentation: Segmentation, timings: RequestTimings) -> dict[str, An
     data["description"] = describe_run(segmentation)
     data["reused_image_side"] = timings.image is None
     data["untrained_weights"] = segmentation.is_random_weights
+    data["coco"] = COCO_WHERE
     if segmentation.is_random_weights:
         data["warning"] = UNTRAINED_NOTE
     return data

@@ -9,6 +9,7 @@ when it has expired or been evicted.
 from __future__ import annotations
 
 from demo.admission import Admission
+from demo.events.batch import BatchEvents
 from demo.events.comparing import CompareEvents
 from demo.events.inside import InsideEvents
 from demo.events.rendering import RenderEvents
@@ -30,3 +31,4 @@ class Events:
         self.inside = InsideEvents(host, self.store)
         self.comparing = CompareEvents(self.segmenting)
         self.sharing = ShareEvents(self.segmenting)
+        self.batch = BatchEvents(self.segmenting)

@@ -34,6 +34,7 @@ class Shown(NamedTuple):
     hidden: Any
     status: Any
     point: Any
+    coco_file: Any
 
 
 class Redrawn(NamedTuple):
@@ -49,6 +50,7 @@ class Relabelled(NamedTuple):
     summary_json: Any
     summary_file: Any
     status: Any
+    coco_file: Any
 
 
 class Cleared(NamedTuple):
@@ -72,6 +74,7 @@ class Cleared(NamedTuple):
     anomaly_names: str = ""
     similarity_names: str = ""
     heatmap_gallery: tuple[()] = ()
+    coco_file: None = None
 
 
 class RenderEvents:
@@ -82,8 +85,8 @@ class RenderEvents:
         self.store = store
 
     def show_result(self, opacity: float, request: gr.Request | None = None) -> Shown:
-        """After a run: overlay, legend, timings, the JSON download, a fresh hidden-class chooser, status, and the
-        picked point reset."""
+        """After a run: overlay, legend, timings, the JSON and COCO downloads, a fresh hidden-class chooser, status,
+        and the picked point reset."""
         return self._show(session_id(request), opacity, (), "Done")
 
     def show_shared(self, opacity: float, hidden: Sequence[str] | None, request: gr.Request | None = None) -> Shown:
@@ -109,6 +112,7 @@ class RenderEvents:
             status=f"**{headline}: {describe_run(segmentation)}.** {kept.timings.line()}."
             " Drag the opacity or threshold, hide classes, or click the overlay to pick a patch for the inside views.",
             point=None,
+            coco_file=kept.coco_path,
         )
 
     def clear_results(self) -> Cleared:
@@ -132,8 +136,15 @@ class RenderEvents:
         rules = parse_rules(prob_threshold, area_threshold, self.host.default_prob_threshold)
         relabelled = session.segmentation.with_thresholds(rules.prob_threshold, rules.area_threshold)
         data = summary(relabelled, session.timings)
-        label_path, summary_path = write_outputs(relabelled, data, session.input_size)
-        return replace(session, segmentation=relabelled, summary=data, label_path=label_path, summary_path=summary_path)
+        files = write_outputs(relabelled, data, session.input_size)
+        return replace(
+            session,
+            segmentation=relabelled,
+            summary=data,
+            label_path=files.label_path,
+            summary_path=files.summary_path,
+            coco_path=files.coco_path,
+        )
 
     @user_error
     def rethreshold(
@@ -157,6 +168,7 @@ class RenderEvents:
             summary_json=updated.summary,
             summary_file=updated.summary_path,
             status=gr.skip(),
+            coco_file=updated.coco_path,
         )
 
     @user_error
@@ -174,6 +186,16 @@ class RenderEvents:
         updated = self._relabel(session, prob_threshold, area_threshold)
         self.store.put(session_id(request), updated)
         return Downloads(updated.label_path, updated.summary)
+
+    @user_error
+    def coco_api(self, request: gr.Request | None = None) -> str:
+        """The COCO file of this session's last /segment (or /rethreshold) result: the label PNG's masks as
+        compressed RLE, one annotation per class present; an error saying to run /segment again when it is no
+        longer kept."""
+        session = self.store.get(session_id(request))
+        if session is None:
+            raise gr.Error(RUN_AGAIN.replace("**Segment**", "/segment"), title="Run again", print_exception=False)
+        return session.coco_path
 
     def heatmaps(self, request: gr.Request | None = None) -> list[tuple[Image.Image, str]] | Any:
         """One blended jet heatmap per class (min-max normalised), in class order."""

@@ -128,7 +128,7 @@ class SegmentEvents:
         embedding, segmentation = compact(embedding, segmentation)
         timings = clock.timings(model_times)
         data = summary(segmentation, timings)
-        label_path, summary_path = write_outputs(segmentation, data, input_size)
+        files = write_outputs(segmentation, data, input_size)
         return SessionResult(
             upload_digest=digest,
             embedding=embedding,
@@ -136,8 +136,9 @@ class SegmentEvents:
             timings=timings,
             input_size=input_size,
             summary=data,
-            label_path=label_path,
-            summary_path=summary_path,
+            label_path=files.label_path,
+            summary_path=files.summary_path,
+            coco_path=files.coco_path,
         )
 
     @user_error
