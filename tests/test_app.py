@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -46,6 +47,23 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
+
+
+def coco_label_maps(coco: dict, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Each image's label map as pycocotools decodes the COCO file (class index = position in `class_names`), by
+    file name; a pixel no annotation covers stays -1."""
+    index_of = {category["id"]: class_names.index(category["name"]) for category in coco["categories"]}
+    maps = {}
+    for image in coco["images"]:
+        labels = np.full((image["height"], image["width"]), -1, dtype=np.int64)
+        for annotation in coco["annotations"]:
+            if annotation["image_id"] == image["id"]:
+                mask = coco_mask.decode(annotation["segmentation"]).astype(bool)
+                assert not np.any(labels[mask] >= 0), "no pixel in two annotations"
+                assert int(mask.sum()) == annotation["area"]
+                labels[mask] = index_of[annotation["category_id"]]
+        maps[image["file_name"]] = labels
+    return maps
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +129,39 @@ def test_segment_defaults_add_the_background_class(client: Client, images: dict[
     assert summary["background_index"] == 2
     assert summary["prob_threshold"] == 0.0, "untrained weights default to no threshold, so classes show"
     assert summary["description"] == "SC-CLIP, all five stages"
+
+
+def test_the_coco_file_of_segment_is_its_label_png_also_after_rethreshold(
+    client: Client, images: dict[str, Path]
+) -> None:
+    label_path, summary = client.predict(
+        handle_file(str(images["wide"])), "red; blue", "sky, wall", 0.0, api_name="/segment"
+    )
+    assert "/coco" in summary["coco"] and "COCO masks" in summary["coco"]
+    label_map = np.asarray(Image.open(label_path))
+    assert label_map.shape == (120, 900) and len(np.unique(label_map)) > 1, "scaled back up, several classes"
+    coco = json.loads(Path(client.predict(api_name="/coco")).read_text())
+    assert [image["file_name"] for image in coco["images"]] == [Path(label_path).name]
+    assert np.array_equal(coco_label_maps(coco, summary["classes"])[Path(label_path).name], label_map)
+
+    relabelled_path, relabelled = client.predict(1.0, 0.0, api_name="/rethreshold")
+    coco = json.loads(Path(client.predict(api_name="/coco")).read_text())
+    decoded = coco_label_maps(coco, relabelled["classes"])[Path(relabelled_path).name]
+    assert np.array_equal(decoded, np.asarray(Image.open(relabelled_path))) and np.all(decoded == 2)
+
+
+def test_segment_batch_through_gradio_client_reports_the_bad_file(client: Client, images: dict[str, Path]) -> None:
+    files = [handle_file(str(images[name])) for name in ("rgb", "not_image", "other")]
+    gallery, table, zip_path, status = client.predict(files, "red; blue", "", 0.0, api_name="/segment_batch")
+    assert [item["caption"] for item in gallery] == ["halves.png", "other.jpg"] and "2 of 3" in status
+    assert [row[0] for row in table["data"]] == ["halves.png", "notes.png", "other.jpg"]
+    assert "could not read the file as an image" in table["data"][1][-1] and Path(zip_path).suffix == ".zip"
+
+
+def test_coco_without_a_kept_result_says_to_run_segment(images: dict[str, Path]) -> None:
+    events = Events(ModelHost("tiny-test", "random", config=FAST_CONFIG))
+    with pytest.raises(gr.Error, match="/segment"):
+        events.rendering.coco_api()
 
 
 def test_same_image_reuses_the_image_side_within_a_session(client: Client, images: dict[str, Path]) -> None:
@@ -226,6 +277,7 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
 
     shown = events.rendering.show_result(0.5)
     assert json.loads(Path(shown.summary_file).read_text())["classes"] == ["red", "blue", "background"]
+    assert json.loads(Path(shown.coco_file).read_text())["images"][0]["file_name"] == Path(kept.label_path).name
     assert shown.overlay.size == (96, 64) and shown.legend.count('class="legend-entry"') == 3
     assert "SC-CLIP, all five stages" in shown.status and shown.point is None
     assert shown.hidden["choices"] == ["red", "blue"], "the background cannot be hidden: it is never tinted"
@@ -242,6 +294,10 @@ def test_cheap_events_rerender_without_the_model(images: dict[str, Path]) -> Non
         "a threshold of 1 sends every pixel to the background"
     )
     assert np.all(np.asarray(Image.open(relabelled.label_file)) == 2)
+    relabelled_coco = json.loads(Path(relabelled.coco_file).read_text())
+    assert {annotation["category_id"] for annotation in relabelled_coco["annotations"]} == {3}, (
+        "after relabelling, the COCO download has the background alone (its category is last)"
+    )
     updated = events.store.get(LOCAL_SESSION)
     assert updated.segmentation.rules.prob_threshold == 1.0 and updated.embedding is kept.embedding
 
@@ -259,6 +315,7 @@ def test_a_failed_run_clears_every_result_view(events: Events) -> None:
     cleared = events.rendering.clear_results()
     assert cleared.status == RUN_FAILED and cleared.hidden["choices"] == [] and cleared.hidden["value"] == []
     assert cleared.overlay is None and cleared.label_file is None and cleared.patch_message == ""
+    assert cleared.coco_file is None
     assert not cleared.heatmap_gallery and cleared.anomaly_names == cleared.similarity_names == ""
 
 
@@ -287,7 +344,7 @@ def test_examples_are_real_licensed_photos_with_suitable_classes() -> None:
 
 def test_the_public_api_is_segment_ablation_rethreshold_and_model_info(client: Client) -> None:
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert endpoints == {"/segment", "/ablation", "/rethreshold", "/model_info"}, (
+    assert endpoints == {"/segment", "/ablation", "/rethreshold", "/model_info", "/coco", "/segment_batch"}, (
         "the page's own events (share link, tab tracking, slider, re-render) stay private"
     )
     info = client.predict(api_name="/model_info")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as coco_mask
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -23,28 +22,11 @@ from demo.events import Events
 from demo.events.batch import SEGMENTED
 from demo.host import ModelHost
 from tests.serving import FAST_CONFIG
-from tests.test_app import header_only_png
+from tests.test_app import coco_label_maps, header_only_png
 
 pytestmark = pytest.mark.timeout(180)
 CLASSES = "red; blue"
 BACKGROUND = "sky, wall"
-
-
-def coco_label_maps(coco: dict, class_names: list[str]) -> dict[str, np.ndarray]:
-    """Each image's label map as pycocotools decodes the COCO file (class index = position in `class_names`), by
-    file name; a pixel no annotation covers stays -1."""
-    index_of = {category["id"]: class_names.index(category["name"]) for category in coco["categories"]}
-    maps = {}
-    for image in coco["images"]:
-        labels = np.full((image["height"], image["width"]), -1, dtype=np.int64)
-        for annotation in coco["annotations"]:
-            if annotation["image_id"] == image["id"]:
-                mask = coco_mask.decode(annotation["segmentation"]).astype(bool)
-                assert not np.any(labels[mask] >= 0), "no pixel in two annotations"
-                assert int(mask.sum()) == annotation["area"]
-                labels[mask] = index_of[annotation["category_id"]]
-        maps[image["file_name"]] = labels
-    return maps
 
 
 class Recorder:
@@ -123,6 +105,7 @@ def test_a_batch_segments_each_image_as_segment_does_and_reports_bad_files(
     assert [image["file_name"] for image in coco["images"]] == good
     class_names = summaries["01_halves_summary.json"]["classes"]
     decoded = coco_label_maps(coco, class_names)
+    assert any(len(np.unique(label_map)) > 1 for label_map in decoded.values()), "masks of several classes"
     for stem, name in zip(["01_halves", "03_flipped", "04_wide"], good):
         label_map = labels[f"{stem}_labels.png"]
         assert np.array_equal(decoded[name], label_map), f"the COCO masks of {name} are its label map"
