@@ -141,3 +141,18 @@ def click_image_at(page: Page, selector: str, x_fraction: float, y_fraction: flo
 def open_tab(page: Page, name: str) -> None:
     """Click a results tab by its label."""
     page.get_by_role("tab", name=name).click()
+
+
+def write_batch_images(folder: Path, count: int) -> list[Path]:
+    """`count` small PNGs of two coloured halves (the colours differ per image), for the Batch tab."""
+    import numpy as np
+    from PIL import Image
+
+    paths = []
+    for index in range(count):
+        rgb = np.zeros((48, 64, 3), dtype=np.uint8)
+        rgb[:, :32] = (200, 40 * index, 30)
+        rgb[:, 32:] = (30, 60, 200 - 40 * index)
+        paths.append(folder / f"batch_{index + 1}.png")
+        Image.fromarray(rgb).save(paths[-1])
+    return paths

@@ -18,6 +18,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from demo.inputs import LIMITS
 from demo.outputs import complete_share_links, share_links_folder
 from tests.browser import (
     CHROMIUM,
@@ -30,6 +31,7 @@ from tests.browser import (
     open_tab,
     segment_in_page,
     wait_for_image,
+    write_batch_images,
 )
 from tests.serving import FAST_CONFIG, serve
 
@@ -341,3 +343,22 @@ def test_a_share_link_saved_before_the_refine_choice_still_opens(page) -> None:
         visitor.locator("#run-status").get_by_text("Opened from a shared link").wait_for(timeout=RUN_TIMEOUT_MS)
         assert "logits refined by PAMR (10 steps)" in visitor.locator("#run-status").inner_text()
         assert _legend(visitor), "the shared run is drawn"
+
+
+def test_a_batch_of_three_images_gives_overlays_a_table_and_a_zip(page, tmp_path) -> None:
+    page.goto(page.app_url)
+    page.locator("#classes textarea").fill("red; blue")
+    open_tab(page, "Batch")
+    assert f"at most {LIMITS.max_batch_files} images per request" in page.locator("#tab-batch").inner_text()
+    names = [path.name for path in write_batch_images(tmp_path, 3)]
+    page.locator("#batch-input input[type=file]").set_input_files([str(tmp_path / name) for name in names])
+    page.wait_for_function("() => document.querySelectorAll('#batch-input tr.file').length === 3", timeout=30_000)
+    page.locator("#run-batch").click()
+    page.wait_for_function("() => document.querySelectorAll('#batch-gallery img').length === 3", timeout=RUN_TIMEOUT_MS)
+    wait_for_image(page, "#batch-gallery")
+    first_cells = "#batch-table [role=gridcell][data-col='0']"  # one per row of the table
+    page.wait_for_function(f"() => document.querySelectorAll({first_cells!r}).length === 3", timeout=30_000)
+    assert page.locator(first_cells).all_inner_texts() == names
+    assert "3 of 3 images segmented" in page.locator("#batch-status").inner_text()
+    assert page.locator("#batch-zip a[download]").get_attribute("download") == "scclip_batch.zip"
+    page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
