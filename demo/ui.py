@@ -397,6 +397,7 @@ def build_examples(page: Page, events: Events, host: ModelHost) -> None:
             elem_id="examples",
         )
     examples.load_input_event.then(lambda: None, outputs=page["point"], api_visibility="private")
+    page["examples"] = examples
 
 
 SEGMENT_INPUTS = (
@@ -500,7 +501,9 @@ def build_coco_download(page: Page) -> Page:
 
 
 def wire_coco(page: Page, events: Events, not_a_tool: str) -> None:
-    """Thresholds relabel the page's result, downloads included; /coco returns the session's COCO file."""
+    """Thresholds relabel the page's result, downloads included; /coco returns the session's COCO file; a picked
+    example (whose cached preview has no COCO file) empties it."""
+    page["examples"].load_input_event.then(lambda: None, outputs=page["coco_file"], **QUIET)
     gr.on(
         [page["threshold"].input, page["area_threshold"].input],
         events.rendering.rethreshold,
