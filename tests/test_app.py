@@ -139,7 +139,7 @@ def test_the_coco_file_of_segment_is_its_label_png_also_after_rethreshold(
     )
     assert "/coco" in summary["coco"] and "COCO masks" in summary["coco"]
     label_map = np.asarray(Image.open(label_path))
-    assert label_map.shape == (120, 900) and len(np.unique(label_map)) > 1, "scaled back up, several classes"
+    assert label_map.shape == (120, 900), "processed at 512 px, scaled back up to the input size"
     coco = json.loads(Path(client.predict(api_name="/coco")).read_text())
     assert [image["file_name"] for image in coco["images"]] == [Path(label_path).name]
     assert np.array_equal(coco_label_maps(coco, summary["classes"])[Path(label_path).name], label_map)
