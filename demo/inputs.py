@@ -90,9 +90,9 @@ class RequestLimits:
             f"up to {self.max_classes} classes and {self.max_names} names of your own (synonyms and background words "
             "included) per request, besides any classes of the vocabulary presets; above "
             f"{self.full_template_prompts // 80} new names, the 7 short prompt templates are used; images up to "
-            f"{self.max_image_pixels / 1e6:.0f} megapixels; videos up to {self.max_video_seconds:g} s, of which at most "
-            f"{self.max_video_frames} frames are segmented (sampled evenly); batches of up to {self.max_batch_files} "
-            f"images; live webcam frames segmented with the long side at {self.live_side} px"
+            f"{self.max_image_pixels / 1e6:.0f} megapixels; videos up to {self.max_video_seconds:g} s, of which at "
+            f"most {self.max_video_frames} frames are segmented (sampled evenly); batches of up to "
+            f"{self.max_batch_files} images; live webcam frames segmented with the long side at {self.live_side} px"
         )
 
 
