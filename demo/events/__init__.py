@@ -14,6 +14,7 @@ from demo.events.inside import InsideEvents
 from demo.events.rendering import RenderEvents
 from demo.events.segmenting import SegmentEvents
 from demo.events.sharing import ShareEvents
+from demo.events.video import VideoEvents
 from demo.host import ModelHost
 from demo.sessions import SessionStore
 
@@ -30,3 +31,4 @@ class Events:
         self.inside = InsideEvents(host, self.store)
         self.comparing = CompareEvents(self.segmenting)
         self.sharing = ShareEvents(self.segmenting)
+        self.video = VideoEvents(self.segmenting)
