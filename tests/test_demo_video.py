@@ -23,9 +23,9 @@ from pycocotools import mask as coco_mask
 
 from demo.events import Events
 from demo.host import ModelTurns
-from demo.video import sampling, shares_figure
+from demo.video import frame_count, sampling, shares_figure
 from scclip_core.refinements import NO_REFINEMENT
-from scclip_core.video import VideoWriter, read_frames
+from scclip_core.video import VideoInfo, VideoWriter, read_frames
 
 SIZE = (64, 48)  # width, height
 CLASSES = "red; blue"
@@ -54,6 +54,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("video") / "clip.mp4", frames=8)
 
 
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("video") / "short.mp4", frames=3)
+
+
 class Progress:
     """A stand-in for gr.Progress that keeps what the bar was told."""
 
@@ -78,6 +83,8 @@ def test_frames_are_sampled_evenly_and_capped() -> None:
     assert sampling(600, 300) == (2, 300)
     assert sampling(601, 300) == (3, 201)
     assert sampling(8, 3) == (3, 3)
+    unstated = VideoInfo(Fraction(10), SIZE, frames=None, duration=2.0)  # as a webm states it
+    assert frame_count(unstated) == 20 and frame_count(dataclasses.replace(unstated, frames=7)) == 7
 
 
 def test_a_run_returns_the_overlay_the_zip_and_a_summary_sampled_within_the_limits(
@@ -106,20 +113,20 @@ def test_a_run_returns_the_overlay_the_zip_and_a_summary_sampled_within_the_limi
 
 
 def test_the_zip_holds_segment_s_labels_of_each_decoded_frame_and_coco_masks_of_them(
-    events: Events, clip: Path
+    events: Events, short_clip: Path
 ) -> None:
     """Method, stages and refinement reach every frame: the label maps are `Segmenter.segment`'s with them."""
     _, archive, summary = events.video.segment_video(
-        str(clip), CLASSES, "sky", 0.0, "sc-clip", ["anomaly", "multi-level"], refine=NO_REFINEMENT
+        str(short_clip), CLASSES, "sky", 0.0, "sc-clip", ["anomaly", "multi-level"], refine=NO_REFINEMENT
     )
     assert summary["method"] == "sc-clip" and summary["refine"] == []
     assert [name for name, on in summary["stages"].items() if on] == ["anomaly", "multi_level"]
-    segmenter = events.host.segmenter("simple")  # its text embeddings: random weights leave near ties
-    settings = events.segmenting.settings("sc-clip", ["anomaly", "multi-level"], None, None, "sky", 0.0, None, "simple")
+    segmenter = events.host.segmenter(summary["templates"])  # the same text embeddings: random weights leave ties
+    settings = events.segmenting.settings("sc-clip", ["anomaly", "multi-level"], None, None, "sky", 0.0, None, None)
     with zipfile.ZipFile(archive) as files:
         coco = json.loads(files.read("scclip_coco_UNTRAINED.json"))
         assert [category["name"] for category in coco["categories"]] == ["red", "blue", "background"]
-        for frame in read_frames(clip):
+        for frame in read_frames(short_clip):
             name = f"frame_{frame.index:06d}.png"
             labels = np.asarray(Image.open(io.BytesIO(files.read(name))))
             expected = segmenter.segment(
@@ -137,11 +144,11 @@ def test_the_zip_holds_segment_s_labels_of_each_decoded_frame_and_coco_masks_of_
             for annotation in (entry for entry in coco["annotations"] if entry["image_id"] == image["id"]):
                 mask = coco_mask.decode(annotation["segmentation"]).astype(bool)
                 assert np.array_equal(mask, labels == annotation["category_id"] - 1), (name, annotation["id"])
-    assert len(coco["images"]) == 8
+    assert len(coco["images"]) == 3
 
 
-def test_the_legend_and_the_plot_name_every_class(events: Events, clip: Path) -> None:
-    *_, summary = events.video.segment_video(str(clip), "red; blue, navy; green", "sky", 0.0)
+def test_the_legend_and_the_plot_name_every_class(events: Events, short_clip: Path) -> None:
+    *_, summary = events.video.segment_video(str(short_clip), "red; blue, navy; green", "sky", 0.0)
     views = events.video.show(summary)
     names = ["red", "blue", "green", "background"]
     assert all(f'data-class="{name}"' in views.video_legend for name in names) and "UNTRAINED" in views.video_legend

@@ -156,6 +156,7 @@ class VideoEvents:
             "frame_rate": float(info.frame_rate / every),
             "video_size": list(info.size),
             "description": describe_run(last),
+            "templates": segmenter.config.templates,
             **{name: ran[name] for name in RUN_FIELDS},
             "notices": notices,
             "seconds": round(time.perf_counter() - started, 3),
