@@ -29,6 +29,7 @@ from tests.browser import (
     image_loaded,
     open_tab,
     segment_in_page,
+    segment_video_in_page,
     wait_for_image,
 )
 from tests.serving import FAST_CONFIG, serve
@@ -341,3 +342,25 @@ def test_a_share_link_saved_before_the_refine_choice_still_opens(page) -> None:
         visitor.locator("#run-status").get_by_text("Opened from a shared link").wait_for(timeout=RUN_TIMEOUT_MS)
         assert "logits refined by PAMR (10 steps)" in visitor.locator("#run-status").inner_text()
         assert _legend(visitor), "the shared run is drawn"
+
+
+def test_the_video_tab_segments_a_short_clip(page, tmp_path) -> None:
+    """An 8-frame 64x48 clip written with PyAV: the overlay video plays, the legend and the plot fill, the zip is
+    offered."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from scclip_core.video import VideoWriter
+
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, Fraction(8), (64, 48)) as writer:
+        for index in range(8):
+            frame = np.full((48, 64, 3), (40, 90, 200), dtype=np.uint8)
+            frame[10:30, 6 * index : 6 * index + 16] = (230, 40, 30)
+            writer.write(frame)
+    names = segment_video_in_page(page, page.app_url, clip, "; ".join(CLASSES))
+    assert set(CLASSES) <= set(names), names
+    wait_for_image(page, "#video-shares", timeout_ms=30_000)
+    assert page.locator("#video-zip a").first.get_attribute("href").endswith("scclip_video_UNTRAINED.zip")
+    page.screenshot(path=str(ARTIFACTS / "video.png"))
