@@ -623,8 +623,10 @@ def wire_video(page: Page, events: Events, not_a_tool: str) -> None:
         outputs=components(page, VideoOutputs),
         api_name="segment_video",
         api_description=(
-            "Segment a video clip frame by frame (frames sampled evenly beyond the limit): returns the overlay "
-            "video, a zip of the label maps, per-frame shares and COCO file, and a JSON summary."
+            f"Segment a video clip of at most {events.host.limits.max_video_seconds:g} s frame by frame (at most "
+            f"{events.host.limits.max_video_frames} frames, sampled evenly beyond that), with /segment's classes, "
+            "settings and limits: returns the overlay video (H.264 MP4), a zip of the label maps (frame_000000.png "
+            "and on), per-frame shares and COCO file, and a JSON summary."
         ),
         api_visibility=not_a_tool,
         **HEAVY,

@@ -121,6 +121,16 @@ class ClipOutputs:
         self.coco.add(labels, name)
         self.frames.append({"frame": frame.index, "time": round(frame.time, 4), "shares": segmentation.shares()})
 
+    def __enter__(self) -> ClipOutputs:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        """A run that failed part-way closes its files (the folder goes with the other old outputs)."""
+        if kind is not None:
+            if self.writer is not None:
+                self.writer.__exit__(kind, error, traceback)
+            self.archive.close()
+
     def finish(self) -> ClipFiles:
         """Close the video and the zip (adding the shares and the COCO file); InputError when no frame came."""
         if self.writer is None:

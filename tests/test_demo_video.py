@@ -95,7 +95,7 @@ def test_a_run_returns_the_overlay_the_zip_and_a_summary_sampled_within_the_limi
     video, archive, summary = events.video.segment_video(str(clip), CLASSES, "", 0.0, progress=progress)
     assert [frame["frame"] for frame in summary["frames"]] == [0, 3, 6], "every 3rd of 8 frames, at most 3"
     assert summary["every"] == 3 and summary["frame_rate"] == pytest.approx(10 / 3)
-    assert any("every 3th frame" in notice for notice in summary["notices"])
+    assert any(notice.startswith("1 frame in 3 segmented") for notice in summary["notices"])
     assert progress.messages == ["frame 1/3", "frame 2/3", "frame 3/3"]
     assert Path(video).name == "scclip_overlay_UNTRAINED.mp4" and Path(archive).name == "scclip_video_UNTRAINED.zip"
     overlay = list(read_frames(video))

@@ -69,7 +69,7 @@ class VideoEvents:
         """Segment a video clip frame by frame with a class list; frames beyond the limit are sampled evenly.
 
         Args:
-            video: the clip: mp4, mov, webm, avi or gif, within the length limit (`model_info` states it).
+            video: the clip: mp4, mov, webm, avi or gif, within the length limit (the API description states it).
             classes_text: the classes, `;` or a new line between classes, `,` between synonyms: "cat; dog, puppy".
             background_words: comma-separated words of one added "background" class (default: sky, wall...); "": none.
             prob_threshold: 0 to 1; pixels whose best probability is lower go to the background (default 0.15).
@@ -110,21 +110,21 @@ class VideoEvents:
             report = progress_reporter(progress)
             with admitted(self.segmenting.admission, request):
                 segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
-                outputs = ClipOutputs(
+                last = None
+                with ClipOutputs(
                     output_dir(),
                     vocabulary.names,
                     vocabulary.background_index,
                     info.frame_rate / every,
                     untrained=host.is_random,
-                )
-                last = None
-                for number, frame in enumerate(read_frames(path, every=every, max_frames=count)):
-                    if report:
-                        report(number / count, f"frame {number + 1}/{count}")
-                    rgb, _ = cap_size(frame.rgb, host.config.max_input_side)
-                    last = run_video_frame(host, rgb, vocabulary, settings, segmenter.config.templates)
-                    outputs.add(frame, last)
-                files = outputs.finish()
+                ) as outputs:
+                    for number, frame in enumerate(read_frames(path, every=every, max_frames=count)):
+                        if report:
+                            report(number / count, f"frame {number + 1}/{count}")
+                        rgb, _ = cap_size(frame.rgb, host.config.max_input_side)
+                        last = run_video_frame(host, rgb, vocabulary, settings, segmenter.config.templates)
+                        outputs.add(frame, last)
+                    files = outputs.finish()
         finally:
             release_freed_memory()
         assert last is not None  # finish() refuses a clip without frames
@@ -137,8 +137,8 @@ class VideoEvents:
             )
         if every > 1:
             notices.append(
-                f"every {every}th frame segmented ({len(files.frames)} frames): at most "
-                f"{host.limits.max_video_frames} per clip"
+                f"1 frame in {every} segmented ({len(files.frames)} frames): at most {host.limits.max_video_frames} "
+                "per clip, sampled evenly"
             )
         shares = mean_shares(vocabulary.names, files.frames)
         colours = palette_colours(len(vocabulary.names), vocabulary.background_index)
