@@ -1,7 +1,7 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
 Every component a test touches has an `elem_id`. The heavy events (segment, the re-run that opening a share link
-starts, ablation) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
+starts, ablation, video) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
 holds at most a few places and the admitted ones wait for one of the model's slots (`demo.admission`), and take
 turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events read the visitor's result from
 the session store and only keep the latest trigger.
