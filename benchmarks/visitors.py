@@ -5,6 +5,7 @@ the largest one the limits allow.
     python -m benchmarks.visitors fairness                         # a small request behind the largest one,
                                                                    # and beside one client's burst of 20
     python -m benchmarks.visitors fairness --cases burst           # only the burst
+    python -m benchmarks.visitors fairness --cases video           # a small request beside a clip at the limits
 
 The app runs as a separate process (`python app.py`, ViT-B/16 with random weights unless --model/--weights say
 otherwise: timings and memory do not depend on the weight values); visitors are `gradio_client` clients, each a
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from demo.inputs import LIMITS
 from scclip_core.config import DEFAULT_MODEL
 from scclip_core.vocabularies import vocabulary_preset
 
@@ -191,6 +193,45 @@ def beside_a_burst(url: str, folder: Path, delay: float, burst: int) -> None:
     )
 
 
+def clip(folder: Path, seconds: float, rate: int, size: tuple[int, int]) -> Path:
+    """A synthetic H.264 clip: one photo-like picture panning sideways, `seconds` long at `rate` frames a second."""
+    from fractions import Fraction
+
+    from scclip_core.video import VideoWriter
+
+    wide = np.asarray(Image.open(photo(folder, 50, (size[0] * 2, size[1]))))
+    frames = round(seconds * rate)
+    path = folder / "clip.mp4"
+    with VideoWriter(path, Fraction(rate), size) as writer:
+        for index in range(frames):
+            left = index * size[0] // max(1, frames)
+            writer.write(np.ascontiguousarray(wide[:, left : left + size[0]]))
+    return path
+
+
+def beside_a_video(url: str, folder: Path, delay: float, seconds: float, rate: int, size: tuple[int, int]) -> None:
+    """One visitor segments a clip (by default at the limits: `max_video_seconds` long, `max_video_frames` frames);
+    another sends a 2-class request for a 640x480 photo `delay` s later. Its wait is compared with the same request
+    alone (from a new session, so no image side is reused)."""
+    from gradio_client import Client, handle_file
+
+    video = clip(folder, seconds, rate, size)
+    small = photo(folder, 3, (640, 480))
+    alone = timed_segment(Client(url, verbose=False), small, "red; blue", "openai")
+    started = time.perf_counter()
+    job = Client(url, verbose=False).submit(handle_file(str(video)), "red; blue; green", api_name="/segment_video")
+    time.sleep(delay)
+    waited = timed_segment(Client(url, verbose=False), small, "red; blue", "openai")
+    summary = job.result()[2]
+    took = time.perf_counter() - started
+    segmented = summary["frames_segmented"]
+    print(
+        f"a {seconds:g} s clip at {rate} frames/s ({size[0]}x{size[1]}, {segmented} frames segmented, every "
+        f"{summary['every']}) took {took:.1f} s ({took / segmented:.1f} s a frame); a 2-class request for a 640x480 "
+        f"photo from another visitor sent {delay:.0f} s later waited {waited:.1f} s in all, {alone:.1f} s alone"
+    )
+
+
 def fairness(args: argparse.Namespace) -> None:
     from gradio_client import Client, handle_file
 
@@ -201,6 +242,9 @@ def fairness(args: argparse.Namespace) -> None:
             behind_the_largest(url, Path(folder), args.delay)
         if "burst" in args.cases:
             beside_a_burst(url, Path(folder), args.delay, args.burst)
+        if "video" in args.cases:
+            width, height = (int(side) for side in args.video_size.split("x"))
+            beside_a_video(url, Path(folder), args.delay, args.video_seconds, args.video_rate, (width, height))
 
 
 def main() -> None:
@@ -216,8 +260,17 @@ def main() -> None:
     memory_parser.add_argument("--classes", default="person; dog; grass; sky, cloud; car")
     fairness_parser = commands.add_parser("fairness", help="a small request behind the largest allowed one")
     fairness_parser.add_argument("--delay", type=float, default=2.0)
-    fairness_parser.add_argument("--cases", nargs="+", choices=["largest", "burst"], default=["largest", "burst"])
+    cases = ["largest", "burst", "video"]
+    fairness_parser.add_argument("--cases", nargs="+", choices=cases, default=cases)
     fairness_parser.add_argument("--burst", type=int, default=20, help="requests the greedy client fires at once")
+    fairness_parser.add_argument("--video-seconds", type=float, default=LIMITS.max_video_seconds)
+    fairness_parser.add_argument(
+        "--video-rate",
+        type=int,
+        default=round(LIMITS.max_video_frames / LIMITS.max_video_seconds),
+        help="frames a second of the clip (default: the frame limit over the length limit)",
+    )
+    fairness_parser.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the clip")
     args = parser.parse_args()
     memory(args) if args.command == "memory" else fairness(args)
 

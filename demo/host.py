@@ -2,8 +2,8 @@
 
 Every piece of model work (a batch of windows, a chunk of class names, one prediction) takes a turn at the
 model in arrival order (`ModelTurns`), so a request with a long class list is interleaved with the others
-instead of holding the model until it is done. On ZeroGPU hardware `run_segment` and `run_ablation` alone hold
-the GPU.
+instead of holding the model until it is done. On ZeroGPU hardware `run_segment`, `run_ablation` and
+`run_video_frame` (one frame of a clip per call) alone hold the GPU.
 """
 
 from __future__ import annotations
@@ -342,3 +342,28 @@ def run_ablation(
             segmentation.notices.append(notice)
         runs.append(AblationRun(variant, segmentation, own))
     return shared, runs
+
+
+@_gpu(duration=30)
+def run_video_frame(
+    host: ModelHost, image: np.ndarray, vocabulary: Vocabulary, settings: RequestSettings, templates: TemplateSet
+) -> Segmentation:
+    """One frame of a clip, a GPU call of its own: the text side (embedded once per clip, so later frames find it
+    cached and take no turn for it), the image side in one turn at the model and the prediction in another, so
+    that a long clip lets other requests in between its frames. `templates` is the set `text_segmenter` chose
+    for the clip."""
+    segmenter = host.segmenter(templates)
+    host.embed_text(segmenter, vocabulary.queries)
+    variant = settings.variant
+    with host.turns.turn():
+        embedding = segmenter.embed_image(
+            image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
+        )
+    with host.turns.turn():
+        return segmenter.predict(
+            vocabulary,
+            embedding=embedding,
+            rules=settings.rules,
+            pamr_steps=settings.pamr_steps,
+            refine=settings.refine,
+        )

@@ -1,7 +1,7 @@
 """The page: inputs on the left, results and the inside views in tabs on the right, and the event wiring.
 
 Every component a test touches has an `elem_id`. The heavy events (segment, the re-run that opening a share link
-starts, ablation) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
+starts, ablation, video) share a concurrency group and a bounded queue, go to their handlers at once, where each visitor
 holds at most a few places and the admitted ones wait for one of the model's slots (`demo.admission`), and take
 turns at the model in small steps (`demo.host.ModelTurns`); cheap re-render events read the visitor's result from
 the session store and only keep the latest trigger.
@@ -25,6 +25,7 @@ from demo.events.inside import PatchNames, PatchViews
 from demo.events.rendering import Cleared, Redrawn, Relabelled, Shown
 from demo.events.segmenting import DEFAULT_BACKGROUND, Downloads, ExamplePreview
 from demo.events.sharing import OpenedLink
+from demo.events.video import VideoOutputs, VideoViews
 from demo.host import ModelHost
 from demo.inputs import DEFAULT_BETA, DEFAULT_DETECTOR, DEFAULT_METHOD
 from demo.labels import (
@@ -379,6 +380,34 @@ def build_ablation_tab() -> Page:
     return page
 
 
+def build_video_tab(host: ModelHost) -> Page:
+    """A clip, its run button and the hosted limits; the overlay video, the legend, the shares over time, the zip."""
+    page: Page = {}
+    limits = host.limits
+    with gr.Tab("Video", id="video", elem_id="tab-video") as page["tab_video"]:
+        gr.Markdown(
+            "Segments a clip frame by frame with the classes and settings on the left (method, stages, refinement, "
+            f"thresholds). Clips of at most {limits.max_video_seconds:g} s; at most {limits.max_video_frames} frames "
+            "are segmented, sampled evenly beyond that. Each frame takes its turn at the model, so other visitors "
+            "are not kept waiting behind a whole video.",
+            elem_id="video-about",
+        )
+        page["video_input"] = gr.Video(
+            label="Video (mp4, mov, webm, avi or gif)", sources=["upload"], height=260, elem_id="video-input"
+        )
+        page["run_video"] = gr.Button("Segment the video", variant="primary", elem_id="run-video")
+        page["video_output"] = gr.Video(label="Overlay", interactive=False, height=320, elem_id="video-output")
+        with gr.Row(equal_height=False):
+            page["video_legend"] = gr.HTML(label="Legend and mean share over the clip", elem_id="video-legend")
+            page["video_zip"] = gr.File(
+                label="Label maps (frame_000000.png...), shares per frame and COCO file (zip)", elem_id="video-zip"
+            )
+        page["video_shares"] = figure("video-shares", "Each class's share of the frame over time")
+        with gr.Accordion("JSON summary", open=False):
+            page["video_summary"] = gr.JSON(label="Video summary", elem_id="video-summary")
+    return page
+
+
 def build_examples(page: Page, events: Events, host: ModelHost) -> None:
     """The example photos under the image; with trained weights their default runs are cached on first use."""
     example_rows, _ = load_examples()
@@ -522,11 +551,10 @@ def wire_coco(page: Page, events: Events, not_a_tool: str) -> None:
     )
 
 
-def build_batch_tab(host: ModelHost, page: Page) -> Page:
-    """The Batch tab, after every other tab: several images, one run button, the overlays, the shares table and one
-    zip of the results."""
+def build_batch_tab(host: ModelHost) -> Page:
+    """The Batch tab: several images, one run button, the overlays, the shares table and one zip of the results."""
     batch: Page = {}
-    with page["views"], gr.Tab("Batch", id="batch", elem_id="tab-batch") as batch["tab_batch"]:
+    with gr.Tab("Batch", id="batch", elem_id="tab-batch") as batch["tab_batch"]:
         gr.Markdown(
             "Segments several images with the classes and settings on the left, each as **Segment** does: at most "
             f"{host.limits.max_batch_files} images per request. A file that cannot be segmented says why in the "
@@ -656,12 +684,30 @@ def wire_comparing(page: Page, events: Events, not_a_tool: str) -> None:
     )
 
 
+def wire_video(page: Page, events: Events, not_a_tool: str) -> None:
+    """A clip segmented frame by frame (/segment_video), then its legend and plot from the run's summary."""
+    page["run_video"].click(
+        events.video.segment_video,
+        inputs=[page["video_input"], *(page[name] for name in SEGMENT_INPUTS[1:])],
+        outputs=components(page, VideoOutputs),
+        api_name="segment_video",
+        api_description=(
+            f"Segment a video clip of at most {events.host.limits.max_video_seconds:g} s frame by frame (at most "
+            f"{events.host.limits.max_video_frames} frames, sampled evenly beyond that), with /segment's classes, "
+            "settings and limits: returns the overlay video (H.264 MP4), a zip of the label maps (frame_000000.png "
+            "and on), per-frame shares and COCO file, and a JSON summary."
+        ),
+        api_visibility=not_a_tool,
+        **HEAVY,
+    ).success(events.video.show, inputs=page["video_summary"], outputs=components(page, VideoViews), **QUIET)
+
+
 def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: bool = False) -> gr.Blocks:
     """Lay out the page, one builder per panel, and wire its events to `Events(host, store)`, one family at a time.
 
     With `mcp`, Gradio's MCP server makes every public endpoint a tool: /segment and /model_info stay public,
-    while /ablation and /rethreshold (which reads a session's kept result, meaningless to an agent) become
-    undocumented, still callable from gradio_client.
+    while /ablation, /segment_video and /rethreshold (which reads a session's kept result, meaningless to an agent)
+    become undocumented, still callable from gradio_client.
     """
     events = Events(host, store)
     not_a_tool = "undocumented" if mcp else "public"
@@ -692,7 +738,9 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         # page's last component, so every other one keeps its id in share links saved before the refine choice.
         page["refine_edges"] = gr.Checkbox(False, visible=False, elem_id="refine-edges")
         page.update(build_coco_download(page))
-        page.update(build_batch_tab(host, page))
+        with page["views"]:  # re-entered: components made after all others keep every older id in share links
+            page.update(build_video_tab(host))
+            page.update(build_batch_tab(host))
         wire_coco(page, events, not_a_tool)
         wire_batch(page, events, not_a_tool)
         wire_segment(demo, page, events, segment_description(host, events))
@@ -700,6 +748,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         wire_inside(page, events)
         wire_inputs(demo, page, events)
         wire_comparing(page, events, not_a_tool)
+        wire_video(page, events, not_a_tool)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
     complete_share_links(share_links_folder(), demo.config["components"])
     return demo

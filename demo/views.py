@@ -27,9 +27,14 @@ COCO_WHERE = (
 
 def class_colours(segmentation: Segmentation) -> list[str]:
     """Hex colour per class as in the overlay (the background class is drawn uncoloured, black in the PNG)."""
-    colours = [render.hex_colour(rgb) for rgb in render.palette(len(segmentation.class_names))]
-    if segmentation.background_index is not None:
-        colours[segmentation.background_index] = render.hex_colour(render.BACKGROUND_COLOUR)
+    return palette_colours(len(segmentation.class_names), segmentation.background_index)
+
+
+def palette_colours(num_classes: int, background_index: int | None) -> list[str]:
+    """`class_colours` from the number of classes and the background's index."""
+    colours = [render.hex_colour(rgb) for rgb in render.palette(num_classes)]
+    if background_index is not None:
+        colours[background_index] = render.hex_colour(render.BACKGROUND_COLOUR)
     return colours
 
 
@@ -73,14 +78,31 @@ def overlay_picture(
 def legend_html(segmentation: Segmentation, hidden: Sequence[str] = ()) -> str:
     """One row per class (swatch, full name, share bar, percentage), largest share first; names wrap rather than
     being cut, and the bar keeps a minimum width, so it reads on a phone too."""
-    shares = segmentation.shares()
-    colours = class_colours(segmentation)
-    order = sorted(range(len(segmentation.class_names)), key=lambda i: -shares.get(segmentation.class_names[i], 0.0))
+    return shares_legend_html(
+        segmentation.class_names,
+        segmentation.shares(),
+        segmentation.background_index,
+        hidden,
+        untrained=segmentation.is_random_weights,
+    )
+
+
+def shares_legend_html(
+    class_names: Sequence[str],
+    shares: dict[str, float],
+    background_index: int | None,
+    hidden: Sequence[str] = (),
+    *,
+    untrained: bool,
+) -> str:
+    """`legend_html` from the class names and their shares (of an image, or their mean over a video's frames)."""
+    colours = palette_colours(len(class_names), background_index)
+    order = sorted(range(len(class_names)), key=lambda i: -shares.get(class_names[i], 0.0))
     rows = []
     for index in order:
-        name = segmentation.class_names[index]
+        name = class_names[index]
         share = shares.get(name, 0.0)
-        is_background = index == segmentation.background_index
+        is_background = index == background_index
         muted = name in hidden
         swatch = (
             "background:repeating-linear-gradient(45deg,#ddd 0 3px,#fff 3px 6px)"
@@ -101,9 +123,7 @@ def legend_html(segmentation: Segmentation, hidden: Sequence[str] = ()) -> str:
             "</div>"
         )
     warning = (
-        f'<div style="color:#b91c1c;font-weight:600;margin-bottom:4px">{UNTRAINED_NOTE}</div>'
-        if segmentation.is_random_weights
-        else ""
+        f'<div style="color:#b91c1c;font-weight:600;margin-bottom:4px">{UNTRAINED_NOTE}</div>' if untrained else ""
     )
     return f'<div id="legend-entries">{warning}{"".join(rows)}</div>'
 

@@ -48,11 +48,13 @@ class Frame:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the first video stream states: frame rate, size (width, height) and frame count (None: not stated)."""
+    """What the first video stream states: frame rate, size (width, height), frame count and duration in seconds
+    (the stream's, else the container's; None: not stated)."""
 
     frame_rate: Fraction
     size: tuple[int, int]
     frames: int | None
+    duration: float | None = None
 
 
 def _unreadable(path: Path, error: BaseException) -> InputError:
@@ -75,12 +77,21 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """The frame rate, size and stated frame count of `path`'s first video stream; InputError when unreadable."""
+    """The frame rate, size, stated frame count and duration of `path`'s first video stream; InputError when
+    unreadable."""
+    import av
+
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or FALLBACK_FRAME_RATE
-        return VideoInfo(Fraction(rate), (stream.width, stream.height), stream.frames or None)
+        if stream.duration is not None and stream.time_base is not None:
+            duration: float | None = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        return VideoInfo(Fraction(rate), (stream.width, stream.height), stream.frames or None, duration)
 
 
 def check_sampling(every: int, max_frames: int | None) -> None:

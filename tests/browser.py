@@ -156,3 +156,24 @@ def write_batch_images(folder: Path, count: int) -> list[Path]:
         paths.append(folder / f"batch_{index + 1}.png")
         Image.fromarray(rgb).save(paths[-1])
     return paths
+
+
+def segment_video_in_page(page: Page, url: str, clip: Path, classes: str) -> list[str]:
+    """Open the app, type `classes`, upload `clip` in the Video tab, segment it, and wait for the overlay video (a
+    source to play) and the legend. Returns the legend's class names."""
+    page.goto(url)
+    page.wait_for_selector("#classes textarea")
+    _type_into(page, "#classes textarea", classes)
+    open_tab(page, "Video")
+    page.locator("#video-input input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#video-input video", timeout=30_000)
+    if not _holds(page, "#classes textarea", classes):
+        _type_into(page, "#classes textarea", classes)
+    page.locator("#run-video").click()
+    page.wait_for_function(
+        "() => { const video = document.querySelector('#video-output video');"
+        " return !!video && !!(video.currentSrc || video.getAttribute('src')); }",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.wait_for_selector("#video-legend .legend-entry", timeout=RUN_TIMEOUT_MS)
+    return page.locator("#video-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")

@@ -30,6 +30,7 @@ from tests.browser import (
     image_loaded,
     open_tab,
     segment_in_page,
+    segment_video_in_page,
     wait_for_image,
     write_batch_images,
 )
@@ -362,3 +363,25 @@ def test_a_batch_of_three_images_gives_overlays_a_table_and_a_zip(page, tmp_path
     assert "3 of 3 images segmented" in page.locator("#batch-status").inner_text()
     assert page.locator("#batch-zip a[download]").get_attribute("download") == "scclip_batch.zip"
     page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
+
+
+def test_the_video_tab_segments_a_short_clip(page, tmp_path) -> None:
+    """An 8-frame 64x48 clip written with PyAV: the overlay video plays, the legend and the plot fill, the zip is
+    offered."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from scclip_core.video import VideoWriter
+
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, Fraction(8), (64, 48)) as writer:
+        for index in range(8):
+            frame = np.full((48, 64, 3), (40, 90, 200), dtype=np.uint8)
+            frame[10:30, 6 * index : 6 * index + 16] = (230, 40, 30)
+            writer.write(frame)
+    names = segment_video_in_page(page, page.app_url, clip, "; ".join(CLASSES))
+    assert set(CLASSES) <= set(names), names
+    wait_for_image(page, "#video-shares", timeout_ms=30_000)
+    assert page.locator("#video-zip a").first.get_attribute("href").endswith("scclip_video_UNTRAINED.zip")
+    page.screenshot(path=str(ARTIFACTS / "video.png"))

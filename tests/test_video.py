@@ -69,6 +69,7 @@ def test_each_container_decodes_every_frame(tmp_path, suffix):
     assert [frame.time for frame in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3], abs=0.011)
     assert all(frame.rgb.shape == (96, 128, 3) and frame.rgb.dtype == np.uint8 for frame in frames)
     assert probe_video(path).size == SIZE
+    assert probe_video(path).duration == pytest.approx(0.4, abs=0.011)  # 4 frames at 10 per second
     # the square slides right: the decoded frames follow the scene, not a still picture
     assert np.abs(frames[3].rgb.astype(int) - scene(3)).mean() < np.abs(frames[0].rgb.astype(int) - scene(3)).mean()
 

@@ -15,6 +15,7 @@ from demo.events.inside import InsideEvents
 from demo.events.rendering import RenderEvents
 from demo.events.segmenting import SegmentEvents
 from demo.events.sharing import ShareEvents
+from demo.events.video import VideoEvents
 from demo.host import ModelHost
 from demo.sessions import SessionStore
 
@@ -31,4 +32,5 @@ class Events:
         self.inside = InsideEvents(host, self.store)
         self.comparing = CompareEvents(self.segmenting)
         self.sharing = ShareEvents(self.segmenting)
+        self.video = VideoEvents(self.segmenting)
         self.batch = BatchEvents(self.segmenting)
