@@ -2,8 +2,8 @@
 
 Every piece of model work (a batch of windows, a chunk of class names, one prediction) takes a turn at the
 model in arrival order (`ModelTurns`), so a request with a long class list is interleaved with the others
-instead of holding the model until it is done. On ZeroGPU hardware `run_segment` and `run_ablation` alone hold
-the GPU.
+instead of holding the model until it is done. On ZeroGPU hardware `run_segment`, `run_ablation` and
+`run_live_frame` alone hold the GPU.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
 TURN_PROMPTS = 160
 PREVIEW_SIDE = 480
 SHORT_TEMPLATES: TemplateSet = "simple"
+LIVE_GPU_SECONDS = 10
 Progress = Callable[[float, str], None]
 ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 
@@ -109,6 +110,7 @@ class ModelHost:
         self.turns = ModelTurns()
         self.model: LoadedModel | None = None
         self._segmenters: dict[str, Segmenter] = {}
+        self._live_segmenters: dict[str, Segmenter] = {}
         self.namer: PatchNamer | None = None
         self.load_error: str | None = None
         self._warm_lock = threading.Lock()
@@ -163,6 +165,15 @@ class ModelHost:
             f"{self.limits.full_template_prompts // len(segmenter.text.templates)} at once: this run used the 7 short "
             "prompt templates instead of the 80 of the paper, to keep the queue moving for everyone"
         )
+
+    def live_segmenter(self, segmenter: Segmenter) -> Segmenter:
+        """`segmenter` for webcam frames: a frame keeps its reduced size instead of being upscaled to the short side
+        (so a 224 px frame is one window), and shares `segmenter`'s text cache, so names are embedded once."""
+        templates = segmenter.config.templates
+        if templates not in self._live_segmenters:
+            config = replace(segmenter.config, short_side=None)
+            self._live_segmenters[templates] = Segmenter(segmenter.model, config, text_cache=segmenter.text.cache)
+        return self._live_segmenters[templates]
 
     def embed_text(self, segmenter: Segmenter, names: Sequence[str]) -> None:
         """Embed the names not cached yet, a few prompts per turn at the model."""
@@ -342,3 +353,39 @@ def run_ablation(
             segmentation.notices.append(notice)
         runs.append(AblationRun(variant, segmentation, own))
     return shared, runs
+
+
+@_gpu(duration=LIVE_GPU_SECONDS)
+def run_live_frame(
+    host: ModelHost, frame: np.ndarray, vocabulary: Vocabulary, settings: RequestSettings, side: int
+) -> tuple[Segmentation, ModelTimes]:
+    """One webcam frame, downscaled to the long side `side`: the text side (embedded once, then cached), the image
+    side and the prediction, each in its own turn at the model so live frames interleave with other requests; with
+    the seconds each took (the image side includes the downscale)."""
+    started = time.perf_counter()
+    segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
+    host.embed_text(segmenter, vocabulary.queries)
+    live = host.live_segmenter(segmenter)
+    variant = settings.variant
+    image_started = time.perf_counter()
+    small, _ = cap_size(frame, side)
+    with host.turns.turn():
+        embedding = live.embed_image(
+            small, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
+        )
+    predict_started = time.perf_counter()
+    with host.turns.turn():
+        segmentation = live.predict(
+            vocabulary,
+            embedding=embedding,
+            rules=settings.rules,
+            pamr_steps=settings.pamr_steps,
+            refine=settings.refine,
+        )
+    ended = time.perf_counter()
+    if notice:
+        segmentation.notices.append(notice)
+    times = ModelTimes(
+        text=image_started - started, image=predict_started - image_started, prediction=ended - predict_started
+    )
+    return segmentation, times

@@ -11,6 +11,7 @@ from __future__ import annotations
 from demo.admission import Admission
 from demo.events.comparing import CompareEvents
 from demo.events.inside import InsideEvents
+from demo.events.live import LiveEvents
 from demo.events.rendering import RenderEvents
 from demo.events.segmenting import SegmentEvents
 from demo.events.sharing import ShareEvents
@@ -30,3 +31,4 @@ class Events:
         self.inside = InsideEvents(host, self.store)
         self.comparing = CompareEvents(self.segmenting)
         self.sharing = ShareEvents(self.segmenting)
+        self.live = LiveEvents(host, self.segmenting)
