@@ -4,7 +4,8 @@ Uploads a photo, types classes, segments, checks the overlay and one legend entr
 inside-view tab and checks its figure rendered, picks a patch by clicking, runs the ablation with NACLIP, ResCLIP
 and PEARL ticked (ResCLIP's own ablation included) and compares two of its configurations in the slider, then
 ResCLIP with SC-CLIP, checks that bad input shows its message in the page, opens a share link (refine choice:
-TLP) in a second browser, and saves screenshots to $SCCLIP_ARTIFACTS (default tests/artifacts).
+TLP) in a second browser, streams Chromium's fake camera to the Live tab, and saves screenshots to
+$SCCLIP_ARTIFACTS (default tests/artifacts).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from demo.outputs import complete_share_links, share_links_folder
 from tests.browser import (
     CHROMIUM,
+    FAKE_CAMERA_FLAGS,
     INSIDE_TABS,
     RUN_TIMEOUT_MS,
     VIEWPORT,
@@ -29,6 +31,7 @@ from tests.browser import (
     image_loaded,
     open_tab,
     segment_in_page,
+    stream_fake_camera,
     wait_for_image,
 )
 from tests.serving import FAST_CONFIG, serve
@@ -341,3 +344,18 @@ def test_a_share_link_saved_before_the_refine_choice_still_opens(page) -> None:
         visitor.locator("#run-status").get_by_text("Opened from a shared link").wait_for(timeout=RUN_TIMEOUT_MS)
         assert "logits refined by PAMR (10 steps)" in visitor.locator("#run-status").inner_text()
         assert _legend(visitor), "the shared run is drawn"
+
+
+def test_the_live_tab_segments_the_fake_camera_as_it_streams(page) -> None:
+    """Chromium's fake camera streams to the Live tab: overlays keep arriving and the legend names the classes."""
+    with browser_page(page.playwright, FAKE_CAMERA_FLAGS) as viewer:
+        stream_fake_camera(viewer, page.app_url, "red; blue")
+        wait_for_image(viewer, "#live-output", timeout_ms=60_000)
+        viewer.wait_for_function(
+            "() => Number((/(\\d+) segmented/.exec(document.querySelector('#live-status').innerText) || [])[1]) >= 3",
+            timeout=30_000,
+        )
+        names = viewer.locator("#live-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
+        assert {"red", "blue"} <= set(names), names
+        viewer.screenshot(path=str(ARTIFACTS / "live.png"))
+        viewer.locator("#live-input button", has_text="Stop").click()
