@@ -7,13 +7,16 @@ Each frame goes through what `LiveEvents.frame` does, in turn: the settings and 
 (downscale and image side, then the prediction, each in a turn at the model) and the overlay and legend drawn
 (`live_pictures`). Two frames run first, untimed, so the class text is embedded and the first calls are paid before
 the clock starts. Prints one JSON line: frames per second and the mean milliseconds per frame of the image side,
-the prediction and the rendering (and the text side, which is 0 once the names are cached).
+the prediction and the rendering (and the text side, which is 0 once the names are cached), the process's CPU
+milliseconds per frame (all threads; on shared cores it says what a frame costs when the wall clock cannot) and the
+machine's load average at the end (above the core count, other work slowed the frames down).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -46,10 +49,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frames = [scene(index, 640, 480, rng) for index in range(args.frames + WARM_UP_FRAMES)]
     milliseconds: dict[str, list[float]] = {"text": [], "image": [], "prediction": [], "render": []}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for index, frame in enumerate(frames):
         if index == WARM_UP_FRAMES:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
         settings = events.segmenting.settings(args.method, None, None, None, None, None, None, host.config.templates)
         vocabulary = parse_vocabulary(CLASSES, settings, host.limits)
         segmentation, times = run_live_frame(host, frame, vocabulary, settings, side)
@@ -60,7 +63,7 @@ def main() -> None:
             milliseconds["image"].append(1000 * (times.image or 0.0))
             milliseconds["prediction"].append(1000 * times.prediction)
             milliseconds["render"].append(1000 * (time.perf_counter() - drawn))
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     size = segmentation.labels.shape
     print(
         json.dumps(
@@ -73,6 +76,8 @@ def main() -> None:
                 "input": "640x480",
                 "segmented": f"{size[1]}x{size[0]}",
                 "fps": round(args.frames / seconds, 2),
+                "cpu_ms_per_frame": round(1000 * cpu_seconds / args.frames, 1),
+                "load_average": [round(load, 2) for load in os.getloadavg()],
                 "ms_per_frame": {name: round(float(np.mean(values)), 1) for name, values in milliseconds.items()},
             }
         )
