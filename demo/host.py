@@ -3,7 +3,7 @@
 Every piece of model work (a batch of windows, a chunk of class names, one prediction) takes a turn at the
 model in arrival order (`ModelTurns`), so a request with a long class list is interleaved with the others
 instead of holding the model until it is done. On ZeroGPU hardware `run_segment`, `run_ablation` and
-`run_video_frame` (one frame of a clip per call) alone hold the GPU.
+`run_frame` (one frame of a clip or a webcam stream per call) alone hold the GPU.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
 TURN_PROMPTS = 160
 PREVIEW_SIDE = 480
 SHORT_TEMPLATES: TemplateSet = "simple"
+FRAME_GPU_SECONDS = 20
 Progress = Callable[[float, str], None]
 ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 
@@ -109,6 +110,7 @@ class ModelHost:
         self.turns = ModelTurns()
         self.model: LoadedModel | None = None
         self._segmenters: dict[str, Segmenter] = {}
+        self._live_segmenters: dict[str, Segmenter] = {}
         self.namer: PatchNamer | None = None
         self.load_error: str | None = None
         self._warm_lock = threading.Lock()
@@ -163,6 +165,15 @@ class ModelHost:
             f"{self.limits.full_template_prompts // len(segmenter.text.templates)} at once: this run used the 7 short "
             "prompt templates instead of the 80 of the paper, to keep the queue moving for everyone"
         )
+
+    def live_segmenter(self, segmenter: Segmenter) -> Segmenter:
+        """`segmenter` for webcam frames: a frame keeps its reduced size instead of being upscaled to the short side
+        (so a 224 px frame is one window), and shares `segmenter`'s text cache, so names are embedded once."""
+        templates = segmenter.config.templates
+        if templates not in self._live_segmenters:
+            config = replace(segmenter.config, short_side=None)
+            self._live_segmenters[templates] = Segmenter(segmenter.model, config, text_cache=segmenter.text.cache)
+        return self._live_segmenters[templates]
 
     def embed_text(self, segmenter: Segmenter, names: Sequence[str]) -> None:
         """Embed the names not cached yet, a few prompts per turn at the model."""
@@ -344,26 +355,34 @@ def run_ablation(
     return shared, runs
 
 
-@_gpu(duration=30)
-def run_video_frame(
-    host: ModelHost, image: np.ndarray, vocabulary: Vocabulary, settings: RequestSettings, templates: TemplateSet
-) -> Segmentation:
-    """One frame of a clip, a GPU call of its own: the text side (embedded once per clip, so later frames find it
-    cached and take no turn for it), the image side in one turn at the model and the prediction in another, so
-    that a long clip lets other requests in between its frames. `templates` is the set `text_segmenter` chose
-    for the clip."""
-    segmenter = host.segmenter(templates)
+@_gpu(duration=FRAME_GPU_SECONDS)
+def run_frame(
+    host: ModelHost, image: np.ndarray, vocabulary: Vocabulary, settings: RequestSettings, segmenter: Segmenter
+) -> tuple[Segmentation, ModelTimes]:
+    """One frame of a clip or of a webcam stream, a GPU call of its own, so that a clip or a stream never holds the
+    GPU between frames: the text side (embedded once, so later frames find it cached and take no turn for it), the
+    image side in one turn at the model and the prediction in another, so that frames interleave with other
+    requests; with the seconds each took. `segmenter` is the one `text_segmenter` chose for the whole clip or
+    stream (`live_segmenter`'s copy of it for webcam frames)."""
+    started = time.perf_counter()
     host.embed_text(segmenter, vocabulary.queries)
     variant = settings.variant
+    image_started = time.perf_counter()
     with host.turns.turn():
         embedding = segmenter.embed_image(
             image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
         )
+    predict_started = time.perf_counter()
     with host.turns.turn():
-        return segmenter.predict(
+        segmentation = segmenter.predict(
             vocabulary,
             embedding=embedding,
             rules=settings.rules,
             pamr_steps=settings.pamr_steps,
             refine=settings.refine,
         )
+    ended = time.perf_counter()
+    times = ModelTimes(
+        text=image_started - started, image=predict_started - image_started, prediction=ended - predict_started
+    )
+    return segmentation, times

@@ -22,6 +22,7 @@ from demo.events.batch import Batch
 from demo.events.common import output_names
 from demo.events.comparing import Ablation, Choices, Compared
 from demo.events.inside import PatchNames, PatchViews
+from demo.events.live import LiveFrame, live_sides
 from demo.events.rendering import Cleared, Redrawn, Relabelled, Shown
 from demo.events.segmenting import DEFAULT_BACKGROUND, Downloads, ExamplePreview
 from demo.events.sharing import OpenedLink
@@ -702,6 +703,77 @@ def wire_video(page: Page, events: Events, not_a_tool: str) -> None:
     ).success(events.video.show, inputs=page["video_summary"], outputs=components(page, VideoViews), **QUIET)
 
 
+LIVE_STREAMS = 4  # webcam streams running at once; each holds its slot until stopped or `LIVE_TIME_LIMIT_S`
+LIVE_TIME_LIMIT_S = 120
+LIVE_CAPTURE_EVERY_S = 0.1  # the browser sends a frame this often at most, and never while one is pending
+LIVE_INPUTS = (
+    "classes",
+    "background",
+    "threshold",
+    "method",
+    "stages",
+    "detector",
+    "beta",
+    "area_threshold",
+    "templates",
+    "refine",
+    "refine_edges",
+    "live_side",
+)
+
+
+def build_live_tab(host: ModelHost) -> Page:
+    """The Live tab: the webcam, the frame size, the overlay as it comes, its legend and the achieved frame rate."""
+    page: Page = {}
+    with gr.Tab("Live", id="live", elem_id="tab-live") as page["tab_live"]:
+        gr.Markdown(
+            "Your webcam, segmented as it streams with the classes and settings on the left. Frames are segmented "
+            f"small (long side {host.limits.live_side} px by default: one window) to keep up; a frame that arrives "
+            f"while the previous one runs is dropped. A stream stops after {LIVE_TIME_LIMIT_S} s; start it again "
+            "to go on.",
+            elem_id="live-about",
+        )
+        with gr.Row(equal_height=False):
+            page["live_input"] = gr.Image(
+                label="Webcam",
+                sources=["webcam"],
+                streaming=True,
+                type="numpy",
+                height=300,
+                webcam_options=gr.WebcamOptions(constraints={"video": {"width": 640, "height": 480}}),
+                elem_id="live-input",
+            )
+            page["live_output"] = gr.Image(
+                label="Overlay", show_label=False, interactive=False, height=300, elem_id="live-output"
+            )
+        page["live_side"] = gr.Dropdown(
+            choices=list(live_sides(host.limits)),
+            value=host.limits.live_side,
+            label="Frame size (long side, px): larger is sharper and slower",
+            elem_id="live-side",
+        )
+        page["live_status"] = gr.Markdown("", elem_id="live-status")
+        page["live_legend"] = gr.HTML(label="Legend", elem_id="live-legend")
+    return page
+
+
+def wire_live(demo: gr.Blocks, page: Page, events: Events) -> None:
+    """Webcam frames go to the model one at a time per visitor, in their own group of streams (a stream holds its
+    slot while it runs, so it must not hold one of /segment's), and take turns at the model with everyone else."""
+    page["live_input"].stream(
+        events.live.frame,
+        inputs=[page["live_input"], *(page[name] for name in LIVE_INPUTS)],
+        outputs=components(page, LiveFrame),
+        stream_every=LIVE_CAPTURE_EVERY_S,
+        time_limit=LIVE_TIME_LIMIT_S,
+        concurrency_limit=LIVE_STREAMS,
+        concurrency_id="live",
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    demo.unload(events.live.forget)
+
+
 def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: bool = False) -> gr.Blocks:
     """Lay out the page, one builder per panel, and wire its events to `Events(host, store)`, one family at a time.
 
@@ -740,6 +812,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         page.update(build_coco_download(page))
         with page["views"]:  # re-entered: components made after all others keep every older id in share links
             page.update(build_video_tab(host))
+            page.update(build_live_tab(host))
             page.update(build_batch_tab(host))
         wire_coco(page, events, not_a_tool)
         wire_batch(page, events, not_a_tool)
@@ -749,6 +822,7 @@ def build_interface(host: ModelHost, store: SessionStore | None = None, *, mcp: 
         wire_inputs(demo, page, events)
         wire_comparing(page, events, not_a_tool)
         wire_video(page, events, not_a_tool)
+        wire_live(demo, page, events)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CHEAP_CONCURRENCY)
     complete_share_links(share_links_folder(), demo.config["components"])
     return demo

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,11 +36,11 @@ INSIDE_TABS = {
 
 
 @contextlib.contextmanager
-def browser_page(playwright: Playwright) -> Iterator[Page]:
-    """A page in a fresh headless Chromium profile (deleted afterwards)."""
+def browser_page(playwright: Playwright, flags: Sequence[str] = ()) -> Iterator[Page]:
+    """A page in a fresh headless Chromium profile (deleted afterwards), launched with `flags` besides ours."""
     with tempfile.TemporaryDirectory(prefix="scclip-chromium-") as profile:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, viewport=VIEWPORT
+            profile, executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, *flags], viewport=VIEWPORT
         )
         try:
             yield context.new_page()
@@ -177,3 +177,23 @@ def segment_video_in_page(page: Page, url: str, clip: Path, classes: str) -> lis
     )
     page.wait_for_selector("#video-legend .legend-entry", timeout=RUN_TIMEOUT_MS)
     return page.locator("#video-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
+
+
+FAKE_CAMERA_FLAGS = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+
+
+def stream_fake_camera(page: Page, url: str, classes: str) -> None:
+    """Open the app in a page launched with `FAKE_CAMERA_FLAGS`, type `classes`, open the Live tab and start the
+    webcam stream: Gradio's webcam asks for access first, then streams once Record is pressed."""
+    page.goto(url)
+    page.wait_for_selector("#input-image")
+    for _ in range(3):
+        if _holds(page, "#classes textarea", classes):
+            break
+        _type_into(page, "#classes textarea", classes)
+        page.wait_for_timeout(300)
+    else:
+        raise AssertionError("the page did not keep the typed classes")
+    open_tab(page, "Live")
+    page.locator("#live-input").get_by_text("Click to Access Webcam").click()
+    page.locator("#live-input button", has_text="Record").click()

@@ -4,7 +4,8 @@ Uploads a photo, types classes, segments, checks the overlay and one legend entr
 inside-view tab and checks its figure rendered, picks a patch by clicking, runs the ablation with NACLIP, ResCLIP
 and PEARL ticked (ResCLIP's own ablation included) and compares two of its configurations in the slider, then
 ResCLIP with SC-CLIP, checks that bad input shows its message in the page, opens a share link (refine choice:
-TLP) in a second browser, and saves screenshots to $SCCLIP_ARTIFACTS (default tests/artifacts).
+TLP) in a second browser, streams Chromium's fake camera to the Live tab, and saves screenshots to
+$SCCLIP_ARTIFACTS (default tests/artifacts).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from demo.inputs import LIMITS
 from demo.outputs import complete_share_links, share_links_folder
 from tests.browser import (
     CHROMIUM,
+    FAKE_CAMERA_FLAGS,
     INSIDE_TABS,
     RUN_TIMEOUT_MS,
     VIEWPORT,
@@ -31,6 +33,7 @@ from tests.browser import (
     open_tab,
     segment_in_page,
     segment_video_in_page,
+    stream_fake_camera,
     wait_for_image,
     write_batch_images,
 )
@@ -385,3 +388,18 @@ def test_the_video_tab_segments_a_short_clip(page, tmp_path) -> None:
     wait_for_image(page, "#video-shares", timeout_ms=30_000)
     assert page.locator("#video-zip a").first.get_attribute("href").endswith("scclip_video_UNTRAINED.zip")
     page.screenshot(path=str(ARTIFACTS / "video.png"))
+
+
+def test_the_live_tab_segments_the_fake_camera_as_it_streams(page) -> None:
+    """Chromium's fake camera streams to the Live tab: overlays keep arriving and the legend names the classes."""
+    with browser_page(page.playwright, FAKE_CAMERA_FLAGS) as viewer:
+        stream_fake_camera(viewer, page.app_url, "red; blue")
+        wait_for_image(viewer, "#live-output", timeout_ms=60_000)
+        viewer.wait_for_function(
+            "() => Number((/(\\d+) segmented/.exec(document.querySelector('#live-status').innerText) || [])[1]) >= 3",
+            timeout=30_000,
+        )
+        names = viewer.locator("#live-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
+        assert {"red", "blue"} <= set(names), names
+        viewer.screenshot(path=str(ARTIFACTS / "live.png"))
+        viewer.locator("#live-input button", has_text="Stop").click()

@@ -12,6 +12,7 @@ from demo.admission import Admission
 from demo.events.batch import BatchEvents
 from demo.events.comparing import CompareEvents
 from demo.events.inside import InsideEvents
+from demo.events.live import LiveEvents
 from demo.events.rendering import RenderEvents
 from demo.events.segmenting import SegmentEvents
 from demo.events.sharing import ShareEvents
@@ -33,4 +34,5 @@ class Events:
         self.comparing = CompareEvents(self.segmenting)
         self.sharing = ShareEvents(self.segmenting)
         self.video = VideoEvents(self.segmenting)
+        self.live = LiveEvents(host, self.segmenting)
         self.batch = BatchEvents(self.segmenting)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from demo.events.common import admitted, progress_reporter, user_error
 from demo.events.segmenting import DEFAULT_BACKGROUND, SegmentEvents, documented
-from demo.host import run_video_frame
+from demo.host import run_frame
 from demo.inputs import DEFAULT_BETA, DEFAULT_DETECTOR, DEFAULT_METHOD, DEFAULT_TEMPLATES, image_path, parse_vocabulary
 from demo.labels import METHOD_REFINEMENTS, describe_run
 from demo.memory import release_freed_memory
@@ -122,7 +122,7 @@ class VideoEvents:
                         if report:
                             report(number / count, f"frame {number + 1}/{count}")
                         rgb, _ = cap_size(frame.rgb, host.config.max_input_side)
-                        last = run_video_frame(host, rgb, vocabulary, settings, segmenter.config.templates)
+                        last, _ = run_frame(host, rgb, vocabulary, settings, segmenter)
                         outputs.add(frame, last)
                     files = outputs.finish()
         finally:
