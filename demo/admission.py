@@ -1,6 +1,6 @@
 """Fair shares of the model: each visitor holds at most a few places among the heavy requests (segment, the re-run
-a share link starts, ablation) waiting or running, and the admitted ones take the model's slots first come, first
-served.
+a share link starts, ablation, a video, a batch) waiting or running, and the admitted ones take the model's slots
+first come, first served. A webcam stream is not one of them: it has its own slots, and drops frames instead.
 
 A visitor is Gradio's session hash plus the client address: the direct peer, or, when that peer is a trusted
 proxy (`SCCLIP_TRUSTED_PROXIES`, e.g. Hugging Face Spaces' own proxy), the client entry of its `X-Forwarded-For`

@@ -120,8 +120,8 @@ def launch_options() -> dict[str, Any]:
 def limits_text(host: ModelHost, events: Events) -> str:
     """The service's limits, as the page states them."""
     return (
-        f"Limits: {host.limits.describe()}, processed with "
-        f"the long side at most {host.config.max_input_side} px (the label map comes back at the input size); "
+        f"Limits: {host.limits.describe()}. Images and video frames are processed with the long side at most "
+        f"{host.config.max_input_side} px (label maps come back at the input size); "
         f"at most {events.admission.max_per_visitor} requests per visitor waiting or running at once. "
         f"Results are kept on the server for {SESSION_TTL_S // 60} minutes after their last use, within "
         f"{events.store.budget_bytes >> 20} MB for all visitors together (the oldest go first)."

@@ -29,6 +29,7 @@ from demo.events import Events
 from demo.events.common import LOCAL_SESSION
 from demo.events.rendering import RUN_FAILED
 from demo.host import ModelHost
+from demo.inputs import LIMITS
 from demo.outputs import prune_share_links
 from demo.ui import ASSETS_DIR, load_examples
 from scclip_core import parse_classes
@@ -349,6 +350,7 @@ def test_the_public_api_names_only_the_documented_endpoints(client: Client) -> N
     info = client.predict(api_name="/model_info")
     assert info["untrained_weights"] is True and "naclip" in info["methods"]
     assert info["stages"][0] == "anomaly" and info["limits"]["max_classes"] == 100
+    assert info["limits"]["max_video_frames"] == LIMITS.max_video_frames and info["limits"]["live_side"] == 224
 
 
 class _Request:

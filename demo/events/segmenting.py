@@ -257,6 +257,10 @@ class SegmentEvents:
                 "max_names": limits.max_names,
                 "max_image_megapixels": limits.max_image_pixels / 1e6,
                 "processed_long_side": self.host.config.max_input_side,
+                "max_video_seconds": limits.max_video_seconds,
+                "max_video_frames": limits.max_video_frames,
+                "max_batch_files": limits.max_batch_files,
+                "live_side": limits.live_side,
             },
         }
 
