@@ -158,12 +158,16 @@ def write_batch_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def segment_video_in_page(page: Page, url: str, clip: Path, classes: str) -> list[str]:
+def segment_video_in_page(
+    page: Page, url: str, clip: Path, classes: str, *, background: str | None = None
+) -> list[str]:
     """Open the app, type `classes`, upload `clip` in the Video tab, segment it, and wait for the overlay video (a
-    source to play) and the legend. Returns the legend's class names."""
+    source to play) and the legend (`background`: the background words to type). Returns the legend's class names."""
     page.goto(url)
     page.wait_for_selector("#classes textarea")
     _type_into(page, "#classes textarea", classes)
+    if background is not None:
+        _type_into(page, "#background-words textarea", background)
     open_tab(page, "Video")
     page.locator("#video-input input[type=file]").set_input_files(str(clip))
     page.wait_for_selector("#video-input video", timeout=30_000)
@@ -197,3 +201,49 @@ def stream_fake_camera(page: Page, url: str, classes: str) -> None:
     open_tab(page, "Live")
     page.locator("#live-input").get_by_text("Click to Access Webcam").click()
     page.locator("#live-input button", has_text="Record").click()
+
+
+def segment_batch_in_page(
+    page: Page, url: str, images: list[Path], classes: str, *, background: str | None = None
+) -> list[str]:
+    """Open the app, type `classes`, upload `images` in the Batch tab, segment them, and wait for one overlay and one
+    table row per image (`background`: the background words to type). Returns the table's file names, in order."""
+    page.goto(url)
+    page.wait_for_selector("#classes textarea")
+    _type_into(page, "#classes textarea", classes)
+    if background is not None:
+        _type_into(page, "#background-words textarea", background)
+    open_tab(page, "Batch")
+    page.locator("#batch-input input[type=file]").set_input_files([str(image) for image in images])
+    page.wait_for_function(
+        "count => document.querySelectorAll('#batch-input tr.file').length === count", arg=len(images), timeout=30_000
+    )
+    if not _holds(page, "#classes textarea", classes):
+        _type_into(page, "#classes textarea", classes)
+    page.locator("#run-batch").click()
+    page.wait_for_function(
+        "count => document.querySelectorAll('#batch-gallery img').length === count",
+        arg=len(images),
+        timeout=RUN_TIMEOUT_MS,
+    )
+    wait_for_image(page, "#batch-gallery")
+    first_cells = "#batch-table [role=gridcell][data-col='0']"  # one per row of the table
+    page.wait_for_function(
+        "([cells, count]) => document.querySelectorAll(cells).length === count",
+        arg=[first_cells, len(images)],
+        timeout=30_000,
+    )
+    return page.locator(first_cells).all_inner_texts()
+
+
+def wait_for_live_frames(page: Page, count: int) -> list[str]:
+    """Wait until the Live tab's overlay shows and its status counts `count` segmented frames; returns the legend's
+    class names."""
+    wait_for_image(page, "#live-output", timeout_ms=60_000)
+    page.wait_for_function(
+        "count => Number((/(\\d+) segmented/.exec(document.querySelector('#live-status').innerText) || [])[1])"
+        " >= count",
+        arg=count,
+        timeout=30_000,
+    )
+    return page.locator("#live-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")

@@ -31,10 +31,12 @@ from tests.browser import (
     click_image_at,
     image_loaded,
     open_tab,
+    segment_batch_in_page,
     segment_in_page,
     segment_video_in_page,
     stream_fake_camera,
     wait_for_image,
+    wait_for_live_frames,
     write_batch_images,
 )
 from tests.serving import FAST_CONFIG, serve
@@ -350,19 +352,10 @@ def test_a_share_link_saved_before_the_refine_choice_still_opens(page) -> None:
 
 
 def test_a_batch_of_three_images_gives_overlays_a_table_and_a_zip(page, tmp_path) -> None:
-    page.goto(page.app_url)
-    page.locator("#classes textarea").fill("red; blue")
-    open_tab(page, "Batch")
+    images = write_batch_images(tmp_path, 3)
+    names = segment_batch_in_page(page, page.app_url, images, "red; blue")
     assert f"at most {LIMITS.max_batch_files} images per request" in page.locator("#tab-batch").inner_text()
-    names = [path.name for path in write_batch_images(tmp_path, 3)]
-    page.locator("#batch-input input[type=file]").set_input_files([str(tmp_path / name) for name in names])
-    page.wait_for_function("() => document.querySelectorAll('#batch-input tr.file').length === 3", timeout=30_000)
-    page.locator("#run-batch").click()
-    page.wait_for_function("() => document.querySelectorAll('#batch-gallery img').length === 3", timeout=RUN_TIMEOUT_MS)
-    wait_for_image(page, "#batch-gallery")
-    first_cells = "#batch-table [role=gridcell][data-col='0']"  # one per row of the table
-    page.wait_for_function(f"() => document.querySelectorAll({first_cells!r}).length === 3", timeout=30_000)
-    assert page.locator(first_cells).all_inner_texts() == names
+    assert names == [image.name for image in images]
     assert "3 of 3 images segmented" in page.locator("#batch-status").inner_text()
     assert page.locator("#batch-zip a[download]").get_attribute("download") == "scclip_batch.zip"
     page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
@@ -394,12 +387,7 @@ def test_the_live_tab_segments_the_fake_camera_as_it_streams(page) -> None:
     """Chromium's fake camera streams to the Live tab: overlays keep arriving and the legend names the classes."""
     with browser_page(page.playwright, FAKE_CAMERA_FLAGS) as viewer:
         stream_fake_camera(viewer, page.app_url, "red; blue")
-        wait_for_image(viewer, "#live-output", timeout_ms=60_000)
-        viewer.wait_for_function(
-            "() => Number((/(\\d+) segmented/.exec(document.querySelector('#live-status').innerText) || [])[1]) >= 3",
-            timeout=30_000,
-        )
-        names = viewer.locator("#live-legend .legend-entry").evaluate_all("els => els.map(e => e.dataset.class)")
+        names = wait_for_live_frames(viewer, 3)
         assert {"red", "blue"} <= set(names), names
         viewer.screenshot(path=str(ARTIFACTS / "live.png"))
         viewer.locator("#live-input button", has_text="Stop").click()
