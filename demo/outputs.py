@@ -72,11 +72,16 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def untrained_suffix(untrained: bool) -> str:
+    """What the names of a run's files carry when the weights were untrained, so a saved file says so too."""
+    return "_UNTRAINED" if untrained else ""
+
+
 def write_outputs(segmentation: Segmentation, data: dict[str, Any], input_size: tuple[int, int]) -> RunFiles:
     """The label map at the input's (width, height) (`input_label_map`), the summary, and the COCO file of exactly
     the label PNG's pixels, as files."""
     folder = output_dir()
-    suffix = "_UNTRAINED" if segmentation.is_random_weights else ""
+    suffix = untrained_suffix(segmentation.is_random_weights)
     label_path = folder / f"scclip_labels{suffix}.png"
     label_map = input_label_map(segmentation, input_size)
     data["label_png_size"] = list(input_size)

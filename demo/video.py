@@ -1,6 +1,6 @@
-"""A clip as the Video tab takes and returns it, without Gradio: the checks before any frame is decoded, the even
-sampling of frames within the limits, and the files of a run (the overlay video, a zip of label maps, per-frame
-shares and a COCO file) with the plot of each class's share over time."""
+"""A clip as the Video tab takes and returns it, apart from the page itself: the checks before any frame is
+decoded, the even sampling of frames within the limits, and the files of a run (the overlay video, a zip of label
+maps, per-frame shares and a COCO file) with the plot of each class's share over time."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image
 
 from demo.inputs import RequestLimits
+from demo.outputs import input_label_map, untrained_suffix
 from demo.views import overlay_picture, palette_colours
 from scclip_core import InputError, Segmentation, render
 from scclip_core.cli import FRAME_NAME
@@ -64,14 +64,6 @@ def sampling(frames: int, max_frames: int) -> tuple[int, int]:
     return every, min(max_frames, math.ceil(frames / every))
 
 
-def labels_at(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A label map at (width, height), scaled by nearest neighbour as the image downloads are."""
-    if (labels.shape[1], labels.shape[0]) == size:
-        return labels
-    scaled = Image.fromarray(labels.astype(np.int32)).resize(size, Image.Resampling.NEAREST)
-    return np.asarray(scaled).astype(labels.dtype)
-
-
 @dataclass(frozen=True)
 class ClipFiles:
     """What a run leaves for the visitor: the overlay video, the zip and the per-frame shares."""
@@ -100,7 +92,7 @@ class ClipOutputs:
         self.class_names = list(class_names)
         self.background_index = background_index
         self.frame_rate = frame_rate
-        self.suffix = "_UNTRAINED" if untrained else ""
+        self.suffix = untrained_suffix(untrained)
         self.coco = CocoFile(class_names, background_index)
         self.frames: list[dict[str, Any]] = []
         self.archive = zipfile.ZipFile(folder / f"scclip_video{self.suffix}.zip", "w", zipfile.ZIP_DEFLATED)
@@ -114,11 +106,10 @@ class ClipOutputs:
             self.writer = VideoWriter(self.folder / f"scclip_overlay{self.suffix}.mp4", self.frame_rate, size)
         self.writer.write(picture)
         name = FRAME_NAME.format(index=frame.index)
-        labels = labels_at(segmentation.labels, (frame.rgb.shape[1], frame.rgb.shape[0]))
-        png = render.label_map_image(labels, len(self.class_names), self.background_index)
+        png = input_label_map(segmentation, (frame.rgb.shape[1], frame.rgb.shape[0]))
         with self.archive.open(name, "w") as file:
             png.save(file, format="PNG")
-        self.coco.add(labels, name)
+        self.coco.add(np.asarray(png), name)
         self.frames.append({"frame": frame.index, "time": round(frame.time, 4), "shares": segmentation.shares()})
 
     def __enter__(self) -> ClipOutputs:
