@@ -347,6 +347,11 @@ def _decode_entry(data: bytes, key: tuple[str, str, str], width: int | None) -> 
     return values
 
 
+def shortened_length(tokens: Tensor) -> int:
+    """The positions `encode_prompts` runs for a batch of tokenised prompts (P, L): up to the last non-padding one."""
+    return int((tokens != 0).int().cumsum(dim=1).argmax(dim=1).max()) + 1
+
+
 def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = True) -> Tensor:
     """Text features of tokenised prompts, unnormalised, (P, L) -> (P, E).
 
@@ -356,7 +361,7 @@ def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = 
     causal = getattr(clip, "attn_mask", None) is not None and hasattr(clip, "token_embedding")
     if not (shorten and causal):
         return clip.encode_text(tokens)
-    length = int((tokens != 0).int().cumsum(dim=1).argmax(dim=1).max()) + 1
+    length = shortened_length(tokens)
     tokens = tokens[:, :length]
     cast_dtype = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
