@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -165,3 +166,20 @@ def test_a_non_causal_clip_mask_falls_back(tiny_model):
     assert isinstance(clip, CLIP) and SharedPrefixTower.of(clip) is not None
     clip.attn_mask = torch.zeros_like(clip.attn_mask)
     assert SharedPrefixTower.of(clip) is None
+
+
+def test_segmenting_and_patch_naming_encode_their_names_prefix_shared(tiny_model, monkeypatch):
+    from scclip_core import Segmenter
+    from scclip_core.patch_names import PatchNamer
+    from tests.serving import FAST_CONFIG
+
+    encode = SharedPrefixTower.encode
+    encoded: list[tuple[int, ...]] = []
+    monkeypatch.setattr(
+        SharedPrefixTower, "encode", lambda self, *args: encoded.append(args[0].shape) or encode(self, *args)
+    )
+    monkeypatch.setattr("scclip_core.text.encode_prompts", lambda *args, **kwargs: pytest.fail("shortened path"))
+    segmenter = Segmenter(tiny_model, FAST_CONFIG, text_cache=TextEmbeddingCache())
+    segmenter.segment(np.zeros((64, 96, 3), np.uint8), "teapot; saucer", background=None)
+    assert PatchNamer(segmenter.text, ["cup", "kettle", "table"]).embeddings.shape == (3, 64)
+    assert encoded == [(2, 7, 77), (3, 7, 77)]
