@@ -33,7 +33,6 @@ class SharedPrefixTower:
     projection: nn.Module | Tensor | None
     pool_type: str
     eos_id: int | None
-    dtype: torch.dtype
 
     @classmethod
     def of(cls, clip: nn.Module) -> SharedPrefixTower | None:
@@ -54,23 +53,26 @@ class SharedPrefixTower:
             pool_type, eos_id = text.pool_type, getattr(text, "eos_id", None)
         else:
             return None
-        transformer = getattr(text, "transformer", None)
-        mask = getattr(text, "attn_mask", None)
-        if type(transformer) is not Transformer or pool_type not in POOL_TYPES or not _is_causal(mask):
+        transformer, mask = getattr(text, "transformer", None), getattr(text, "attn_mask", None)
+        if transformer is None or type(transformer) is not Transformer:
             return None
-        blocks = tuple(transformer.resblocks)
-        if not blocks or not all(_is_plain_block(block) for block in blocks):
+        if pool_type not in POOL_TYPES or not _is_causal(mask):
+            return None
+        blocks = tuple(block for block in transformer.resblocks if _is_plain_block(block))
+        embedding, positions, ln_final = text.token_embedding, text.positional_embedding, text.ln_final
+        if not blocks or len(blocks) != len(transformer.resblocks):
+            return None
+        if not (isinstance(embedding, nn.Module) and isinstance(positions, Tensor) and isinstance(ln_final, nn.Module)):
             return None
         projection = text.text_projection
         return cls(
-            token_embedding=text.token_embedding,
-            positional_embedding=text.positional_embedding,
-            blocks=blocks,  # type: ignore[arg-type]  # checked by _is_plain_block
-            ln_final=text.ln_final,
+            token_embedding=embedding,
+            positional_embedding=positions,
+            blocks=blocks,
+            ln_final=ln_final,
             projection=projection if isinstance(projection, nn.Module | Tensor) else None,
             pool_type=pool_type,
             eos_id=eos_id,
-            dtype=transformer.get_cast_dtype(),
         )
 
     def encode(self, tokens: Tensor, batch_size: int = 512) -> Tensor:
@@ -107,6 +109,11 @@ class SharedPrefixTower:
         ends = self._pooled_positions(tokens.flatten(0, 1)).view(tokens.shape[:2])
         same = (tokens == tokens[:1]).all(dim=0)  # (T, L): positions where every name's prompt has the same token
         return torch.minimum(same.int().cumprod(dim=1).sum(dim=1), ends.min(dim=0).values), ends
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the tower computes in: its blocks' weights' (open_clip's `get_cast_dtype`)."""
+        return self.blocks[0].get_weight_dtype()
 
     @property
     def width(self) -> int:
