@@ -24,6 +24,7 @@ from .backbones import LoadedModel
 from .cache import CacheWarning, atomic_write, default_cache_dir
 from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
+from .prompt_encoding import SharedPrefixTower
 from .vocabularies import BACKGROUND_NAME, display_names
 
 DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
@@ -346,6 +347,11 @@ def _decode_entry(data: bytes, key: tuple[str, str, str], width: int | None) -> 
     return values
 
 
+def shortened_length(tokens: Tensor) -> int:
+    """The positions `encode_prompts` runs for a batch of tokenised prompts (P, L): up to the last non-padding one."""
+    return int((tokens != 0).int().cumsum(dim=1).argmax(dim=1).max()) + 1
+
+
 def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = True) -> Tensor:
     """Text features of tokenised prompts, unnormalised, (P, L) -> (P, E).
 
@@ -355,7 +361,7 @@ def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = 
     causal = getattr(clip, "attn_mask", None) is not None and hasattr(clip, "token_embedding")
     if not (shorten and causal):
         return clip.encode_text(tokens)
-    length = int((tokens != 0).int().cumsum(dim=1).argmax(dim=1).max()) + 1
+    length = shortened_length(tokens)
     tokens = tokens[:, :length]
     cast_dtype = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
@@ -368,7 +374,11 @@ def encode_prompts(clip: CLIP | CustomTextCLIP, tokens: Tensor, shorten: bool = 
 
 
 class TextEncoder:
-    """Embeds class names with prompt templates (per-template normalise, mean, renormalise), cached."""
+    """Embeds class names with prompt templates (per-template normalise, mean, renormalise), cached.
+
+    Prompts are encoded prefix-shared (`prompt_encoding.SharedPrefixTower`) when the model's text tower admits
+    it, otherwise with the shortened context of `encode_prompts`; both equal open_clip's `encode_text`.
+    """
 
     def __init__(
         self,
@@ -385,6 +395,7 @@ class TextEncoder:
         self.cache = cache if cache is not None else TextEmbeddingCache.default()
         self.batch_size = batch_size
         self.width: int | None = getattr(model.clip.visual, "output_dim", None)  # what a cached embedding must be
+        self.tower = SharedPrefixTower.of(model.clip)  # None: a tower of another form, encoded by `encode_prompts`
 
     def _warn_if_truncated(self, name: str) -> str | None:
         tokenizer = self.model.tokenizer
@@ -427,11 +438,17 @@ class TextEncoder:
         return [name for name in dict.fromkeys(names) if self.cache.get(self._key(name), self.width) is None]
 
     def _encode_names(self, names: list[str]) -> Tensor:
+        """(N, E) embeddings of `names`: prefix-shared encoding on a tower that admits it, else shortened batches."""
         prompts = [template(name) for name in names for template in self.templates]
-        features = []
         with torch.inference_mode():
-            for start in range(0, len(prompts), self.batch_size):
-                tokens = self.model.tokenizer(prompts[start : start + self.batch_size]).to(self.model.device)
-                features.append(F.normalize(encode_prompts(self.model.clip, tokens).float(), dim=-1))
-        per_template = torch.cat(features).view(len(names), len(self.templates), -1)
+            tokens = self.model.tokenizer(prompts).to(self.model.device)
+            if self.tower is not None:
+                features = self.tower.encode(tokens.view(len(names), len(self.templates), -1), self.batch_size)
+            else:
+                batches = [
+                    encode_prompts(self.model.clip, tokens[start : start + self.batch_size])
+                    for start in range(0, len(prompts), self.batch_size)
+                ]
+                features = torch.cat(batches).view(len(names), len(self.templates), -1)
+        per_template = F.normalize(features.float(), dim=-1)
         return F.normalize(per_template.mean(dim=1), dim=-1).cpu()

@@ -1,0 +1,150 @@
+"""Text encoding against its floor: open_clip's full-context `encode_text`, the shortened context, and prefix-shared
+encoding (what `TextEncoder` runs), on ViT-B/16 with random weights (timings do not depend on the values).
+
+    python -m benchmarks.text                                  # 8, 100 and 847 names x the 80 and the 7 templates
+    python -m benchmarks.text --sizes 8 --templates openai     # the issue's goal: 8 names x 80 templates
+    python -m benchmarks.text --sizes 8 100 --full-sample 2000 --repeats 3 --device cuda
+
+The names are the first N classes of ADE-847 (first synonyms). All three paths encode the same tokenised prompts in
+batches of `--batch-size` prompts; tokenising them, which every path needs, is timed on its own. Each timing is the
+median of `--repeats` runs after one warm-up of every path, and the paths take turns, so a change in the machine's
+load falls on all of them alike. open_clip's full context runs 77 positions for every prompt, so its time does not
+depend on which prompts it encodes: above `--full-sample` prompts it is timed on that many (spread evenly over the
+prompts) and scaled linearly to all of them, and the table marks it "(scaled)".
+
+"tokens" counts the positions each path runs through the text transformer: 77 per prompt at full context; the
+longest prompt of each batch times its prompts with the shortened context; each template's shared prefix once plus
+each prompt's own tokens (no padding) with prefix sharing. "rate" is tokens per second over the full-context
+forward's tokens per second: below 1, a path runs its positions less efficiently than the plain forward.
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from scclip_core import load_model
+from scclip_core.prompt_encoding import SharedPrefixTower
+from scclip_core.text import TEMPLATE_SETS, encode_prompts, shortened_length
+from scclip_core.vocabularies import read_class_list
+
+SIZES = (8, 100, 847)
+TEMPLATE_SET_ORDER = ("openai", "simple")
+
+
+def _timed(functions: Sequence[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """The median seconds of each function over `repeats` rounds in which they take turns."""
+    times: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, seconds in zip(functions, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                function()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
+
+
+def _batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [tokens[start : start + batch_size] for start in range(0, len(tokens), batch_size)]
+
+
+def measure(
+    clip: torch.nn.Module,
+    tower: SharedPrefixTower,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    names: list[str],
+    template_set: str,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> list[tuple[str, float, int, bool]]:
+    """(path, seconds, tokens run, scaled) for tokenising and for each path on `names` x the templates."""
+    templates = TEMPLATE_SETS[template_set]  # type: ignore[index]
+    prompts = [template(name) for name in names for template in templates]
+    start = time.perf_counter()
+    tokens = tokenizer(prompts).to(device)
+    tokenise_seconds = time.perf_counter() - start
+    context = tokens.shape[1]
+    sample = tokens
+    if len(prompts) > args.full_sample:
+        sample = tokens[torch.linspace(0, len(prompts) - 1, args.full_sample, device=device).long()]
+    grid = tokens.view(len(names), len(templates), context)
+    batches, sample_batches = _batches(tokens, args.batch_size), _batches(sample, args.batch_size)
+    full, shortened, shared = _timed(
+        [
+            lambda: [clip.encode_text(batch) for batch in sample_batches],
+            lambda: [encode_prompts(clip, batch) for batch in batches],
+            lambda: tower.encode(grid, args.batch_size),
+        ],
+        args.repeats,
+        device,
+    )
+    prefix_lengths, ends = tower.split(grid)
+    return [
+        ("tokenise (every path)", tokenise_seconds, 0, False),
+        (
+            "open_clip full context",
+            full * len(prompts) / len(sample),
+            context * len(prompts),
+            len(sample) < len(tokens),
+        ),
+        ("shortened context", shortened, sum(len(batch) * shortened_length(batch) for batch in batches), False),
+        ("prefix-shared", shared, int(prefix_lengths.sum() + (ends + 1 - prefix_lengths).sum()), False),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of names (at most 847)")
+    parser.add_argument("--templates", nargs="+", choices=TEMPLATE_SET_ORDER, default=list(TEMPLATE_SET_ORDER))
+    parser.add_argument("--model", default="ViT-B/16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the cores)")
+    parser.add_argument("--batch-size", type=int, default=512, help="prompts per batch (TextEncoder's default)")
+    parser.add_argument("--full-sample", type=int, default=640, help="most prompts the full context is timed on")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = load_model(args.model, "random", device=device)
+    tower = SharedPrefixTower.of(model.clip)
+    if tower is None:
+        parser.error(f"{args.model}'s text tower does not admit prefix sharing")
+    classes = [synonyms[0] for synonyms in read_class_list("ade847")]
+    if max(args.sizes) > len(classes):
+        parser.error(f"at most {len(classes)} names")
+    warm_up = argparse.Namespace(**{**vars(args), "repeats": 1})
+    measure(model.clip, tower, model.tokenizer, classes[:8], "simple", warm_up, device)
+    print(
+        f"{model.name}, random weights, {device}, {model.dtype}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}; batches of {args.batch_size} prompts; "
+        f"median of {args.repeats} run(s)\n"
+    )
+    print("| names | templates | prompts | path | seconds | x full | tokens | tokens/s | rate |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for size in args.sizes:
+        for template_set in args.templates:
+            rows = measure(model.clip, tower, model.tokenizer, classes[:size], template_set, args, device)
+            full_seconds, full_tokens = rows[1][1], rows[1][2]
+            full_rate = full_tokens / full_seconds
+            count = len(TEMPLATE_SETS[template_set])
+            for path, seconds, tokens, scaled in rows:
+                rate = f"{tokens / seconds:,.0f} | {tokens / seconds / full_rate:.2f}" if tokens else "- | -"
+                print(
+                    f"| {size} | {count} | {size * count} | {path}{' (scaled)' if scaled else ''} | {seconds:.2f} | "
+                    f"{seconds / full_seconds:.3f} | {tokens or '-'} | {rate} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
