@@ -671,11 +671,11 @@ class _Clock:
 
 
 def test_segment_reports_the_text_time_it_spent(tiny_model, photo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import scclip_core.text
     from scclip_core import Segmenter
+    from scclip_core.prompt_encoding import SharedPrefixTower
 
     clock = _Clock()
-    encode = scclip_core.text.encode_prompts
+    encode = SharedPrefixTower.encode
     batches: list[int] = []
 
     def slow_encode(*args, **kwargs):
@@ -684,7 +684,7 @@ def test_segment_reports_the_text_time_it_spent(tiny_model, photo: Path, monkeyp
         return encode(*args, **kwargs)
 
     segmenter = Segmenter(tiny_model, FAST_CONFIG)
-    monkeypatch.setattr(scclip_core.text, "encode_prompts", slow_encode)
+    monkeypatch.setattr(SharedPrefixTower, "encode", slow_encode)
     monkeypatch.setattr("scclip_core.segmenter.time.perf_counter", clock)
     first = segmenter.segment(str(photo), "red; blue", background=None)
     encoded = len(batches)
