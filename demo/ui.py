@@ -706,20 +706,7 @@ def wire_video(page: Page, events: Events, not_a_tool: str) -> None:
 LIVE_STREAMS = 4  # webcam streams running at once; each holds its slot until stopped or `LIVE_TIME_LIMIT_S`
 LIVE_TIME_LIMIT_S = 120
 LIVE_CAPTURE_EVERY_S = 0.1  # the browser sends a frame this often at most, and never while one is pending
-LIVE_INPUTS = (
-    "classes",
-    "background",
-    "threshold",
-    "method",
-    "stages",
-    "detector",
-    "beta",
-    "area_threshold",
-    "templates",
-    "refine",
-    "refine_edges",
-    "live_side",
-)
+LIVE_INPUTS = (*SEGMENT_INPUTS[1:], "live_side")  # /segment's inputs after the image, then the frame size
 
 
 def build_live_tab(host: ModelHost) -> Page:
