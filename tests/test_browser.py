@@ -357,7 +357,7 @@ def test_a_batch_of_three_images_gives_overlays_a_table_and_a_zip(page, tmp_path
     assert f"at most {LIMITS.max_batch_files} images per request" in page.locator("#tab-batch").inner_text()
     assert names == [image.name for image in images]
     assert "3 of 3 images segmented" in page.locator("#batch-status").inner_text()
-    assert page.locator("#batch-zip a[download]").get_attribute("download") == "scclip_batch.zip"
+    assert page.locator("#batch-zip a[download]").get_attribute("download") == "scclip_batch_UNTRAINED.zip"
     page.screenshot(path=str(ARTIFACTS / "batch.png"), full_page=True)
 
 

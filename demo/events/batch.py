@@ -13,7 +13,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from demo.events.common import admitted, user_error
+from demo.events.common import admitted, progress_reporter, user_error
 from demo.events.segmenting import DEFAULT_BACKGROUND, SegmentEvents
 from demo.host import run_segment
 from demo.inputs import (
@@ -28,7 +28,7 @@ from demo.inputs import (
 )
 from demo.labels import METHOD_REFINEMENTS
 from demo.memory import release_freed_memory
-from demo.outputs import coco_of, input_label_map, png_bytes, write_zip
+from demo.outputs import coco_of, input_label_map, png_bytes, untrained_suffix, write_zip
 from demo.timings import RequestClock
 from demo.views import overlay_picture, summary
 from scclip_core import InputError, ScclipError
@@ -128,11 +128,13 @@ class BatchEvents:
         rows: list[tuple[str, dict[str, float] | None, str]] = []
         members: dict[str, bytes] = {}
         coco: CocoFile | None = None
+        report = progress_reporter(progress)
         try:
             with admitted(self.segmenting.admission, request):
                 for position, value in enumerate(files, start=1):
                     name = file_name(value, position)
-                    progress((position - 1) / len(files), desc=f"image {position}/{len(files)}")
+                    if report:
+                        report((position - 1) / len(files), f"image {position}/{len(files)}")
                     clock = RequestClock.start()
                     try:
                         path = image_path(value)
@@ -157,12 +159,11 @@ class BatchEvents:
                     rows.append((name, segmentation.shares(), SEGMENTED))
         finally:
             release_freed_memory()
-        progress(1.0, desc=f"image {len(files)}/{len(files)}")
         class_names = list(coco.class_names) if coco is not None else list(vocabulary.names)
         zip_path = None
         if coco is not None:
             members["coco.json"] = json.dumps(coco.to_dict()).encode()
-            zip_path = write_zip("scclip_batch.zip", members)
+            zip_path = write_zip(f"scclip_batch{untrained_suffix(self.host.is_random)}.zip", members)
         done = sum(status == SEGMENTED for _, _, status in rows)
         return Batch(
             batch_gallery=gallery,
