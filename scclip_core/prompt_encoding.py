@@ -7,10 +7,15 @@ positions, attending to the cached prefix and to itself under the causal mask, a
 open_clip pools at. Prompts are grouped by how many tokens they still run, so no batch is padded. The result
 equals open_clip's `encode_text` of the full prompts up to float rounding; `SharedPrefixTower.of` admits only
 the text towers whose form this module re-implements, and anything else keeps open_clip's own forward.
+
+A template's prefix up to the class name is the same in every call, so `KeptPrefixes` keeps it across calls: run
+once, it serves every later call whose prompts all start with exactly its tokens (checked on each call), which is
+what makes calls of one or two names (the demo's turns) cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +25,35 @@ from open_clip.transformer import ResidualAttentionBlock, TextTransformer, Trans
 from torch import Tensor, nn
 
 POOL_TYPES = ("argmax", "eos")  # pooling at one token of each prompt, found from its tokens as open_clip does
+
+
+@dataclass(frozen=True)
+class KeptPrefixes:
+    """Each template's prefix, run once and kept (`SharedPrefixTower.keep_prefixes`) for the calls it fits.
+
+    Read-only once made, so calls on several threads may share it.
+    """
+
+    tokens: Tensor  # (T, P): each template's prefix tokens, zero after its length
+    lengths: Tensor  # (T,): each template's prefix length
+    keys_values: tuple[tuple[Tensor, Tensor], ...]  # per layer: keys, values (T, H, P, D/H), zero after each length
+
+    def fit(self, tokens: Tensor, ends: Tensor, dtype: torch.dtype) -> Tensor:
+        """(T,) for prompts (N, T, L) pooled at `ends` (N, T): whether every prompt of a template starts with
+        exactly its kept prefix and is pooled after it, in a tower computing in `dtype` on the prompts' device."""
+        templates, longest = self.tokens.shape
+        keys = self.keys_values[0][0]
+        if tokens.shape[1] != templates or keys.dtype != dtype or keys.device != tokens.device:
+            return ends.new_zeros(templates, dtype=torch.bool)
+        within = torch.arange(longest, device=tokens.device) < self.lengths[:, None]
+        same = ((tokens[:, :, :longest] == self.tokens) | ~within).all(dim=2).all(dim=0)
+        return same & (self.lengths <= ends.min(dim=0).values)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the kept prefixes hold."""
+        held = [self.tokens, self.lengths, *(part for layer in self.keys_values for part in layer)]
+        return sum(t.numel() * t.element_size() for t in held)
 
 
 @dataclass(frozen=True)
@@ -75,33 +109,68 @@ class SharedPrefixTower:
             eos_id=eos_id,
         )
 
-    def encode(self, tokens: Tensor, batch_size: int = 512) -> Tensor:
+    def encode(self, tokens: Tensor, batch_size: int = 512, kept: KeptPrefixes | None = None) -> Tensor:
         """Unnormalised text features of N names x T templates of tokenised prompts, (N, T, L) -> (N, T, E).
 
-        Each template's prefix is the longest token prefix its N prompts share (start token included), cut so
-        that every prompt keeps its pooled token; then the prompts' remaining tokens run in batches of at most
-        `batch_size` prompts that all run the same number of tokens.
+        A template whose `kept` prefix fits this call (`KeptPrefixes.fit`) starts from it; any other template's
+        prefix is the longest token prefix its N prompts share (start token included), cut so that every prompt
+        keeps its pooled token, and runs in this call. Then the prompts' remaining tokens run in batches of at
+        most `batch_size` prompts that all run the same number of tokens.
         """
-        names, templates, context = tokens.shape
+        names, templates, _ = tokens.shape
         if names == 0 or templates == 0:
             return torch.empty(names, templates, self.width, dtype=self.dtype, device=tokens.device)
         prefix_lengths, ends = self.split(tokens)
-        prefix_cache = self._run_prefixes(tokens[0], prefix_lengths)
-        flat_tokens = tokens.flatten(0, 1)
-        template_of = torch.arange(templates, device=tokens.device).repeat(names)
-        starts = prefix_lengths[template_of]
-        lengths = ends.flatten() + 1 - starts
-        order = torch.argsort(lengths * (context + 1) + starts, stable=True)  # by length run, then prefix length
+        reused = kept.fit(tokens, ends, self.dtype) if kept is not None else ends.new_zeros(templates, dtype=torch.bool)
         features = torch.empty(names * templates, self.width, dtype=self.dtype, device=tokens.device)
+        if kept is not None and bool(reused.any()):
+            self._run_prompts(tokens, ends, reused, kept.lengths, kept.keys_values, batch_size, features)
+        if not bool(reused.all()):
+            fresh = ~reused
+            prefix_cache = self._run_prefixes(tokens[0], prefix_lengths * fresh)
+            self._run_prompts(tokens, ends, fresh, prefix_lengths, prefix_cache, batch_size, features)
+        return features.view(names, templates, -1)
+
+    def keep_prefixes(self, tokens: Tensor) -> KeptPrefixes:
+        """The prefixes that the prompts (K, T, L) of K probe names share, run once to be reused by later calls.
+
+        With probe names whose first tokens differ, each template's shared prefix stops before the name; a later
+        call reuses a template's prefix only where its prompts start with exactly these tokens, so the probes
+        choose how much is kept, never whether a result is exact.
+        """
+        lengths = self.split(tokens)[0]
+        longest = int(lengths.max())
+        within = torch.arange(longest, device=tokens.device) < lengths[:, None]
+        return KeptPrefixes(tokens[0, :, :longest] * within, lengths, tuple(self._run_prefixes(tokens[0], lengths)))
+
+    def _run_prompts(
+        self,
+        tokens: Tensor,
+        ends: Tensor,
+        selected: Tensor,
+        prefix_lengths: Tensor,
+        prefix_cache: Sequence[tuple[Tensor, Tensor]],
+        batch_size: int,
+        features: Tensor,
+    ) -> None:
+        """Write into `features` (N * T, E) those of the prompts (N, T, L) of the `selected` templates (T,), each
+        running its tokens after its template's prefix (of `prefix_lengths`, in `prefix_cache`) up to its end."""
+        names, templates, context = tokens.shape
+        template_of = torch.arange(templates, device=tokens.device).repeat(names)
+        rows = selected[template_of].nonzero().squeeze(1)
+        starts = prefix_lengths[template_of[rows]]
+        lengths = ends.flatten()[rows] + 1 - starts
+        order = torch.argsort(lengths * (context + 1) + starts, stable=True)  # by length run, then prefix length
+        rows, starts, lengths = rows[order], starts[order], lengths[order]
+        flat_tokens = tokens.flatten(0, 1)
         offset = 0
-        for length, count in zip(*(t.tolist() for t in torch.unique_consecutive(lengths[order], return_counts=True))):
+        for length, count in zip(*(t.tolist() for t in torch.unique_consecutive(lengths, return_counts=True))):
             for begin in range(offset, offset + count, batch_size):
-                rows = order[begin : min(begin + batch_size, offset + count)]
-                features[rows] = self._run_suffixes(
-                    flat_tokens[rows], starts[rows], length, prefix_cache, template_of[rows]
+                batch = slice(begin, min(begin + batch_size, offset + count))
+                features[rows[batch]] = self._run_suffixes(
+                    flat_tokens[rows[batch]], starts[batch], length, prefix_cache, template_of[rows[batch]]
                 )
             offset += count
-        return features.view(names, templates, -1)
 
     def split(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Where `encode` splits (N, T, L) prompts: each template's prefix length (T,) and each prompt's pooled
@@ -157,7 +226,7 @@ class SharedPrefixTower:
         tokens: Tensor,
         starts: Tensor,
         length: int,
-        prefix_cache: list[tuple[Tensor, Tensor]],
+        prefix_cache: Sequence[tuple[Tensor, Tensor]],
         templates: Tensor,
     ) -> Tensor:
         """Features (B, E) of B prompts (B, L) that each run `length` tokens from `starts`, their prefix lengths."""

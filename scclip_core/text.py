@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from .backbones import LoadedModel
 from .cache import CacheWarning, atomic_write, default_cache_dir
 from .config import TEMPLATE_SET_NAMES, SegmenterConfig, TemplateSet
 from .errors import InputError
-from .prompt_encoding import SharedPrefixTower
+from .prompt_encoding import KeptPrefixes, SharedPrefixTower
 from .vocabularies import BACKGROUND_NAME, display_names
 
 DEFAULT_BACKGROUND_WORDS: tuple[str, ...] = (
@@ -67,6 +68,7 @@ _ENTRY_FORMAT = 1
 _ENTRY_DTYPE = "<f4"
 ENTRY_SUFFIX = ".emb"
 _ENTRY_SUFFIXES = (ENTRY_SUFFIX, ".npy")  # the second: entries of older versions, pruned but never read
+PROBE_NAMES = ("x", "0", "-")  # a letter, a digit, a sign: their prompts part at the name, never before it
 
 
 @dataclass(frozen=True)
@@ -377,7 +379,9 @@ class TextEncoder:
     """Embeds class names with prompt templates (per-template normalise, mean, renormalise), cached.
 
     Prompts are encoded prefix-shared (`prompt_encoding.SharedPrefixTower`) when the model's text tower admits
-    it, otherwise with the shortened context of `encode_prompts`; both equal open_clip's `encode_text`.
+    it, otherwise with the shortened context of `encode_prompts`; both equal open_clip's `encode_text`. The
+    templates' prefixes up to the name run at the first encoding and are kept for every later one (`prefixes`),
+    so a call of one or two names runs only their own tokens.
     """
 
     def __init__(
@@ -396,6 +400,8 @@ class TextEncoder:
         self.batch_size = batch_size
         self.width: int | None = getattr(model.clip.visual, "output_dim", None)  # what a cached embedding must be
         self.tower = SharedPrefixTower.of(model.clip)  # None: a tower of another form, encoded by `encode_prompts`
+        self._prefixes: KeptPrefixes | None = None
+        self._prefixes_lock = threading.Lock()
 
     def _warn_if_truncated(self, name: str) -> str | None:
         tokenizer = self.model.tokenizer
@@ -437,13 +443,27 @@ class TextEncoder:
         """The names (each once, in order) whose embeddings `embed` would have to compute."""
         return [name for name in dict.fromkeys(names) if self.cache.get(self._key(name), self.width) is None]
 
+    def prefixes(self) -> KeptPrefixes | None:
+        """The templates' prefixes shared by the prompts of `PROBE_NAMES` (None without a prefix-shared tower):
+        run at the first call, then kept. Made under a lock and then only read, so threads may share the encoder."""
+        if self.tower is None:
+            return None
+        with self._prefixes_lock:
+            if self._prefixes is None:
+                prompts = [template(name) for name in PROBE_NAMES for template in self.templates]
+                with torch.inference_mode():
+                    tokens = self.model.tokenizer(prompts).to(self.model.device)
+                    self._prefixes = self.tower.keep_prefixes(tokens.view(len(PROBE_NAMES), len(self.templates), -1))
+            return self._prefixes
+
     def _encode_names(self, names: list[str]) -> Tensor:
         """(N, E) embeddings of `names`: prefix-shared encoding on a tower that admits it, else shortened batches."""
         prompts = [template(name) for name in names for template in self.templates]
         with torch.inference_mode():
             tokens = self.model.tokenizer(prompts).to(self.model.device)
             if self.tower is not None:
-                features = self.tower.encode(tokens.view(len(names), len(self.templates), -1), self.batch_size)
+                grid = tokens.view(len(names), len(self.templates), -1)
+                features = self.tower.encode(grid, self.batch_size, self.prefixes())
             else:
                 batches = [
                     encode_prompts(self.model.clip, tokens[start : start + self.batch_size])

@@ -2,6 +2,8 @@
 
 import copy
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import open_clip
@@ -183,3 +185,111 @@ def test_segmenting_and_patch_naming_encode_their_names_prefix_shared(tiny_model
     segmenter.segment(np.zeros((64, 96, 3), np.uint8), "teapot; saucer", background=None)
     assert PatchNamer(segmenter.text, ["cup", "kettle", "table"]).embeddings.shape == (3, 64)
     assert encoded == [(2, 7, 77), (3, 7, 77)]
+
+
+ODD_NAMES = ["3d printer", "-ish", "'s thing", ".hidden file", "(brackets)", "&amp; co", "<|endoftext|> x", "7"]
+
+
+def _kept(model, template_set):
+    """A fresh encoder's kept prefixes and its tower."""
+    encoder = TextEncoder(model, templates=template_set, cache=TextEmbeddingCache())
+    kept = encoder.prefixes()
+    assert kept is not None and encoder.tower is not None
+    return encoder.tower, kept
+
+
+def _tokens(tokenizer, names, templates):
+    return tokenizer([t(name) for name in names for t in templates]).view(len(names), len(templates), -1)
+
+
+@pytest.mark.parametrize("template_set", ["openai", "simple"])
+def test_kept_prefixes_are_each_templates_words_before_the_name(tiny_model, template_set):
+    _, kept = _kept(tiny_model, template_set)
+    for index, template in enumerate(TEMPLATE_SETS[template_set]):
+        before = template("\x01").split("\x01")[0]
+        assert before == "" or before.endswith(" "), "CLIP's pre-tokeniser splits at the space before the name"
+        expected = tiny_model.tokenizer([before])[0]
+        length = int((expected != 0).sum()) - 1  # the start token and the words, not the end token
+        assert int(kept.lengths[index]) == length
+        assert torch.equal(kept.tokens[index, :length], expected[:length])
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize("template_set", ["openai", "simple"])
+def test_calls_of_few_names_reuse_the_kept_prefixes_and_equal_full_prompts(
+    tiny_model, template_set, chunk, monkeypatch
+):
+    templates = TEMPLATE_SETS[template_set]
+    tower, kept = _kept(tiny_model, template_set)
+    monkeypatch.setattr(SharedPrefixTower, "_run_prefixes", lambda *args: pytest.fail("a prefix ran again"))
+    names = ODD_NAMES + NAMES
+    for start in range(0, len(names), chunk):
+        tokens = _tokens(tiny_model.tokenizer, names[start : start + chunk], templates)
+        with torch.inference_mode():
+            assert bool(kept.fit(tokens, tower.split(tokens)[1], tower.dtype).all())
+            shared = tower.encode(tokens, 512, kept)
+            full = tiny_model.clip.encode_text(tokens.flatten(0, 1)).view_as(shared)
+        assert _relative_error(shared, full) < 1e-5, names[start : start + chunk]
+
+
+def test_vit_b16_calls_of_few_names_with_kept_prefixes_equal_full_prompts(tiny_model, vit_b16):
+    clip, tokenizer = vit_b16
+    model = dataclasses.replace(tiny_model, clip=clip, tokenizer=tokenizer, key=f"{tiny_model.key}|vit-b16")
+    tower, kept = _kept(model, "openai")
+    # 12 layers' keys and values, 80 templates x 9 positions (the longest prefix) x width 512 in float32: ~35 MB
+    assert kept.nbytes == 2 * 12 * 80 * 9 * 512 * 4 + kept.tokens.nbytes + kept.lengths.nbytes
+    for names in (["cat"], ["3d printer", "-ish"], [NAMES[2], TRUNCATED]):
+        tokens = _tokens(tokenizer, names, TEMPLATE_SETS["openai"])
+        with torch.inference_mode():
+            shared = tower.encode(tokens, 512, kept)
+            full = clip.encode_text(tokens.flatten(0, 1)).view_as(shared)
+        assert _relative_error(shared, full) < 1e-5, names
+
+
+def test_a_kept_prefix_that_does_not_fit_gives_way_to_the_calls_own(tiny_model):
+    """Prefixes kept from probe names that share their first word "x": they fit only calls whose names do."""
+    templates = TEMPLATE_SETS["simple"]
+    tower = SharedPrefixTower.of(tiny_model.clip)
+    with torch.inference_mode():
+        kept = tower.keep_prefixes(_tokens(tiny_model.tokenizer, ["x ray", "x men"], templates))
+        for names, fits in ((["x wing", "x files"], True), (["cat", "dog"], False), (["x wing", "cat"], False)):
+            tokens = _tokens(tiny_model.tokenizer, names, templates)
+            assert bool((kept.fit(tokens, tower.split(tokens)[1], tower.dtype) == fits).all())
+            full = tiny_model.clip.encode_text(tokens.flatten(0, 1)).view(len(names), len(templates), -1)
+            assert _relative_error(tower.encode(tokens, 512, kept), full) < 1e-5, names
+        tokens = _tokens(tiny_model.tokenizer, ["x wing"], templates)
+        altered = kept.tokens.clone()
+        altered[3, 1] += 1  # one template's kept prefix no longer fits: it runs its own, the others reuse theirs
+        one_off = dataclasses.replace(kept, tokens=altered)
+        ends = tower.split(tokens)[1]
+        assert one_off.fit(tokens, ends, tower.dtype).tolist() == [index != 3 for index in range(len(templates))]
+        full = tiny_model.clip.encode_text(tokens.flatten(0, 1)).view(1, len(templates), -1)
+        assert _relative_error(tower.encode(tokens, 512, one_off), full) < 1e-5
+        assert not bool(kept.fit(tokens, kept.lengths[None] - 1, tower.dtype).any()), "pooled inside the prefix"
+        assert not bool(kept.fit(tokens, ends, torch.float16).any()), "kept in another dtype"
+
+
+def test_an_encoder_keeps_its_prefixes_across_calls_and_threads(tiny_model, monkeypatch):
+    runs = SharedPrefixTower._run_prefixes
+    counted: list[int] = []
+    monkeypatch.setattr(
+        SharedPrefixTower, "_run_prefixes", lambda self, *args: counted.append(len(args[0])) or runs(self, *args)
+    )
+    encoder = TextEncoder(tiny_model, templates="openai", cache=TextEmbeddingCache())
+    barrier = threading.Barrier(4)
+
+    def first_call() -> object:
+        barrier.wait()
+        return encoder.prefixes()
+
+    with ThreadPoolExecutor(4) as pool:
+        kept = list(pool.map(lambda _: first_call(), range(4)))
+    assert all(k is kept[0] for k in kept) and counted == [80], "made once, by one of the threads"
+    names = ODD_NAMES[:5]
+    for name in names:
+        encoder.embed([name])
+    assert counted == [80], "later calls reuse the kept prefixes"
+    cold = TextEncoder(tiny_model, templates="openai", cache=TextEmbeddingCache())
+    monkeypatch.setattr(cold, "prefixes", lambda: None)
+    assert _relative_error(encoder.embed(names), cold.embed(names)) < 1e-5
+    assert counted[1:] == [80], "the cold encoder ran the shared prefixes of its one call"
