@@ -168,11 +168,12 @@ class ModelHost:
 
     def live_segmenter(self, segmenter: Segmenter) -> Segmenter:
         """`segmenter` for webcam frames: a frame keeps its reduced size instead of being upscaled to the short side
-        (so a 224 px frame is one window), and shares `segmenter`'s text cache, so names are embedded once."""
+        (so a 224 px frame is one window), and shares `segmenter`'s text encoder, so names are embedded once and the
+        template prefixes are kept once."""
         templates = segmenter.config.templates
         if templates not in self._live_segmenters:
             config = replace(segmenter.config, short_side=None)
-            self._live_segmenters[templates] = Segmenter(segmenter.model, config, text_cache=segmenter.text.cache)
+            self._live_segmenters[templates] = Segmenter(segmenter.model, config, text=segmenter.text)
         return self._live_segmenters[templates]
 
     def embed_text(self, segmenter: Segmenter, names: Sequence[str]) -> None:

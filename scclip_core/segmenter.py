@@ -315,15 +315,26 @@ def sliding_windows(height: int, width: int, crop: int | tuple[int, int], stride
 class Segmenter:
     """Owns the inference protocol for one model: windows, text, stitching and post-processing.
 
-    Without `text_cache`, text embeddings go to the shared on-disk cache (`TextEmbeddingCache.default()`).
+    Without `text_cache`, text embeddings go to the shared on-disk cache (`TextEmbeddingCache.default()`). `text`
+    shares another segmenter's encoder (same model and templates), with its cache and its kept template prefixes.
     """
 
     def __init__(
-        self, model: LoadedModel, config: SegmenterConfig | None = None, *, text_cache: TextEmbeddingCache | None = None
+        self,
+        model: LoadedModel,
+        config: SegmenterConfig | None = None,
+        *,
+        text_cache: TextEmbeddingCache | None = None,
+        text: TextEncoder | None = None,
     ) -> None:
         self.model = model
         self.config = config or SegmenterConfig()
-        self.text = TextEncoder(model, self.config.templates, text_cache)
+        if text is not None and (text.model is not model or text.template_set != self.config.templates):
+            raise InputError(
+                f"a shared text encoder must be of this model and its {self.config.templates!r} templates, not "
+                f"{text.model.name} with {text.template_set!r}"
+            )
+        self.text = text if text is not None else TextEncoder(model, self.config.templates, text_cache)
         self._last: ImageEmbedding | None = None
 
     def _normalised(self, rgb: np.ndarray, size: tuple[int, int]) -> Tensor:

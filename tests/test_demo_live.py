@@ -123,3 +123,11 @@ def test_no_classes_is_said_in_the_status_line_and_warned_once(events: Events, f
 def test_no_frame_yet_asks_for_the_webcam(events: Events) -> None:
     result = events.live.frame(None, "cat")
     assert result.live_output == SKIP and "webcam" in result.live_status
+
+
+def test_the_live_segmenter_shares_the_text_encoder_of_its_segmenter(events: Events) -> None:
+    host = events.host
+    segmenter = host.segmenter(host.config.templates)
+    live = host.live_segmenter(segmenter)
+    assert live.text is segmenter.text and live.config.short_side is None
+    assert host.live_segmenter(segmenter) is live

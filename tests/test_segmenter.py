@@ -16,6 +16,7 @@ from scclip_core import (
     Segmenter,
     SegmenterConfig,
     Stages,
+    TextEmbeddingCache,
     Variant,
     Vocabulary,
     assign_labels,
@@ -402,3 +403,10 @@ def test_segment_on_a_remembered_image_reports_only_the_time_it_spent(tiny_model
     assert again.image_side_reused and again.to_json()["image_side_reused"] is True
     assert not {"preprocess", "backbone"} & set(again.timings) and {"text", "logits"} <= set(again.timings)
     assert again.timings["total"] == pytest.approx(sum(v for k, v in again.timings.items() if k != "total"))
+
+
+def test_a_shared_text_encoder_must_be_of_the_same_model_and_templates(tiny_model) -> None:
+    simple = Segmenter(tiny_model, SegmenterConfig(templates="simple"), text_cache=TextEmbeddingCache())
+    assert Segmenter(tiny_model, SegmenterConfig(templates="simple"), text=simple.text).text is simple.text
+    with pytest.raises(InputError, match="shared text encoder must be of this model and its 'openai' templates"):
+        Segmenter(tiny_model, SegmenterConfig(templates="openai"), text=simple.text)
