@@ -267,36 +267,19 @@ def run_segment(
     recorded: on ZeroGPU this runs in another process)."""
     started = time.perf_counter()
     segmenter, notice = host.text_segmenter(vocabulary, settings.templates)
-    variant = settings.variant
-    key = segmenter.image_key(
-        image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
-    )
+    key = segmenter.image_key(image, **settings.image_side)
     image_seconds: float | None = None
     if previous is not None and previous.serves(key, trace):
         embedding = previous
     else:
         with host.turns.turn():
-            embedding = segmenter.embed_image(
-                image,
-                method=variant.method,
-                stages=variant.stages,
-                params=settings.params,
-                method_params=variant.params,
-                trace=trace,
-                progress=progress,
-            )
+            embedding = segmenter.embed_image(image, **settings.image_side, trace=trace, progress=progress)
         image_seconds = time.perf_counter() - started
     text_started = time.perf_counter()
     host.embed_text(segmenter, vocabulary.queries)
     predict_started = time.perf_counter()
     with host.turns.turn():
-        segmentation = segmenter.predict(
-            vocabulary,
-            embedding=embedding,
-            rules=settings.rules,
-            pamr_steps=settings.pamr_steps,
-            refine=settings.refine,
-        )
+        segmentation = segmenter.predict(vocabulary, embedding=embedding, **settings.prediction)
     ended = time.perf_counter()
     if notice:
         segmentation.notices.append(notice)
@@ -342,13 +325,7 @@ def run_ablation(
             progress(index / len(configurations), f"{variant_label(variant)} ({index + 1}/{len(configurations)})")
         with host.turns.turn():
             started = time.perf_counter()
-            segmentation = segmenter.predict(
-                vocabulary,
-                embedding=embedding,
-                rules=settings.rules,
-                pamr_steps=settings.pamr_steps,
-                refine=settings.refine,
-            )
+            segmentation = segmenter.predict(vocabulary, embedding=embedding, **settings.prediction)
             own = embedding.timings["last_block"] + time.perf_counter() - started
         if notice:
             segmentation.notices.append(notice)
@@ -367,21 +344,12 @@ def run_frame(
     stream (`live_segmenter`'s copy of it for webcam frames)."""
     started = time.perf_counter()
     host.embed_text(segmenter, vocabulary.queries)
-    variant = settings.variant
     image_started = time.perf_counter()
     with host.turns.turn():
-        embedding = segmenter.embed_image(
-            image, method=variant.method, stages=variant.stages, params=settings.params, method_params=variant.params
-        )
+        embedding = segmenter.embed_image(image, **settings.image_side)
     predict_started = time.perf_counter()
     with host.turns.turn():
-        segmentation = segmenter.predict(
-            vocabulary,
-            embedding=embedding,
-            rules=settings.rules,
-            pamr_steps=settings.pamr_steps,
-            refine=settings.refine,
-        )
+        segmentation = segmenter.predict(vocabulary, embedding=embedding, **settings.prediction)
     ended = time.perf_counter()
     times = ModelTimes(
         text=image_started - started, image=predict_started - image_started, prediction=ended - predict_started

@@ -111,6 +111,23 @@ class RequestSettings:
     refine: tuple[str, ...] | None = None
     pamr_steps: int = 0
 
+    @property
+    def image_side(self) -> dict[str, Any]:
+        """The keywords of `Segmenter.embed_image` (and `image_key`) that this request sets: what the image side
+        depends on."""
+        variant = self.variant
+        return {
+            "method": variant.method,
+            "stages": variant.stages,
+            "params": self.params,
+            "method_params": variant.params,
+        }
+
+    @property
+    def prediction(self) -> dict[str, Any]:
+        """The keywords of `Segmenter.predict` that this request sets: its label rules and refinements."""
+        return {"rules": self.rules, "pamr_steps": self.pamr_steps, "refine": self.refine}
+
 
 def template_set(value: str | None) -> TemplateSet:
     """A template set's name (None or '' means the default), refusing unknown ones."""
