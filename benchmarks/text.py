@@ -3,20 +3,21 @@ encoding (what `TextEncoder` runs), on ViT-B/16 with random weights (timings do 
 
     python -m benchmarks.text                                  # 8, 100 and 847 names x the 80 and the 7 templates
     python -m benchmarks.text --sizes 8 --templates openai     # the issue's goal: 8 names x 80 templates
-    python -m benchmarks.text --sizes 3 8 --templates openai --chunk 2 --threads 2   # the demo's turns
+    python -m benchmarks.text --sizes 12 --templates openai --chunk 6 --threads 2     # the demo's turns
     python -m benchmarks.text --sizes 8 100 --full-sample 2000 --repeats 3 --device cuda
+    python -m benchmarks.text --class-list context459 --sizes 459 --templates openai --paths kept   # an eval's list
 
-The names are the first N classes of ADE-847 (first synonyms), encoded in calls of `--chunk` names (default: all in
-one call), as the demo embeds a new visitor's names a few per turn at the model. All paths encode the same tokenised
-prompts, each call in batches of `--batch-size` prompts; tokenising them, which every path needs, is timed on its
-own. Prefix-shared encoding runs twice: "per call" shares only the prefixes within each call (a cold encoder), "kept"
-reuses the templates' prefixes that `TextEncoder` keeps from its first call on (`KeptPrefixes`); keeping them, once
-per encoder and template set, is timed on its own ("keep prefixes (once)", not part of "kept"). Each timing is the
-median of `--repeats` runs after one warm-up of every path, and the paths take turns, so a change in the machine's
-load falls on all of them alike. open_clip's full context runs 77 positions for every prompt, so its time does not
-depend on which prompts it encodes: above `--full-sample` prompts it is timed on that many (spread evenly over the
-prompts, in batches of one call's prompts at most) and scaled linearly to all of them, and the table marks it
-"(scaled)".
+The names are the first N classes of `--class-list` (default ADE-847; first synonyms), encoded in calls of `--chunk`
+names (default: all in one call), as the demo embeds a new visitor's names a few per turn at the model. `--paths` leaves
+out the slow ones; open_clip's full context, the reference of every ratio, always runs. All paths encode the same
+tokenised prompts, each call in batches of `--batch-size` prompts; tokenising them, which every path needs, is timed on
+its own. Prefix-shared encoding runs twice: "per call" shares only the prefixes within each call (a cold encoder),
+"kept" reuses the templates' prefixes that `TextEncoder` keeps from its first call on (`KeptPrefixes`); keeping them,
+once per encoder and template set, is timed on its own ("keep prefixes (once)", not part of "kept"). Each timing is the
+median of `--repeats` runs after one warm-up of every path, and the paths take turns, so a change in the machine's load
+falls on all of them alike. open_clip's full context runs 77 positions for every prompt, so its time does not depend on
+which prompts it encodes: above `--full-sample` prompts it is timed on that many (spread evenly over the prompts, in
+batches of one call's prompts at most) and scaled linearly to all of them, and the table marks it "(scaled)".
 
 "tokens" counts the positions each path runs through the text transformer: 77 per prompt at full context; the
 longest prompt of each batch times its prompts with the shortened context; each template's shared prefix once per
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from open_clip import CLIP, CustomTextCLIP
 
 from scclip_core import load_model
 from scclip_core.prompt_encoding import SharedPrefixTower
@@ -44,6 +46,8 @@ from scclip_core.vocabularies import read_class_list
 SIZES = (8, 100, 847)
 TEMPLATE_SET_ORDER = ("openai", "simple")
 FULL = "open_clip full context"
+PATHS = ("shortened", "per-call", "kept")
+PATH_LABELS = {"shortened": "shortened context", "per-call": "prefix-shared, per call", "kept": "prefix-shared, kept"}
 ONCE = ("tokenise (every path)", "keep prefixes (once)")  # not per call: tokenising is timed for all calls at once
 
 
@@ -68,7 +72,7 @@ def _batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def measure(
-    clip: torch.nn.Module,
+    clip: CLIP | CustomTextCLIP,
     tower: SharedPrefixTower,
     tokenizer: Callable[[list[str]], torch.Tensor],
     names: list[str],
@@ -95,40 +99,45 @@ def measure(
     probes = probes.view(len(PROBE_NAMES), len(templates), context)
     with torch.inference_mode():
         kept = tower.keep_prefixes(probes)
-    keep, full, shortened, shared, reused = _timed(
-        [
-            lambda: tower.keep_prefixes(probes),
-            lambda: [clip.encode_text(batch) for batch in sample_batches],
-            lambda: [encode_prompts(clip, batch) for batch in batches],
-            lambda: [tower.encode(call, args.batch_size) for call in calls],
-            lambda: [tower.encode(call, args.batch_size, kept) for call in calls],
-        ],
+    optional: dict[str, Callable[[], object]] = {
+        "shortened": lambda: [encode_prompts(clip, batch) for batch in batches],
+        "per-call": lambda: [tower.encode(call, args.batch_size) for call in calls],
+        "kept": lambda: [tower.encode(call, args.batch_size, kept) for call in calls],
+    }
+    chosen = [path for path in PATHS if path in args.paths]
+    reference: list[Callable[[], object]] = [
+        lambda: tower.keep_prefixes(probes),
+        lambda: [clip.encode_text(batch) for batch in sample_batches],
+    ]
+    keep, full, *timed = _timed(
+        [*reference, *(optional[path] for path in chosen)],
         args.repeats,
         device,
     )
+    seconds = dict(zip(chosen, timed))
     splits = [tower.split(call) for call in calls]
     own_tokens = sum(int((ends + 1 - prefix_lengths).sum()) for prefix_lengths, ends in splits)
     with torch.inference_mode():
         if not all(bool(kept.fit(call, ends, tower.dtype).all()) for call, (_, ends) in zip(calls, splits)):
             raise SystemExit("a kept prefix does not fit these names: the kept path is not what it is meant to time")
+    tokens_run = {
+        "shortened": sum(len(batch) * shortened_length(batch) for batch in batches),
+        "per-call": own_tokens + sum(int(lengths.sum()) for lengths, _ in splits),
+        "kept": int(sum((ends + 1 - kept.lengths).sum() for _, ends in splits)),
+    }
     return [
         ("tokenise (every path)", tokenise_seconds, 0, False),
         ("keep prefixes (once)", keep, int(kept.lengths.sum()), False),
-        (
-            FULL,
-            full * len(prompts) / len(sample),
-            context * len(prompts),
-            len(sample) < len(tokens),
-        ),
-        ("shortened context", shortened, sum(len(batch) * shortened_length(batch) for batch in batches), False),
-        ("prefix-shared, per call", shared, own_tokens + sum(int(lengths.sum()) for lengths, _ in splits), False),
-        ("prefix-shared, kept", reused, int(sum((ends + 1 - kept.lengths).sum() for _, ends in splits)), False),
+        (FULL, full * len(prompts) / len(sample), context * len(prompts), len(sample) < len(tokens)),
+        *((PATH_LABELS[path], seconds[path], tokens_run[path], False) for path in chosen),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of names (at most 847)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of names")
+    parser.add_argument("--class-list", default="ade847", help="the packaged class list the names come from")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="besides the full context")
     parser.add_argument("--templates", nargs="+", choices=TEMPLATE_SET_ORDER, default=list(TEMPLATE_SET_ORDER))
     parser.add_argument("--model", default="ViT-B/16")
     parser.add_argument("--device", default="cpu")
@@ -145,9 +154,9 @@ def main() -> None:
     tower = SharedPrefixTower.of(model.clip)
     if tower is None:
         parser.error(f"{args.model}'s text tower does not admit prefix sharing")
-    classes = [synonyms[0] for synonyms in read_class_list("ade847")]
+    classes = [synonyms[0] for synonyms in read_class_list(args.class_list)]
     if max(args.sizes) > len(classes):
-        parser.error(f"at most {len(classes)} names")
+        parser.error(f"{args.class_list} has {len(classes)} names")
     warm_up = argparse.Namespace(**{**vars(args), "repeats": 1})
     measure(model.clip, tower, model.tokenizer, classes[:8], "simple", warm_up, device)
     chunked = f"calls of {args.chunk} names" if args.chunk else "all names in one call"

@@ -6,9 +6,13 @@ the largest one the limits allow.
                                                                    # and beside one client's burst of 20
     python -m benchmarks.visitors fairness --cases burst           # only the burst
     python -m benchmarks.visitors fairness --cases video           # a small request beside a clip at the limits
+    python -m benchmarks.visitors newcomers                        # new visitors' waits on a cold start, and the
+                                                                   # start-up warm-up of the presets' names
 
 The app runs as a separate process (`python app.py`, ViT-B/16 with random weights unless --model/--weights say
-otherwise: timings and memory do not depend on the weight values); visitors are `gradio_client` clients, each a
+otherwise: timings and memory do not depend on the weight values), with an empty text cache of its own, as a
+Space without persistent storage starts; measurements begin once its start-up warm-up is done, except in
+`newcomers`, which measures during it. Visitors are `gradio_client` clients, each a
 new session, as many browser tabs would be. Prints one line per measurement and a summary that
 docs/demo.md quotes.
 """
@@ -34,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from demo.inputs import LIMITS
-from scclip_core.config import DEFAULT_MODEL
+from scclip_core.config import DEFAULT_MODEL, TEMPLATE_SET_NAMES
 from scclip_core.vocabularies import vocabulary_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +59,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(model: str, weights: str, extra: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python app.py` on a free local port, until the page answers; stopped afterwards."""
+def app_server(
+    model: str, weights: str, extra: list[str], *, warmed: bool = True
+) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`python app.py` on a free local port with an empty text cache, until the page answers and (if `warmed`) the
+    server has logged the end of its start-up warm-up; stopped afterwards. Yields the page's address, the process
+    and its log."""
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    cache = tempfile.mkdtemp(prefix="scclip-visitors-cache-")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "SCCLIP_CACHE": cache}
     command = [sys.executable, "app.py", "--model", model, "--weights", weights, "--port", str(port), *extra]
     log = tempfile.NamedTemporaryFile("w+", prefix="scclip-app-", suffix=".log", delete=False)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -73,7 +82,9 @@ def app_server(model: str, weights: str, extra: list[str]) -> Iterator[tuple[str
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the app did not start in 300 s; see {log.name}")
             time.sleep(1)
-        yield url, process
+        if warmed:
+            wait_for_warm_up(Path(log.name), deadline=time.monotonic() + 600)
+        yield url, process, Path(log.name)
     finally:
         process.terminate()
         process.wait(30)
@@ -94,7 +105,7 @@ def photo(folder: Path, index: int, size: tuple[int, int] = (1024, 768)) -> Path
 def memory(args: argparse.Namespace) -> None:
     from gradio_client import Client, handle_file
 
-    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, server):
+    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, server, _):
         pictures = [photo(Path(folder), index) for index in range(args.distinct_photos)]
         Client(url, verbose=False).predict(handle_file(str(pictures[0])), args.classes, api_name="/segment")
         start = rss_mib(server.pid)
@@ -130,6 +141,8 @@ def timed_segment(client: Any, picture: Path, classes: str, templates: str) -> f
     _, summary = client.predict(handle_file(str(picture)), classes, templates=templates, api_name="/segment")
     seconds = time.perf_counter() - started
     print(f"  {len(summary['classes'])} classes, {seconds:.1f} s waited; the summary's timings: {summary['timings']}")
+    for notice in summary["notices"]:
+        print(f"  notice: {notice}")
     return seconds
 
 
@@ -143,7 +156,10 @@ def behind_the_largest(url: str, folder: Path, delay: float) -> None:
     coco = vocabulary_preset("coco_stuff").as_text("; ")
     scenarios = {  # the 26 background words count towards the 200 names; preset classes do not count
         "100 classes, 200 names (the short templates, as the limits switch to them)": (largest, "openai"),
-        "30 new names with the 80 templates": ("; ".join(f"object {index}" for index in range(30)), "openai"),
+        f"{LIMITS.full_template_names} new names with the 80 templates": (
+            "; ".join(f"object {index}" for index in range(LIMITS.full_template_names)),
+            "openai",
+        ),
         "the COCO-Stuff preset (171 classes) plus those 100 classes": (f"{coco}; {largest}", "openai"),
     }
     for label, (classes, templates) in scenarios.items():
@@ -235,7 +251,7 @@ def beside_a_video(url: str, folder: Path, delay: float, seconds: float, rate: i
 def fairness(args: argparse.Namespace) -> None:
     from gradio_client import Client, handle_file
 
-    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, _):
+    with tempfile.TemporaryDirectory() as folder, app_server(args.model, args.weights, []) as (url, _, _):
         warm = Client(url, verbose=False)
         warm.predict(handle_file(str(photo(Path(folder), 0))), "red; blue", api_name="/segment")
         if "largest" in args.cases:
@@ -245,6 +261,44 @@ def fairness(args: argparse.Namespace) -> None:
         if "video" in args.cases:
             width, height = (int(side) for side in args.video_size.split("x"))
             beside_a_video(url, Path(folder), args.delay, args.video_seconds, args.video_rate, (width, height))
+
+
+def warm_up_lines(log: Path) -> list[str]:
+    """The server log's lines on its start-up warm-up (`ModelHost.warm_up`): one per template set once done."""
+    return [line for line in log.read_text().splitlines() if "warm-up:" in line]
+
+
+def wait_for_warm_up(log: Path, deadline: float) -> list[str]:
+    """The warm-up's log lines once there is one per template set, or those there are at `deadline`."""
+    while len(warm_up_lines(log)) < len(TEMPLATE_SET_NAMES) and time.monotonic() < deadline:
+        time.sleep(1)
+    return warm_up_lines(log)
+
+
+def newcomers(args: argparse.Namespace) -> None:
+    """New visitors on a cold start, each with 3 class names no one asked for before, on a 600x400 photo: the first
+    sent as soon as the page answers (while the presets' names are being embedded), the second once that warm-up is
+    done; then the first visitor's classes again (its image side kept), and a preset with the paper's templates."""
+    from gradio_client import Client
+
+    started = time.perf_counter()
+    server = app_server(args.model, args.weights, [], warmed=False)
+    with tempfile.TemporaryDirectory() as folder, server as (url, _, log):
+        print(f"the page answered {time.perf_counter() - started:.1f} s after the server was started")
+        picture = photo(Path(folder), 4, (600, 400))
+        first = Client(url, verbose=False)
+        waited = timed_segment(first, picture, "red kettle; wooden bench; paper lantern", "openai")
+        print(f"the first visitor, at start-up, 3 new classes: {waited:.1f} s")
+        lines = wait_for_warm_up(log, deadline=time.monotonic() + args.warm_up_timeout)
+        for line in lines or ["no warm-up reported in the server log"]:
+            print(f"server log: {line}")
+        second = timed_segment(Client(url, verbose=False), picture, "copper teapot; garden hose; violin case", "openai")
+        print(f"a second visitor, once warm, the same photo, 3 other new classes: {second:.1f} s")
+        again = timed_segment(first, picture, "red kettle; wooden bench; paper lantern", "openai")
+        print(f"the first visitor's classes again, its image side kept: {again:.1f} s")
+        coco = vocabulary_preset("coco_stuff")
+        preset = timed_segment(Client(url, verbose=False), picture, coco.as_text("; "), "openai")
+        print(f"a new visitor, the COCO-Stuff preset ({len(coco.classes)} classes), the 80 templates: {preset:.1f} s")
 
 
 def main() -> None:
@@ -271,8 +325,12 @@ def main() -> None:
         help="frames a second of the clip (default: the frame limit over the length limit)",
     )
     fairness_parser.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the clip")
+    newcomers_parser = commands.add_parser("newcomers", help="new visitors' waits on a cold start")
+    newcomers_parser.add_argument(
+        "--warm-up-timeout", type=float, default=600, help="seconds to wait for the warm-up to be reported"
+    )
     args = parser.parse_args()
-    memory(args) if args.command == "memory" else fairness(args)
+    {"memory": memory, "fairness": fairness, "newcomers": newcomers}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ instead of holding the model until it is done. On ZeroGPU hardware `run_segment`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import html
 import logging
@@ -23,6 +24,7 @@ import numpy as np
 from demo.ablation import AblationRun
 from demo.inputs import LIMITS, TRAINED_PROB_THRESHOLD, RequestLimits, RequestSettings
 from demo.labels import variant_label
+from demo.memory import release_freed_memory
 from demo.timings import ModelTimes
 from scclip_core import (
     DEFAULT_BACKGROUND_WORDS,
@@ -48,12 +50,23 @@ from scclip_core.images import cap_size
 
 LOGGER = logging.getLogger(__name__)
 DEMO_CONFIG = SegmenterConfig(max_input_side=1024)
-TURN_PROMPTS = 160
+TURN_PROMPTS = 480  # prompts embedded per turn: 6 names x 80 templates, about 0.9 s on 2 vCPUs (benchmarks.text)
 PREVIEW_SIDE = 480
 SHORT_TEMPLATES: TemplateSet = "simple"
 FRAME_GPU_SECONDS = 20
 Progress = Callable[[float, str], None]
 ON_ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
+_WARM_UPS: dict[threading.Event, threading.Thread] = {}  # the running warm-ups, by the event that stops each
+
+
+@atexit.register
+def stop_warm_ups() -> None:
+    """Stop the warm-ups still running, each after its current turn, and wait for them: a daemon thread killed
+    inside torch when the interpreter exits aborts the process."""
+    for stop in list(_WARM_UPS):
+        stop.set()
+    for thread in list(_WARM_UPS.values()):
+        thread.join(60)
 
 
 def _gpu(duration: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -156,14 +169,14 @@ class ModelHost:
     def text_segmenter(self, vocabulary: Vocabulary, templates: TemplateSet) -> tuple[Segmenter, str | None]:
         """The segmenter whose templates this request can afford, and a notice when the short set stands in."""
         segmenter = self.segmenter(templates)
-        new_prompts = len(segmenter.text.uncached(vocabulary.queries)) * len(segmenter.text.templates)
-        if templates == SHORT_TEMPLATES or new_prompts <= self.limits.full_template_prompts:
+        new_names = len(segmenter.text.uncached(vocabulary.queries))
+        if templates == SHORT_TEMPLATES or new_names <= self.limits.full_template_names:
             return segmenter, None
         short = self.segmenter(SHORT_TEMPLATES)
         return short, (
-            f"{new_prompts // len(segmenter.text.templates)} class names needed new text embeddings, more than "
-            f"{self.limits.full_template_prompts // len(segmenter.text.templates)} at once: this run used the 7 short "
-            "prompt templates instead of the 80 of the paper, to keep the queue moving for everyone"
+            f"{new_names} class names needed new text embeddings, more than {self.limits.full_template_names} at "
+            "once: this run used the 7 short prompt templates instead of the 80 of the paper, to keep the queue "
+            "moving for everyone"
         )
 
     def live_segmenter(self, segmenter: Segmenter) -> Segmenter:
@@ -176,33 +189,57 @@ class ModelHost:
             self._live_segmenters[templates] = Segmenter(segmenter.model, config, text=segmenter.text)
         return self._live_segmenters[templates]
 
-    def embed_text(self, segmenter: Segmenter, names: Sequence[str]) -> None:
-        """Embed the names not cached yet, a few prompts per turn at the model."""
+    def embed_text(self, segmenter: Segmenter, names: Sequence[str], stop: threading.Event | None = None) -> None:
+        """Embed the names not cached yet, a few prompts per turn at the model; before each turn, give up if `stop`
+        is set."""
         missing = segmenter.text.uncached(names)
         step = max(1, TURN_PROMPTS // len(segmenter.text.templates))
         for start in range(0, len(missing), step):
+            if stop is not None and stop.is_set():
+                return
             with self.turns.turn():
                 segmenter.text.embed(missing[start : start + step])
 
     def warm_up(self) -> threading.Thread | None:
-        """Embed the vocabulary presets' names and the patch namer's vocabulary with the short templates, in the
-        background and in turns, so that picking a preset or naming a patch costs no text encoding later (the
-        on-disk text cache keeps them across restarts). Starts once; returns the thread, or None without a model."""
+        """Embed, in the background and in turns, the patch namer's vocabulary and the presets' names with the short
+        templates, then the presets' names with every other template set, so that naming a patch or picking a
+        preset costs no text encoding later (the on-disk text cache keeps them across restarts). Starts once;
+        returns the thread, or None without a model."""
         if self.namer is None:
             return None
         with self._warm_lock:
             if self._warm_thread is None:
-                names = list(dict.fromkeys([*preset_queries(), *self.namer.names]))
+                plan = {SHORT_TEMPLATES: list(dict.fromkeys([*preset_queries(), *self.namer.names]))}
+                plan.update((other, list(preset_queries())) for other in TEMPLATE_SET_NAMES if other != SHORT_TEMPLATES)
+
+                stop = threading.Event()
 
                 def embed() -> None:
                     try:
-                        self.embed_text(self._segmenters[SHORT_TEMPLATES], names)
+                        for templates, names in plan.items():
+                            self._embed_logged(self._segmenters[templates], names, stop)
                     except Exception:
                         LOGGER.exception("embedding the preset vocabularies failed")
+                    finally:
+                        _WARM_UPS.pop(stop, None)
+                        release_freed_memory()
 
                 self._warm_thread = threading.Thread(target=embed, name="scclip-warm-up", daemon=True)
+                _WARM_UPS[stop] = self._warm_thread
                 self._warm_thread.start()
             return self._warm_thread
+
+    def _embed_logged(self, segmenter: Segmenter, names: Sequence[str], stop: threading.Event) -> None:
+        """`embed_text`, and one log line on what it took (benchmarks.visitors reads it) unless stopped."""
+        started = time.perf_counter()
+        new = len(segmenter.text.uncached(names))
+        self.embed_text(segmenter, names, stop)
+        if stop.is_set():
+            return
+        LOGGER.info(
+            "warm-up: %d of %d names embedded with the %s templates in %.1f s",
+            *(new, len(names), segmenter.config.templates, time.perf_counter() - started),
+        )
 
     def name_patch(
         self, embedding: ImageEmbedding, point: tuple[int, int], extra_names: Sequence[str]

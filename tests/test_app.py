@@ -351,6 +351,7 @@ def test_the_public_api_names_only_the_documented_endpoints(client: Client) -> N
     assert info["untrained_weights"] is True and "naclip" in info["methods"]
     assert info["stages"][0] == "anomaly" and info["limits"]["max_classes"] == 100
     assert info["limits"]["max_video_frames"] == LIMITS.max_video_frames and info["limits"]["live_side"] == 224
+    assert info["limits"]["full_template_names"] == LIMITS.full_template_names == 100
 
 
 class _Request:

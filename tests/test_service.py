@@ -23,13 +23,14 @@ from gradio_client.exceptions import AppError
 
 from demo.events import Events
 from demo.events.common import LOCAL_SESSION
-from demo.host import ModelHost, ModelTurns
-from demo.inputs import parse_settings, probe_image, stage_list
+from demo.host import TURN_PROMPTS, ModelHost, ModelTurns, stop_warm_ups
+from demo.inputs import LIMITS, parse_settings, probe_image, stage_list
 from demo.labels import number_word
 from demo.sessions import KEPT_PROBS_BYTES, RUN_AGAIN, SessionStore
 from scclip_core import (
     DETECTORS,
     PAMR_STEPS,
+    TEMPLATE_SET_NAMES,
     VOCABULARY_PRESETS,
     InputError,
     LabelRules,
@@ -123,26 +124,37 @@ def test_turns_at_the_model_are_served_in_arrival_order() -> None:
 
 def test_a_long_class_list_takes_many_short_turns(photo: Path) -> None:
     host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # no names embedded yet
-    turns_taken = []
-    original = host.turns.turn
+    text = host.segmenter("simple").text
+    turns_taken, new_per_call = [], []
+    original_turn, original_embed = host.turns.turn, text.embed
 
     def counting_turn():
         turns_taken.append(1)
-        return original()
+        return original_turn()
 
-    host.turns.turn = counting_turn
-    classes = "; ".join(f"thing {index}" for index in range(60))
+    def counting_embed(names, *args, **kwargs):
+        new_per_call.append(len(text.uncached(names)))
+        return original_embed(names, *args, **kwargs)
+
+    host.turns.turn, text.embed = counting_turn, counting_embed
+    classes = "; ".join(f"thing {index}" for index in range(host.limits.max_classes))
     Events(host).segmenting.segment(str(photo), classes, "", 0.0, templates="simple", progress=None)
-    assert len(turns_taken) >= 2 + 60 * 7 // 160, "image side, text in chunks of at most 160 prompts, prediction"
+    chunks = [count for count in new_per_call if count]
+    assert sum(chunks) == host.limits.max_classes and max(chunks) == TURN_PROMPTS // len(text.templates)
+    assert len(turns_taken) >= 2 + len(chunks) >= 4, "image side, text in chunks of a turn each, prediction"
 
 
-def test_many_new_names_switch_to_the_short_templates_with_a_notice(photo: Path) -> None:
-    handlers = Events(ModelHost("tiny-test", "random", config=FAST_CONFIG)).segmenting  # no names embedded yet
-    classes = "; ".join(f"object {index}" for index in range(31))
-    _, summary = handlers.segment(str(photo), classes, "", 0.0, templates="openai", progress=None)
-    assert any("7 short prompt templates" in notice for notice in summary["notices"])
-    _, few = handlers.segment(str(photo), "red; blue", "", 0.0, templates="openai", progress=None)
+def test_more_new_names_than_the_limit_switch_to_the_short_templates_with_a_notice(photo: Path) -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # no names embedded yet
+    host.limits = dataclasses.replace(host.limits, full_template_names=3)
+    handlers = Events(host).segmenting
+    _, many = handlers.segment(str(photo), "a; b; c; d", "", 0.0, templates="openai", progress=None)
+    assert any("4 class names needed new text embeddings, more than 3" in notice for notice in many["notices"])
+    assert host.segmenter("openai").text.uncached(["a"]) == ["a"], "embedded with the short templates only"
+    _, few = handlers.segment(str(photo), "e; f; g", "", 0.0, templates="openai", progress=None)
     assert not any("short prompt templates" in notice for notice in few["notices"])
+    assert host.segmenter("openai").text.uncached(["e", "f", "g"]) == []
+    assert f"above {LIMITS.full_template_names} new names, the 7 short prompt templates" in LIMITS.describe()
 
 
 @pytest.mark.parametrize(
@@ -426,13 +438,15 @@ def test_preset_classes_do_not_count_against_the_per_request_limits(photo: Path,
 
 def test_warm_up_embeds_the_presets_so_a_preset_costs_no_text_encoding(photo: Path) -> None:
     host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # not warmed up yet
+    assert host.segmenter("openai").text.uncached(preset_queries())
     host.warm_up().join(60)
-    short = host.segmenter("simple")
-    assert short.text.uncached(preset_queries()) == [] and short.text.uncached(host.namer.names) == []
-    _, summary = Events(host).segmenting.segment(
-        str(photo), vocabulary_preset("ade20k").as_text(), "", 0.0, progress=None
-    )
-    assert any("7 short prompt templates" in notice for notice in summary["notices"]), "80 templates: too many new"
+    for templates in TEMPLATE_SET_NAMES:
+        assert host.segmenter(templates).text.uncached(preset_queries()) == [], templates
+    assert host.segmenter("simple").text.uncached(host.namer.names) == []
+    ade20k = vocabulary_preset("ade20k")
+    assert len(ade20k.classes) > host.limits.full_template_names
+    _, summary = Events(host).segmenting.segment(str(photo), ade20k.as_text(), "", 0.0, progress=None)
+    assert not any("short prompt templates" in notice for notice in summary["notices"]), "the paper's 80 templates"
 
 
 def test_a_patch_is_named_after_calibration_and_in_vanilla_clip(photo: Path) -> None:
@@ -735,3 +749,11 @@ def test_the_queue_wait_is_read_from_gradios_record_of_the_event(monkeypatch: py
     assert clock.gradio_queue >= 42.0
     timings = clock.waited(3.0).timings(ModelTimes(text=1.0, image=None, prediction=0.5))
     assert timings.queue == clock.gradio_queue + 3.0 and timings.total >= clock.gradio_queue
+
+
+def test_at_exit_a_running_warm_up_stops_after_its_current_turn() -> None:
+    host = ModelHost("tiny-test", "random", config=FAST_CONFIG)  # not warmed up yet
+    thread = host.warm_up()
+    stop_warm_ups()  # what the interpreter runs at exit, before it kills daemon threads (inside torch: an abort)
+    assert not thread.is_alive()
+    assert host.segmenter("openai").text.uncached(preset_queries()), "stopped before the 80 templates' part"

@@ -255,6 +255,7 @@ class SegmentEvents:
             "limits": {
                 "max_classes": limits.max_classes,
                 "max_names": limits.max_names,
+                "full_template_names": limits.full_template_names,
                 "max_image_megapixels": limits.max_image_pixels / 1e6,
                 "processed_long_side": self.host.config.max_input_side,
                 "max_video_seconds": limits.max_video_seconds,
