@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from benchmarks.visitors import rss_mib
+
 SETTINGS = {
     "glibc's defaults": "defaults",
     "the demo's (demo/memory.py)": "demo",
@@ -46,14 +48,6 @@ def apply(setting: str) -> None:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         libc.mallopt(memory.M_ARENA_MAX, memory.MALLOC_ARENAS)
         libc.mallopt(memory.M_MMAP_THRESHOLD, 1 << 20)
-
-
-def rss_mib() -> float:
-    """This process's resident size, from /proc (Linux)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def measured(work: Callable[[], object]) -> dict[str, float]:
@@ -83,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
     text = measured(lambda: [segmenter.text.embed(call) for call in calls])
     image = measured(lambda: [segmenter.embed_image(photo) for _ in range(args.images)])
     release_freed_memory()
-    print(json.dumps({"text": text, "image": image, "rss": rss_mib()}))
+    print(json.dumps({"text": text, "image": image, "rss": rss_mib(os.getpid())}))
 
 
 def main() -> None:
