@@ -236,10 +236,9 @@ class ModelHost:
         self.embed_text(segmenter, names, stop)
         if stop.is_set():
             return
-        LOGGER.info(
-            "warm-up: %d of %d names embedded with the %s templates in %.1f s",
-            *(new, len(names), segmenter.config.templates, time.perf_counter() - started),
-        )
+        seconds = time.perf_counter() - started
+        message = "warm-up: %d of %d names embedded with the %s templates in %.1f s"
+        LOGGER.info(message, new, len(names), segmenter.config.templates, seconds)
 
     def name_patch(
         self, embedding: ImageEmbedding, point: tuple[int, int], extra_names: Sequence[str]
