@@ -66,8 +66,8 @@ def app_server(
     server has logged the end of its start-up warm-up; stopped afterwards. Yields the page's address, the process
     and its log."""
     port = free_port()
-    cache = tempfile.mkdtemp(prefix="scclip-visitors-cache-")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "SCCLIP_CACHE": cache}
+    cache = tempfile.TemporaryDirectory(prefix="scclip-visitors-cache-")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "SCCLIP_CACHE": cache.name}
     command = [sys.executable, "app.py", "--model", model, "--weights", weights, "--port", str(port), *extra]
     log = tempfile.NamedTemporaryFile("w+", prefix="scclip-app-", suffix=".log", delete=False)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -88,6 +88,7 @@ def app_server(
     finally:
         process.terminate()
         process.wait(30)
+        cache.cleanup()
         print(f"server log: {log.name}")
 
 
